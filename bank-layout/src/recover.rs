@@ -1,0 +1,332 @@
+//! Recovery at open: repair what a crash, a power loss or a hand left in the root, and
+//! say what was done, one line per repair.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use crate::atomic::{remove_temp_files, write_atomic};
+use crate::fsutil::{empty_dir, has_entries, remove_durably};
+use crate::{BankId, BankRecord, LayoutError, Phase, RECORD_FILE, STATE_FILE, State};
+
+/// One repair made by [`Root::open`](crate::Root::open). `Display` is one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// A bank folder was missing (deleted by hand) and was re-created empty.
+    BankRecreated {
+        /// The bank.
+        bank: BankId,
+    },
+    /// A bank folder held files but no valid record (an interrupted stage): emptied.
+    HalfStagedWiped {
+        /// The bank.
+        bank: BankId,
+    },
+    /// `state.json` was missing and was rebuilt from the bank records.
+    StateRebuilt {
+        /// The bank chosen as active (the record with the highest sequence).
+        active: BankId,
+    },
+    /// The active bank held no release; the other bank, which does, is active now.
+    FellBack {
+        /// The bank that was active.
+        from: BankId,
+        /// The bank active now.
+        to: BankId,
+        /// What was wrong with `from`.
+        reason: String,
+    },
+    /// The active bank holds no release, and the other bank neither: nothing can run.
+    ActiveEmpty {
+        /// The active bank.
+        bank: BankId,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `state.json` listed another version for a bank than its record; corrected.
+    VersionCorrected {
+        /// The bank.
+        bank: BankId,
+        /// What `state.json` listed.
+        listed: Option<String>,
+        /// What the bank's record says.
+        actual: Option<String>,
+    },
+    /// Temp files of an interrupted [`write_atomic`] were removed.
+    TempFilesRemoved {
+        /// How many.
+        count: usize,
+    },
+}
+
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "no release".to_owned());
+        match self {
+            Recovery::BankRecreated { bank } => write!(f, "re-created missing bank folder {bank}"),
+            Recovery::HalfStagedWiped { bank } => write!(f, "wiped half-staged {bank}"),
+            Recovery::StateRebuilt { active } => {
+                write!(
+                    f,
+                    "rebuilt missing {STATE_FILE} from the bank records; {active} is active"
+                )
+            }
+            Recovery::FellBack { from, to, reason } => {
+                write!(f, "fell back from {from} to {to}: {reason}")
+            }
+            Recovery::ActiveEmpty { bank, reason } => write!(
+                f,
+                "active {bank} holds no release and {} neither ({reason}): nothing to run until one is installed",
+                bank.other()
+            ),
+            Recovery::VersionCorrected {
+                bank,
+                listed,
+                actual,
+            } => write!(
+                f,
+                "{STATE_FILE} listed {} in {bank}, which holds {}; corrected",
+                or_none(listed),
+                or_none(actual)
+            ),
+            Recovery::TempFilesRemoved { count } => {
+                write!(
+                    f,
+                    "removed {count} temporary file(s) left by an interrupted write"
+                )
+            }
+        }
+    }
+}
+
+/// What a bank folder looked like at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finding {
+    /// Holds a valid record.
+    Complete,
+    /// Exists and is empty.
+    Empty,
+    /// Was missing; re-created.
+    Recreated,
+    /// Held files without a valid record; wiped.
+    Wiped,
+}
+
+impl Finding {
+    /// Why a bank with this finding holds no release, after its name.
+    fn why_empty(self) -> &'static str {
+        match self {
+            Finding::Complete => "holds a release",
+            Finding::Empty => "is empty",
+            Finding::Recreated => "was deleted",
+            Finding::Wiped => "held an incomplete release",
+        }
+    }
+}
+
+/// A root after recovery.
+pub(crate) struct Recovered {
+    /// The state, as now on disk.
+    pub(crate) state: State,
+    /// The valid record of each bank (index: [`BankId::index`]).
+    pub(crate) records: [Option<BankRecord>; 2],
+    /// What was repaired.
+    pub(crate) notes: Vec<Recovery>,
+}
+
+/// Recovers the root `dir` (lock held by the caller). A corrupt `state.json` is
+/// reported before anything is touched.
+pub(crate) fn recover(dir: &Path) -> Result<Recovered, LayoutError> {
+    let state_path = dir.join(STATE_FILE);
+    let stored = State::read(&state_path)?;
+    let mut notes = Vec::new();
+
+    let removed = remove_temp_files(dir).map_err(LayoutError::at(dir))?;
+    if removed > 0 {
+        notes.push(Recovery::TempFilesRemoved { count: removed });
+    }
+
+    let mut records = [None, None];
+    let mut findings = [Finding::Empty; 2];
+    for bank in BankId::ALL {
+        let (finding, record) = recover_bank(&dir.join(bank.dir_name()))?;
+        findings[bank.index()] = finding;
+        records[bank.index()] = record;
+    }
+    let fresh = stored.is_none() && findings.iter().all(|f| *f == Finding::Recreated);
+    for bank in BankId::ALL {
+        match findings[bank.index()] {
+            Finding::Recreated if !fresh => notes.push(Recovery::BankRecreated { bank }),
+            Finding::Wiped => notes.push(Recovery::HalfStagedWiped { bank }),
+            _ => {}
+        }
+    }
+
+    let mut state = match &stored {
+        None => {
+            let state = rebuild(&records);
+            if !fresh {
+                notes.push(Recovery::StateRebuilt {
+                    active: state.active,
+                });
+            }
+            state
+        }
+        Some(stored) => {
+            let mut state = stored.clone();
+            let active = state.active;
+            if records[active.index()].is_none() {
+                let reason = format!("{active} {}", findings[active.index()].why_empty());
+                if records[active.other().index()].is_some() {
+                    state.active = active.other();
+                    state.phase = Phase::Committed;
+                    state.trial_started = None;
+                    notes.push(Recovery::FellBack {
+                        from: active,
+                        to: active.other(),
+                        reason,
+                    });
+                } else if state.version_of(active).is_some() {
+                    notes.push(Recovery::ActiveEmpty {
+                        bank: active,
+                        reason,
+                    });
+                }
+            }
+            state
+        }
+    };
+    for (bank, listed) in state.sync_with(&records) {
+        if stored.is_some() {
+            let actual = state.version_of(bank).map(str::to_owned);
+            notes.push(Recovery::VersionCorrected {
+                bank,
+                listed,
+                actual,
+            });
+        }
+    }
+    if state.product.is_none() {
+        state.product = records[state.active.index()]
+            .as_ref()
+            .map(|r| r.product.clone());
+    }
+    if stored.as_ref() != Some(&state) {
+        let bytes = state.to_bytes().map_err(LayoutError::at(&state_path))?;
+        write_atomic(&state_path, &bytes).map_err(LayoutError::at(&state_path))?;
+    }
+    Ok(Recovered {
+        state,
+        records,
+        notes,
+    })
+}
+
+/// Brings one bank folder into shape: re-creates it if missing, wipes it if it holds
+/// files but no valid record.
+fn recover_bank(bank_dir: &Path) -> Result<(Finding, Option<BankRecord>), LayoutError> {
+    match fs::symlink_metadata(bank_dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(LayoutError::io(
+                bank_dir,
+                io::Error::new(io::ErrorKind::NotADirectory, "a bank must be a real folder"),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir(bank_dir).map_err(LayoutError::at(bank_dir))?;
+            return Ok((Finding::Recreated, None));
+        }
+        Err(e) => return Err(LayoutError::io(bank_dir, e)),
+    }
+    if let Some(record) = BankRecord::read(bank_dir)? {
+        return Ok((Finding::Complete, Some(record)));
+    }
+    if !has_entries(bank_dir)? {
+        return Ok((Finding::Empty, None));
+    }
+    wipe_bank(bank_dir)?;
+    Ok((Finding::Wiped, None))
+}
+
+/// Empties a bank folder, its record first (durably), so that a crash during the wipe
+/// leaves a bank that is visibly incomplete.
+pub(crate) fn wipe_bank(bank_dir: &Path) -> Result<(), LayoutError> {
+    remove_durably(&bank_dir.join(RECORD_FILE), bank_dir)?;
+    empty_dir(bank_dir)
+}
+
+/// A state rebuilt from the bank records: the bank with the highest sequence is active
+/// and committed (Bank1 on a fresh root).
+fn rebuild(records: &[Option<BankRecord>; 2]) -> State {
+    let active = match records {
+        [Some(one), Some(two)] if two.sequence > one.sequence => BankId::Bank2,
+        [None, Some(_)] => BankId::Bank2,
+        _ => BankId::Bank1,
+    };
+    State {
+        active,
+        ..State::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_one_line() {
+        let notes = [
+            Recovery::BankRecreated {
+                bank: BankId::Bank1,
+            },
+            Recovery::HalfStagedWiped {
+                bank: BankId::Bank2,
+            },
+            Recovery::StateRebuilt {
+                active: BankId::Bank2,
+            },
+            Recovery::FellBack {
+                from: BankId::Bank1,
+                to: BankId::Bank2,
+                reason: "Bank1 was deleted".into(),
+            },
+            Recovery::ActiveEmpty {
+                bank: BankId::Bank1,
+                reason: "Bank1 is empty".into(),
+            },
+            Recovery::VersionCorrected {
+                bank: BankId::Bank2,
+                listed: Some("1.0.0".into()),
+                actual: None,
+            },
+            Recovery::TempFilesRemoved { count: 2 },
+        ];
+        for note in notes {
+            let text = note.to_string();
+            assert!(!text.is_empty() && !text.contains('\n'), "{text}");
+        }
+        assert_eq!(
+            Recovery::HalfStagedWiped {
+                bank: BankId::Bank2
+            }
+            .to_string(),
+            "wiped half-staged Bank2"
+        );
+    }
+
+    #[test]
+    fn rebuild_picks_the_highest_sequence() {
+        let rec = |sequence| {
+            Some(BankRecord {
+                sequence,
+                ..BankRecord::default()
+            })
+        };
+        assert_eq!(rebuild(&[rec(3), rec(4)]).active, BankId::Bank2);
+        assert_eq!(rebuild(&[rec(5), rec(4)]).active, BankId::Bank1);
+        assert_eq!(rebuild(&[None, rec(1)]).active, BankId::Bank2);
+        assert_eq!(rebuild(&[None, None]).active, BankId::Bank1);
+    }
+}

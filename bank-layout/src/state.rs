@@ -1,0 +1,331 @@
+//! `state.json` and the bank record: their types, and reading them defensively.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BankId, LayoutError, Phase, RECORD_FILE};
+
+/// The `schema` value this crate writes and understands.
+pub const STATE_SCHEMA: u32 = 1;
+
+/// Largest `state.json` read. It holds two versions, a pending manifest (at most 64 KiB
+/// by SPEC §4) and a list of bad versions: 4 MiB is far above any honest file and keeps
+/// a runaway or hostile file from exhausting memory.
+const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Largest bank record read: a manifest (at most 64 KiB) and its signature, plus a few
+/// short fields. Anything bigger is not a record we wrote.
+const MAX_RECORD_BYTES: u64 = 1024 * 1024;
+
+/// The bank record, `RECORD_FILE` inside a bank: written last, after the bank's files
+/// are durable, so its presence means the bank is complete.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BankRecord {
+    /// Payload version (semver text from the manifest).
+    pub version: String,
+    /// Manifest sequence of the release.
+    pub sequence: u64,
+    /// SHA-256 of the artifact (lower-case hex), as verified while staging.
+    pub sha256: String,
+    /// When the bank was staged, unix seconds (passed in by the caller).
+    pub staged_at: u64,
+    /// Product of the release.
+    pub product: String,
+    /// Channel the release came from.
+    pub channel: String,
+    /// Entrypoint command, relative to the bank folder.
+    pub command: String,
+    /// Entrypoint arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The exact signed manifest bytes, for audit and re-verification.
+    pub manifest: String,
+    /// The exact minisign signature of `manifest`.
+    pub signature: String,
+}
+
+/// A version this agent refuses to install again, up to a sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadVersion {
+    /// The payload version.
+    pub version: String,
+    /// Bad at or below this manifest sequence; a higher sequence re-publishing it clears it.
+    pub sequence: u64,
+    /// Why it was marked bad (e.g. "health check failed 3 times").
+    pub reason: String,
+}
+
+/// A release that passed verification and waits for its slot (or is being staged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The payload version.
+    pub version: String,
+    /// The manifest sequence.
+    pub sequence: u64,
+    /// Earliest start, unix seconds.
+    pub not_before: u64,
+    /// The exact signed manifest bytes.
+    pub manifest: String,
+    /// The exact minisign signature of `manifest`.
+    pub signature: String,
+}
+
+/// `state.json`: the single source of truth of a root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Layout schema, [`STATE_SCHEMA`].
+    pub schema: u32,
+    /// The bank the supervisor runs.
+    pub active: BankId,
+    /// Whether the active bank is committed or on trial.
+    pub phase: Phase,
+    /// Version held by Bank1, kept in sync with its record.
+    #[serde(default)]
+    pub bank1_version: Option<String>,
+    /// Version held by Bank2, kept in sync with its record.
+    #[serde(default)]
+    pub bank2_version: Option<String>,
+    /// Highest manifest sequence ever accepted (replay defence).
+    pub highest_sequence: u64,
+    /// Product this root runs; `None` on a fresh root (accepts any).
+    #[serde(default)]
+    pub product: Option<String>,
+    /// Versions marked bad by this agent.
+    #[serde(default)]
+    pub bad_versions: Vec<BadVersion>,
+    /// A verified release waiting to be staged.
+    #[serde(default)]
+    pub pending: Option<Pending>,
+    /// When the current trial started, unix seconds.
+    #[serde(default)]
+    pub trial_started: Option<u64>,
+    /// When the console was last asked, unix seconds.
+    #[serde(default)]
+    pub last_check: Option<u64>,
+    /// The last error, one line, for `status` and reports.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl Default for State {
+    /// The state of a fresh root: Bank1 active and empty, committed, nothing seen.
+    fn default() -> State {
+        State {
+            schema: STATE_SCHEMA,
+            active: BankId::Bank1,
+            phase: Phase::Committed,
+            bank1_version: None,
+            bank2_version: None,
+            highest_sequence: 0,
+            product: None,
+            bad_versions: Vec::new(),
+            pending: None,
+            trial_started: None,
+            last_check: None,
+            last_error: None,
+        }
+    }
+}
+
+impl State {
+    /// The version `state.json` lists for `bank`.
+    pub fn version_of(&self, bank: BankId) -> Option<&str> {
+        match bank {
+            BankId::Bank1 => self.bank1_version.as_deref(),
+            BankId::Bank2 => self.bank2_version.as_deref(),
+        }
+    }
+
+    /// Sets the version listed for `bank`.
+    pub(crate) fn set_version(&mut self, bank: BankId, version: Option<String>) {
+        match bank {
+            BankId::Bank1 => self.bank1_version = version,
+            BankId::Bank2 => self.bank2_version = version,
+        }
+    }
+
+    /// Makes the listed versions and `highest_sequence` agree with the bank records.
+    /// Returns the banks whose listed version changed, with the old listing.
+    pub(crate) fn sync_with(
+        &mut self,
+        records: &[Option<BankRecord>; 2],
+    ) -> Vec<(BankId, Option<String>)> {
+        let mut changed = Vec::new();
+        for bank in BankId::ALL {
+            let actual = records[bank.index()].as_ref().map(|r| r.version.clone());
+            if self.version_of(bank) != actual.as_deref() {
+                changed.push((bank, self.version_of(bank).map(str::to_owned)));
+                self.set_version(bank, actual);
+            }
+            if let Some(record) = &records[bank.index()] {
+                self.highest_sequence = self.highest_sequence.max(record.sequence);
+            }
+        }
+        changed
+    }
+
+    /// The bytes written to `state.json`: pretty JSON and a trailing newline.
+    pub(crate) fn to_bytes(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    /// Parses `state.json` bytes; `path` only names the file in the error.
+    pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<State, LayoutError> {
+        let corrupt = |reason: String| LayoutError::CorruptState {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let state: State = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if state.schema != STATE_SCHEMA {
+            return Err(corrupt(format!(
+                "unsupported schema {} (this bankswap understands {STATE_SCHEMA})",
+                state.schema
+            )));
+        }
+        Ok(state)
+    }
+
+    /// Reads `path`: `Ok(None)` if it does not exist.
+    pub(crate) fn read(path: &Path) -> Result<Option<State>, LayoutError> {
+        match read_capped(path, MAX_STATE_BYTES) {
+            Ok(Capped::Whole(bytes)) => State::parse(path, &bytes).map(Some),
+            Ok(Capped::TooBig) => Err(LayoutError::CorruptState {
+                path: path.to_path_buf(),
+                reason: format!("larger than {MAX_STATE_BYTES} bytes"),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LayoutError::io(path, e)),
+        }
+    }
+}
+
+impl BankRecord {
+    /// Reads the record of the bank folder `bank_dir`. `Ok(None)` if it is missing, too
+    /// big, not a regular file or not valid JSON: such a bank is not complete. Other I/O
+    /// errors are returned, so that a passing EACCES never makes a good bank look empty.
+    pub(crate) fn read(bank_dir: &Path) -> Result<Option<BankRecord>, LayoutError> {
+        let path = bank_dir.join(RECORD_FILE);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_file() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LayoutError::io(&path, e)),
+        }
+        match read_capped(&path, MAX_RECORD_BYTES) {
+            Ok(Capped::Whole(bytes)) => Ok(serde_json::from_slice(&bytes).ok()),
+            Ok(Capped::TooBig) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LayoutError::io(&path, e)),
+        }
+    }
+
+    /// The bytes written to `RECORD_FILE`.
+    pub(crate) fn to_bytes(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+}
+
+/// A file read with a size cap.
+enum Capped {
+    /// The whole content, within the cap.
+    Whole(Vec<u8>),
+    /// The file is larger than the cap.
+    TooBig,
+}
+
+/// Reads at most `cap` bytes of `path`, telling whether there was more.
+fn read_capped(path: &Path, cap: u64) -> io::Result<Capped> {
+    let mut bytes = Vec::new();
+    File::open(path)?.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Ok(Capped::TooBig);
+    }
+    Ok(Capped::Whole(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_uses_contract_names() {
+        let mut state = State {
+            active: BankId::Bank2,
+            phase: Phase::Trial,
+            ..State::default()
+        };
+        state.bank2_version = Some("1.4.2".into());
+        let bytes = state.to_bytes().unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("\"active\": \"Bank2\""), "{text}");
+        assert!(text.contains("\"phase\": \"trial\""), "{text}");
+        assert!(text.ends_with("}\n"));
+        let parsed = State::parse(Path::new("state.json"), &bytes);
+        assert!(matches!(parsed, Ok(ref s) if *s == state), "{parsed:?}");
+    }
+
+    #[test]
+    fn optional_fields_may_be_missing() {
+        let text = br#"{"schema":1,"active":"Bank1","phase":"committed","highest_sequence":3}"#;
+        let parsed = State::parse(Path::new("s"), text);
+        assert!(matches!(parsed, Ok(ref s) if s.highest_sequence == 3 && s.pending.is_none()));
+    }
+
+    #[test]
+    fn unknown_schema_and_garbage_are_corrupt() {
+        let text = br#"{"schema":2,"active":"Bank1","phase":"committed","highest_sequence":0}"#;
+        let parsed = State::parse(Path::new("s"), text);
+        assert!(
+            matches!(parsed, Err(LayoutError::CorruptState { ref reason, .. }) if reason.contains("schema 2"))
+        );
+        assert!(matches!(
+            State::parse(Path::new("s"), b"{\"schema\":1,"),
+            Err(LayoutError::CorruptState { .. })
+        ));
+    }
+
+    #[test]
+    fn sync_follows_the_records() {
+        let mut state = State {
+            bank1_version: Some("1.0.0".into()),
+            ..State::default()
+        };
+        let record = BankRecord {
+            version: "2.0.0".into(),
+            sequence: 9,
+            ..BankRecord::default()
+        };
+        let changed = state.sync_with(&[None, Some(record)]);
+        assert_eq!(state.bank1_version, None);
+        assert_eq!(state.bank2_version.as_deref(), Some("2.0.0"));
+        assert_eq!(state.highest_sequence, 9);
+        assert_eq!(
+            changed,
+            vec![
+                (BankId::Bank1, Some("1.0.0".to_owned())),
+                (BankId::Bank2, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn records_that_are_not_ours_read_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(BankRecord::read(dir.path()), Ok(None)));
+        std::fs::write(dir.path().join(RECORD_FILE), b"not json").unwrap();
+        assert!(matches!(BankRecord::read(dir.path()), Ok(None)));
+        let record = BankRecord {
+            version: "1.0.0".into(),
+            ..BankRecord::default()
+        };
+        std::fs::write(dir.path().join(RECORD_FILE), record.to_bytes().unwrap()).unwrap();
+        assert!(matches!(BankRecord::read(dir.path()), Ok(Some(r)) if r == record));
+    }
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command of the README: installs test dependencies, then runs the
+# whole suite (unit tests of every crate and the end-to-end tests of the real binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-test-deps.sh
+cargo test --workspace --locked "$@"

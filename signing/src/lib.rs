@@ -1,0 +1,43 @@
+//! Signed releases for bankswap: minisign-compatible ed25519 keys and
+//! signatures, the release manifest, and [`verify_release`], the one function
+//! that decides whether a downloaded release may be installed.
+//!
+//! **Architecture Invariant:** bytes in, verdict out. This crate never
+//! touches the network or the file system and never reads the clock: the
+//! caller passes the manifest and signature bytes, the trusted keys and
+//! `now`. The only outside input is the OS random source, and only for
+//! [`SecretKey::generate`].
+//!
+//! Keys and signatures are read and written in minisign's own formats, so
+//! `minisign -V` checks what `bankswap publish` signs, and a key made with
+//! `minisign -G -W` can sign releases.
+//!
+//! Code map: `keys.rs` ([`KeyId`], [`PublicKey`]), `secret_key.rs`
+//! ([`SecretKey`]), `signature.rs` ([`Signature`], [`prehash`]),
+//! `manifest.rs` ([`Manifest`] and its parts), `wire_time.rs` (RFC 3339 and
+//! duration wire formats), `policy.rs` ([`verify_release`] and its
+//! [`Expectations`]), `error.rs` ([`SigningError`], [`ReleaseError`]).
+
+#![deny(missing_docs)]
+// Unit tests may unwrap (STYLE: `unwrap_used` is allowed in tests); the
+// non-test build of this crate is still linted.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod error;
+mod keys;
+mod manifest;
+mod policy;
+mod secret_key;
+mod signature;
+mod wire_time;
+
+pub use error::{ReleaseError, SigningError};
+pub use keys::{KeyId, PublicKey};
+pub use manifest::{Artifact, ArtifactFormat, Entrypoint, MANIFEST_SCHEMA, Manifest, Rollout};
+pub use policy::{
+    BadVersion, Expectations, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, VerifiedRelease,
+    verify_release,
+};
+pub use secret_key::SecretKey;
+pub use signature::{Signature, prehash};
+pub use wire_time::{format_rfc3339, parse_rfc3339};

@@ -1,0 +1,121 @@
+//! Background tasks of the agent that talk to the console: the checker
+//! (poll or push, with backoff while the console is unreachable) and the
+//! reporter (the latest status, POSTed when it changes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::agent::fetch::{self, Checked, MAX_WAIT};
+use crate::agent::schedule::jittered;
+use crate::commands::StatusReport;
+
+/// First pause after a failed check; doubles up to the poll interval.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What the checker tells the core.
+pub type CheckOutcome = Result<Checked, String>;
+
+/// Where and how often to check.
+#[derive(Debug, Clone)]
+pub struct CheckerSettings {
+    /// Console base URL.
+    pub console: String,
+    /// Channel followed.
+    pub channel: String,
+    /// Time between checks (and the push wait).
+    pub poll_interval: Duration,
+}
+
+/// Runs forever: check, hand the outcome to the core, wait (or be woken by `check_now`).
+pub async fn run_checker(
+    http: reqwest::Client,
+    settings: CheckerSettings,
+    check_now: Arc<Notify>,
+    core: mpsc::Sender<CheckOutcome>,
+) {
+    let wait = settings.poll_interval.min(MAX_WAIT);
+    let mut etag: Option<String> = None;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            r = fetch::check(&http, &settings.console, &settings.channel, etag.as_deref(), wait) => r,
+            () = check_now.notified() => {
+                debug!("check requested; asking again without waiting");
+                etag = None;
+                continue;
+            }
+        };
+        let next = match &outcome {
+            Ok(checked) => {
+                backoff = FIRST_BACKOFF;
+                if let Checked::Release { etag: new, .. } = checked {
+                    etag.clone_from(new);
+                }
+                started + jittered(settings.poll_interval, rand::random())
+            }
+            Err(_) => {
+                let pause = jittered(backoff, rand::random());
+                backoff = (backoff * 2).min(settings.poll_interval.max(FIRST_BACKOFF));
+                Instant::now() + pause
+            }
+        };
+        if core
+            .send(outcome.map_err(|e| format!("{e:#}")))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = check_now.notified() => etag = None,
+        }
+    }
+}
+
+/// Posts the status to `{console}/v1/agents/{id}/report` whenever it changes. A console
+/// that has no such endpoint (a static host: 404/405) is remembered and not asked again.
+pub async fn run_reporter(
+    http: reqwest::Client,
+    console: String,
+    agent_id: String,
+    mut reports: watch::Receiver<Option<StatusReport>>,
+) {
+    let url = fetch::url(&console, &format!("agents/{agent_id}/report"));
+    loop {
+        let report = reports.borrow_and_update().clone();
+        if let Some(report) = report {
+            let body = serde_json::json!({
+                "version": report.active_version,
+                "bank": report.active_bank,
+                "phase": report.phase,
+                "pending": report.pending,
+                "last_error": report.last_error,
+                "previous_version": report.previous_version,
+                "sequence": report.sequence,
+            });
+            match http.post(&url).json(&body).send().await {
+                Ok(r)
+                    if matches!(
+                        r.status(),
+                        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+                    ) =>
+                {
+                    info!(url, status = %r.status(), "the console takes no reports; not sending more");
+                    return;
+                }
+                Ok(r) => debug!(url, status = %r.status(), "report sent"),
+                Err(e) => debug!(url, error = %fetch::describe(&e), "report not sent"),
+            }
+        }
+        if reports.changed().await.is_err() {
+            return;
+        }
+    }
+}

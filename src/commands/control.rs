@@ -1,0 +1,33 @@
+//! `bankswap check`, and the client side shared by `status` and `rollback`
+//! when an agent is running on the root.
+
+use std::path::Path;
+
+use anyhow::anyhow;
+
+use crate::agent::control::{self, Request, Response};
+use crate::cli::RootArgs;
+use crate::setup;
+
+/// `bankswap check`: asks the running agent to check for a release now.
+pub fn check(args: &RootArgs) -> anyhow::Result<()> {
+    let dir = setup::root_only(args)?;
+    match control::request(&dir, Request::Check)? {
+        Some(response) => print_response(&dir, &response),
+        None => Err(anyhow!(
+            "root {}: no agent is running (no {})",
+            dir.display(),
+            control::socket_path(&dir).display()
+        )),
+    }
+}
+
+/// Prints an agent's answer, or turns a refusal into the command's error.
+pub fn print_response(dir: &Path, response: &Response) -> anyhow::Result<()> {
+    if response.ok {
+        println!("{}", response.message);
+        Ok(())
+    } else {
+        Err(anyhow!("agent on {}: {}", dir.display(), response.message))
+    }
+}

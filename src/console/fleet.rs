@@ -1,0 +1,160 @@
+//! `bankswap console fleet`: the latest report of every agent, read from a
+//! console data folder (`--data`) or asked of a running console (`--console`),
+//! printed as a table or as JSON.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+
+use super::page::rfc3339;
+use super::store::{self, FLEET_DB, FleetEntry};
+use crate::cli::FleetArgs;
+use crate::error::UsageError;
+
+/// A console that has not answered in this long is reported as down.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest fleet listing read from a console: ~300 bytes per agent, so
+/// room for well over 100,000 agents, while a broken server cannot exhaust memory.
+const MAX_FLEET_BYTES: usize = 64 * 1024 * 1024;
+
+/// Runs `console fleet`.
+pub fn run(args: &FleetArgs) -> anyhow::Result<()> {
+    let entries = match (&args.data, &args.console) {
+        (Some(data), _) => {
+            if !data.is_dir() {
+                return Err(UsageError::new(format!(
+                    "--data {}: no such console data folder",
+                    data.display()
+                ))
+                .into());
+            }
+            store::read(&data.join(FLEET_DB))?
+        }
+        (None, Some(url)) => fetch(url, args.ca_cert.as_deref())?,
+        (None, None) => return Err(UsageError::new("give --data DIR or --console URL").into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else if entries.is_empty() {
+        println!("no agent has reported yet");
+    } else {
+        print!("{}", table(&entries));
+    }
+    Ok(())
+}
+
+/// `GET {console}/v1/fleet`, trusting the system roots plus `ca_cert`.
+fn fetch(console: &str, ca_cert: Option<&Path>) -> anyhow::Result<Vec<FleetEntry>> {
+    if !(console.starts_with("https://") || console.starts_with("http://")) {
+        return Err(
+            UsageError::new(format!("--console `{console}` must be an https:// URL")).into(),
+        );
+    }
+    let mut client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(FETCH_TIMEOUT);
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path)
+            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
+        for cert in certs {
+            client = client.add_root_certificate(cert);
+        }
+    }
+    let client = client.build().context("setting up the HTTPS client")?;
+    let url = format!("{}/v1/fleet", console.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let body = runtime
+        .block_on(get_capped(&client, &url))
+        .with_context(|| format!("asking {url}"))?;
+    serde_json::from_slice(&body).with_context(|| format!("reading the fleet from {url}"))
+}
+
+/// The body of a successful GET, at most [`MAX_FLEET_BYTES`].
+async fn get_capped(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<u8>> {
+    let mut response = client.get(url).send().await?.error_for_status()?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_FLEET_BYTES {
+            return Err(anyhow!("the answer is larger than {MAX_FLEET_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The fleet as an aligned text table.
+fn table(entries: &[FleetEntry]) -> String {
+    const HEADINGS: [&str; 6] = [
+        "AGENT",
+        "VERSION",
+        "BANK",
+        "PHASE",
+        "LAST SEEN",
+        "LAST ERROR",
+    ];
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let rows: Vec<[String; 6]> = entries
+        .iter()
+        .map(|e| {
+            [
+                e.agent_id.clone(),
+                text(&e.version),
+                text(&e.bank),
+                text(&e.phase),
+                rfc3339(e.reported_at),
+                // One line per agent, whatever the agent sent.
+                text(&e.last_error).replace(['\n', '\r'], " "),
+            ]
+        })
+        .collect();
+    let mut widths = HEADINGS.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let headings = HEADINGS.map(String::from);
+    for row in std::iter::once(&headings).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_aligns_columns_and_keeps_one_line_per_agent() {
+        let entry = |id: &str, error: Option<&str>| FleetEntry {
+            agent_id: id.into(),
+            version: Some("1.0.0".into()),
+            bank: Some("Bank1".into()),
+            phase: Some("committed".into()),
+            pending: None,
+            last_error: error.map(String::from),
+            reported_at: 0,
+            remote: None,
+        };
+        let out = table(&[entry("a", None), entry("long-agent-id", Some("bad\nthing"))]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("AGENT          VERSION"));
+        assert!(lines[1].starts_with("a              1.0.0"));
+        assert!(lines[2].ends_with("bad thing"));
+    }
+}

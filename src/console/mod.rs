@@ -1,0 +1,117 @@
+//! The console (SPEC §4 "The console adds"): serves a data folder written by
+//! `bankswap publish --to` over HTTPS, holds agents' requests until a release
+//! is published (push), records their reports in SQLite, and shows the fleet.
+//!
+//! - `server.rs`: accept loop, TLS handshakes, HTTP/1.1, graceful shutdown.
+//! - `tls.rs`: certificate and key from PEM files (rustls, ring).
+//! - `routes.rs`: the router and the channel endpoints (ETag, 304, `?wait=`).
+//! - `push.rs`: the one task that watches manifests and wakes held requests.
+//! - `artifacts.rs`: archives streamed from disk, with Range.
+//! - `reports.rs`, `store.rs`: agent reports into `DATA/fleet.sqlite`.
+//! - `page.rs`: the HTML page at `/`; `fleet.rs`: `bankswap console fleet`.
+//!
+//! **Architecture Invariant:** the console never holds a signing key and
+//! never changes a channel: it serves what `publish` wrote, byte for byte.
+
+mod artifacts;
+mod fleet;
+mod page;
+mod push;
+mod reports;
+mod routes;
+mod server;
+mod store;
+mod tls;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use crate::cli::{FleetArgs, ServeArgs};
+use crate::error::UsageError;
+
+/// After the server returns, background work (file reads, the watcher) gets
+/// this long to finish before the process exits anyway.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// `bankswap console serve`: runs until SIGTERM or SIGINT, then exits 0.
+pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (None, None) if args.insecure_http => None,
+        _ => {
+            return Err(UsageError::new(
+                "console serve needs --tls-cert and --tls-key: agents only trust HTTPS \
+                 (pass --insecure-http to serve plain HTTP, for local tests only)",
+            )
+            .into());
+        }
+    };
+    if tls.is_none() {
+        warn!("serving plain HTTP (--insecure-http): for local tests only");
+    }
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating the console data folder {}", args.data.display()))?;
+    raise_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let config = server::ServerConfig {
+        listen: args.listen.clone(),
+        data: args.data.clone(),
+        tls,
+    };
+    let result = runtime.block_on(server::run(config, shutdown_signal()));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
+}
+
+/// `bankswap console fleet`: prints the latest report of every agent.
+pub fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
+    fleet::run(args)
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+                _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the console");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every held agent is
+/// one open socket, and the usual soft limit (1024) is far below a fleet.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
+    };
+    if raised {
+        info!(open_files = limit.rlim_max, "raised the open-file limit");
+    }
+}

@@ -1,0 +1,124 @@
+//! Agent reports (SPEC §4): `POST /v1/agents/{agent_id}/report` stores an
+//! agent's latest state; `GET /v1/fleet` lists every agent's latest report.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tracing::{debug, warn};
+
+use super::routes::AppState;
+use super::store::FleetEntry;
+use crate::clock;
+
+/// The largest report accepted: a report is a handful of short strings and a
+/// pending release (~1 KiB); 16 KiB leaves room for long error messages.
+pub const MAX_REPORT_BYTES: usize = 16 * 1024;
+
+/// The longest agent id: agent ids are random tokens, far shorter.
+const MAX_AGENT_ID: usize = 64;
+
+/// What an agent sends. Unknown fields are accepted (and dropped), so newer
+/// agents can report more to an older console.
+#[derive(Debug, Deserialize)]
+pub struct Report {
+    /// The version it runs.
+    version: Option<String>,
+    /// The bank it runs from.
+    bank: Option<String>,
+    /// `committed` or `trial`.
+    phase: Option<String>,
+    /// A release being staged or scheduled, in any shape.
+    pending: Option<serde_json::Value>,
+    /// The agent's last error.
+    last_error: Option<String>,
+}
+
+/// `POST /v1/agents/{agent_id}/report` → 204 once stored.
+pub async fn report(
+    State(state): State<AppState>,
+    agent_id: Result<Path<String>, PathRejection>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let Ok(Path(agent_id)) = agent_id else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !is_agent_id(&agent_id) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let report: Report = match serde_json::from_slice(&body) {
+        Ok(report) => report,
+        Err(e) => {
+            debug!(agent_id = %agent_id, error = %e, "malformed report");
+            return (StatusCode::BAD_REQUEST, format!("malformed report: {e}\n")).into_response();
+        }
+    };
+    let entry = FleetEntry {
+        agent_id,
+        version: report.version,
+        bank: report.bank,
+        phase: report.phase,
+        // JSON null and an absent field both mean "nothing pending".
+        pending: report.pending.filter(|p| !p.is_null()),
+        last_error: report.last_error,
+        reported_at: clock::unix(clock::now_seconds()),
+        remote: Some(remote.to_string()),
+    };
+    debug!(agent_id = %entry.agent_id, version = ?entry.version, "report");
+    match state.store.save(entry).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            warn!(error = %e, "cannot store a report");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// `GET /v1/fleet`: the latest report of every agent, as a JSON array.
+pub async fn fleet(State(state): State<AppState>) -> Response {
+    match state.store.list().await {
+        Ok(entries) => Json(entries).into_response(),
+        Err(e) => {
+            warn!(error = %e, "cannot read the fleet");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// 1-64 of `[A-Za-z0-9_-]`.
+fn is_agent_id(id: &str) -> bool {
+    (1..=MAX_AGENT_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_are_plain_tokens() {
+        assert!(is_agent_id("a1B2_c-3"));
+        assert!(is_agent_id(&"x".repeat(64)));
+        assert!(!is_agent_id(&"x".repeat(65)));
+        assert!(!is_agent_id(""));
+        assert!(!is_agent_id("../x"));
+        assert!(!is_agent_id("a.b"));
+    }
+
+    #[test]
+    fn reports_accept_unknown_fields_and_nulls() {
+        let r: Report =
+            serde_json::from_str(r#"{"version":"1.0.0","bank":null,"extra":{"x":1}}"#).unwrap();
+        assert_eq!(r.version.as_deref(), Some("1.0.0"));
+        assert!(r.bank.is_none() && r.phase.is_none() && r.pending.is_none());
+        assert!(r.last_error.is_none());
+    }
+}

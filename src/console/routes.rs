@@ -1,0 +1,254 @@
+//! The console's HTTP surface: the router, its shared state, and the channel
+//! endpoints (manifest with ETag and push, signature).
+//!
+//! ```text
+//! GET  /                                              the fleet page (page.rs)
+//! GET  /v1/channels/{channel}/release.json[?wait=S]   the manifest; held with If-None-Match
+//! GET  /v1/channels/{channel}/release.json.minisig    its signature
+//! GET  /v1/artifacts/{sha256}.{tar.zst,tar.gz,tar}     archives, with Range (artifacts.rs)
+//! POST /v1/agents/{agent_id}/report                   an agent's report (reports.rs)
+//! GET  /v1/fleet                                      the latest report of every agent (reports.rs)
+//! ```
+//!
+//! Names taken from the path are checked before they touch the file system;
+//! anything else is a 404.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::push::{self, MAX_MANIFEST_BYTES, Release, Watcher};
+use super::store::Store;
+use super::{artifacts, page, reports};
+use crate::channel::{ChannelDir, MAX_SIGNATURE_BYTES};
+use crate::config::check_channel;
+
+/// The longest a request may be held: agents reconnect after it, so a longer
+/// hold saves little, and intermediaries commonly cut idle requests at 5 min.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// Manifests may be cached, but must be revalidated: that is how agents poll.
+const REVALIDATE: &str = "no-cache";
+
+/// The media type of manifests.
+const JSON: &str = "application/json";
+
+/// The media type of minisign signatures (four lines of text).
+const SIGNATURE: &str = "text/plain; charset=utf-8";
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The console data folder (what `publish --to` writes).
+    pub data: PathBuf,
+    /// Wakes held requests when a manifest changes.
+    pub watcher: Watcher,
+    /// The fleet database.
+    pub store: Store,
+    /// Cancelled on shutdown: held requests end at once.
+    pub stop: CancellationToken,
+}
+
+/// The console's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/v1/channels/{channel}/release.json", get(manifest))
+        .route(
+            "/v1/channels/{channel}/release.json.minisig",
+            get(signature),
+        )
+        .route("/v1/artifacts/{name}", get(artifacts::artifact))
+        .route(
+            "/v1/agents/{agent_id}/report",
+            post(reports::report).layer(DefaultBodyLimit::max(reports::MAX_REPORT_BYTES)),
+        )
+        .route("/v1/fleet", get(reports::fleet))
+        .with_state(state)
+}
+
+/// The query of a manifest request.
+#[derive(Debug, Deserialize)]
+pub struct ManifestQuery {
+    /// Seconds to hold the request while the client's `If-None-Match` is current.
+    wait: Option<u64>,
+}
+
+/// `GET /v1/channels/{channel}/release.json`: the manifest; with a matching
+/// `If-None-Match` a 304, held up to `?wait=` seconds for a new release.
+async fn manifest(
+    State(state): State<AppState>,
+    channel: Result<Path<String>, PathRejection>,
+    query: Result<Query<ManifestQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((name, dir)) = channel_dir(&state, channel) else {
+        return status_only(StatusCode::NOT_FOUND);
+    };
+    let Ok(Query(query)) = query else {
+        return status_only(StatusCode::BAD_REQUEST);
+    };
+    let held = EntityTags::from_headers(&headers);
+    let until = query
+        .wait
+        .map(|s| Instant::now() + Duration::from_secs(s).min(MAX_WAIT));
+    // Subscribe before reading: a publish between the read and the wait still wakes us.
+    let receiver = match (&held, until) {
+        (Some(_), Some(_)) => Some(state.watcher.subscribe(&name, dir.manifest())),
+        _ => None,
+    };
+    let current = match load(dir.manifest(), MAX_MANIFEST_BYTES).await {
+        Some(Ok(release)) => release,
+        Some(Err(status)) => return status_only(status),
+        None => return status_only(StatusCode::NOT_FOUND),
+    };
+    let Some(held) = held.filter(|tags| tags.matches(&current.etag)) else {
+        return release_response(&current, JSON);
+    };
+    if let (Some(receiver), Some(until)) = (receiver, until)
+        && let Some(newer) = push::wait_for_change(receiver, &held, until, &state.stop).await
+    {
+        return release_response(&newer, JSON);
+    }
+    not_modified(&current.etag)
+}
+
+/// `GET /v1/channels/{channel}/release.json.minisig`: the signature, with its own ETag.
+async fn signature(
+    State(state): State<AppState>,
+    channel: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((_, dir)) = channel_dir(&state, channel) else {
+        return status_only(StatusCode::NOT_FOUND);
+    };
+    let current = match load(dir.signature(), MAX_SIGNATURE_BYTES).await {
+        Some(Ok(release)) => release,
+        Some(Err(status)) => return status_only(status),
+        None => return status_only(StatusCode::NOT_FOUND),
+    };
+    match EntityTags::from_headers(&headers) {
+        Some(tags) if tags.matches(&current.etag) => not_modified(&current.etag),
+        _ => release_response(&current, SIGNATURE),
+    }
+}
+
+/// The channel named in the path, if the name is plain (SPEC: `[A-Za-z0-9._-]`, no leading dot).
+fn channel_dir(
+    state: &AppState,
+    channel: Result<Path<String>, PathRejection>,
+) -> Option<(String, ChannelDir)> {
+    let Path(channel) = channel.ok()?;
+    check_channel(&channel).ok()?;
+    let dir = ChannelDir::new(&state.data, &channel);
+    Some((channel, dir))
+}
+
+/// Reads a channel file off the async threads: `None` if absent, a status on failure.
+async fn load(path: PathBuf, limit: u64) -> Option<Result<Release, StatusCode>> {
+    let read = tokio::task::spawn_blocking(move || {
+        push::read_release(&path, limit).map_err(|e| {
+            warn!(path = %path.display(), error = %e, "cannot serve channel file");
+            StatusCode::INTERNAL_SERVER_ERROR
+        })
+    })
+    .await;
+    match read {
+        Ok(Ok(release)) => release.map(Ok),
+        Ok(Err(status)) => Some(Err(status)),
+        Err(_) => Some(Err(StatusCode::INTERNAL_SERVER_ERROR)),
+    }
+}
+
+/// 200 with the file and its ETag.
+fn release_response(release: &Release, content_type: &'static str) -> Response {
+    let headers = [
+        (CONTENT_TYPE, content_type.to_string()),
+        (ETAG, release.etag.clone()),
+        (CACHE_CONTROL, REVALIDATE.to_string()),
+    ];
+    (headers, release.bytes.clone()).into_response()
+}
+
+/// 304 with the current ETag.
+fn not_modified(etag: &str) -> Response {
+    let headers = [
+        (ETAG, etag.to_string()),
+        (CACHE_CONTROL, REVALIDATE.to_string()),
+    ];
+    (StatusCode::NOT_MODIFIED, headers).into_response()
+}
+
+/// A bare status.
+fn status_only(status: StatusCode) -> Response {
+    status.into_response()
+}
+
+/// The entity tags of an `If-None-Match` header (RFC 9110 §13.1.2: weak comparison).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntityTags {
+    /// `*`: matches any current version.
+    Any,
+    /// The listed tags, quoted, without `W/`.
+    List(Vec<String>),
+}
+
+impl EntityTags {
+    /// Parses every `If-None-Match` header of a request; `None` if there is none.
+    pub fn from_headers(headers: &HeaderMap) -> Option<EntityTags> {
+        let mut tags = Vec::new();
+        for value in headers.get_all(IF_NONE_MATCH) {
+            let Ok(value) = value.to_str() else { continue };
+            for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if tag == "*" {
+                    return Some(EntityTags::Any);
+                }
+                tags.push(tag.strip_prefix("W/").unwrap_or(tag).to_string());
+            }
+        }
+        (!tags.is_empty()).then_some(EntityTags::List(tags))
+    }
+
+    /// Whether `etag` (quoted) is one of these.
+    pub fn matches(&self, etag: &str) -> bool {
+        match self {
+            EntityTags::Any => true,
+            EntityTags::List(tags) => tags.iter().any(|t| t == etag),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn tags(values: &[&str]) -> Option<EntityTags> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
+        }
+        EntityTags::from_headers(&headers)
+    }
+
+    #[test]
+    fn if_none_match_lists_weak_tags_and_star() {
+        assert_eq!(tags(&[]), None);
+        let list = tags(&["\"a\", W/\"b\"", "\"c\""]).unwrap();
+        assert!(list.matches("\"a\"") && list.matches("\"b\"") && list.matches("\"c\""));
+        assert!(!list.matches("\"d\""));
+        assert!(tags(&["*"]).unwrap().matches("\"anything\""));
+    }
+}

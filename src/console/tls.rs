@@ -1,0 +1,76 @@
+//! The console's TLS settings: a certificate chain and key read from PEM files,
+//! with rustls on the ring provider (the build carries no aws-lc).
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::UsageError;
+
+/// The only protocol offered over ALPN: the server speaks HTTP/1.1, which keeps
+/// a held agent connection small (no HTTP/2 stream and window buffers).
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Builds the server's TLS configuration from `--tls-cert` and `--tls-key`.
+///
+/// Unreadable or unusable files are configuration errors (exit code 2), each
+/// naming the file.
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+    let chain = read_chain(cert)?;
+    let key_der = read_key(key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UsageError::new(format!("TLS set-up: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            UsageError::new(format!(
+                "--tls-key {} does not fit --tls-cert {}: {e}",
+                key.display(),
+                cert.display()
+            ))
+        })?;
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Reads every certificate of a PEM file, leaf first.
+fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let unreadable = |e: std::io::Error| {
+        UsageError::new(format!("--tls-cert {}: cannot read: {e}", path.display()))
+    };
+    let file = File::open(path).map_err(unreadable)?;
+    let chain = rustls_pemfile::certs(&mut BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unreadable)?;
+    if chain.is_empty() {
+        return Err(UsageError::new(format!(
+            "--tls-cert {}: no PEM certificate in the file",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(chain)
+}
+
+/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
+fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let unreadable = |e: std::io::Error| {
+        UsageError::new(format!("--tls-key {}: cannot read: {e}", path.display()))
+    };
+    let file = File::open(path).map_err(unreadable)?;
+    rustls_pemfile::private_key(&mut BufReader::new(file))
+        .map_err(unreadable)?
+        .ok_or_else(|| {
+            UsageError::new(format!(
+                "--tls-key {}: no PEM private key in the file",
+                path.display()
+            ))
+            .into()
+        })
+}

@@ -1,0 +1,398 @@
+//! The live agent (`bankswap run`) against a real console on loopback TLS:
+//! updates, automatic and admin rollback, hostile manifests, a dead console,
+//! broken downloads, crashes, and a second agent on the same root.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::support::live::{ConsoleProcess, Live, wait_for};
+use crate::support::{assert_fails_with, run, run_ok};
+
+/// Trial settings that keep tests short.
+const FAST_TRIAL: &str = "[health]\ngrace = \"1s\"\nmax_failures = 3\n";
+
+fn payload_pid(log: &str, version: &str) -> Option<u32> {
+    let needle = format!("running version={version} ");
+    let line = log.lines().rev().find(|l| l.contains(&needle))?;
+    line.split("pid=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+#[test]
+fn update_auto_rollback_and_admin_rollback() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let agent = live.agent("root", FAST_TRIAL);
+    agent.wait_log("running version=1.0.0");
+    agent.wait_committed("1.0.0");
+
+    live.publish_sleeper("2.0.0");
+    agent.wait_log("running version=2.0.0");
+    agent.wait_committed("2.0.0");
+    let s = agent.status();
+    assert_eq!(s["previous_version"], "1.0.0");
+    let log = agent.log();
+    let v1 = payload_pid(&log, "1.0.0").expect("v1 pid logged");
+    assert!(!alive(v1), "the old payload was stopped");
+
+    // A version that dies at once: the agent goes back to 2.0.0 by itself.
+    live.publish_script("3.0.0", "echo dying; exit 3");
+    wait_for("3.0.0 marked bad", || {
+        agent.status()["bad_versions"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|v| v["version"] == "3.0.0"))
+    });
+    agent.wait_committed("2.0.0");
+    let s = agent.status();
+    let reason = s["bad_versions"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("exited"), "the reason says why: {reason}");
+    assert!(
+        agent.log().contains("running version=3.0.0"),
+        "3.0.0 was tried"
+    );
+
+    // An admin rolls back through the running agent.
+    let out = run_ok(["rollback", "--root", &agent.root.display().to_string()]);
+    assert!(out.stdout.contains("1.0.0"), "{}", out.stdout);
+    agent.wait_committed("1.0.0");
+    agent.wait_log("running version=1.0.0");
+    // A check does not re-install the rolled-back 2.0.0 (marked bad until re-published).
+    let before = agent.status()["last_check"].clone();
+    run_ok(["check", "--root", &agent.root.display().to_string()]);
+    wait_for("a new check", || agent.status()["last_check"] != before);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(agent.status()["active_version"], "1.0.0");
+}
+
+#[test]
+fn hostile_manifests_are_rejected_and_the_payload_keeps_running() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let agent = live.agent("root", FAST_TRIAL);
+    agent.wait_committed("1.0.0");
+    let pid = payload_pid(&agent.log(), "1.0.0").expect("pid");
+    let channel = live.data.join("v1/channels/stable");
+
+    // Signed by an unknown key.
+    live.w.keygen("intruder");
+    let manifest = fs::read_to_string(channel.join("release.json")).expect("manifest");
+    let bumped = manifest
+        .replace("\"sequence\": 1", "\"sequence\": 7")
+        .replace("1.0.0", "9.0.0");
+    fs::write(channel.join("release.json"), &bumped).expect("write");
+    run_ok([
+        "sign".to_string(),
+        "--key".into(),
+        live.w.secret("intruder"),
+        channel.join("release.json").display().to_string(),
+    ]);
+    run_ok(["check", "--root", &agent.root.display().to_string()]);
+    wait_for("unknown key in status", || {
+        agent.status()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown key"))
+    });
+
+    // Expired, signed by the trusted key.
+    let expired = bumped.replace(
+        &bumped
+            .split("\"expires_at\": \"")
+            .nth(1)
+            .expect("expires")
+            .split('"')
+            .next()
+            .expect("date")
+            .to_string(),
+        "2020-01-01T00:00:00Z",
+    );
+    fs::write(channel.join("release.json"), &expired).expect("write");
+    run_ok([
+        "sign".to_string(),
+        "--key".into(),
+        live.w.secret("release"),
+        channel.join("release.json").display().to_string(),
+    ]);
+    run_ok(["check", "--root", &agent.root.display().to_string()]);
+    wait_for("expired in status", || {
+        agent.status()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("expired"))
+    });
+
+    // A replayed older sequence: publish 2.0.0 (sequence 2), then serve sequence 1 again.
+    fs::copy(
+        channel.join("history/0000000001.json"),
+        channel.join("release.json"),
+    )
+    .expect("copy");
+    fs::copy(
+        channel.join("history/0000000001.json.minisig"),
+        channel.join("release.json.minisig"),
+    )
+    .expect("copy");
+    live.publish_sleeper("2.0.0");
+    agent.wait_committed("2.0.0");
+    fs::copy(
+        channel.join("history/0000000001.json"),
+        channel.join("release.json"),
+    )
+    .expect("copy");
+    fs::copy(
+        channel.join("history/0000000001.json.minisig"),
+        channel.join("release.json.minisig"),
+    )
+    .expect("copy");
+    run_ok(["check", "--root", &agent.root.display().to_string()]);
+    wait_for("replay in status", || {
+        agent.status()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("replayed"))
+    });
+    assert_eq!(agent.status()["active_version"], "2.0.0");
+    assert!(!alive(pid), "1.0.0 was replaced by 2.0.0");
+    let pid2 = payload_pid(&agent.log(), "2.0.0").expect("pid of 2.0.0");
+    assert!(
+        alive(pid2),
+        "the payload kept running through the rejections"
+    );
+}
+
+#[test]
+fn dead_console_then_recovery() {
+    let mut live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let agent = live.agent("root", FAST_TRIAL);
+    agent.wait_committed("1.0.0");
+    let pid = payload_pid(&agent.log(), "1.0.0").expect("pid");
+    let addr = live.console.addr.clone();
+    let _ = live.console.child.kill();
+    let _ = live.console.child.wait();
+    wait_for("the agent notices the dead console", || {
+        agent.status()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("checking"))
+    });
+    assert!(
+        alive(pid),
+        "the payload keeps running while the console is away"
+    );
+    live.publish_sleeper("2.0.0");
+    // The console comes back on the same address.
+    live.console = ConsoleProcess::start(&live.data, &live.ca, &addr);
+    agent.wait_committed("2.0.0");
+    assert!(agent.status()["last_error"].is_null(), "{}", agent.status());
+    assert!(
+        agent.log().matches("console unreachable").count() == 1,
+        "logged once per state change"
+    );
+}
+
+/// A TCP proxy that cuts the first connection that carries more than `cut_after`
+/// bytes towards the client, and counts every byte it forwards that way.
+struct CuttingProxy {
+    port: u16,
+    forwarded: Arc<AtomicU64>,
+}
+
+impl CuttingProxy {
+    fn start(target: String, cut_after: u64) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let port = listener.local_addr().expect("addr").port();
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let cut_done = Arc::new(AtomicBool::new(false));
+        let counter = forwarded.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().take(64) {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (c2, s2) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || pipe(c2, s2, None, None));
+                let (counter, cut_done) = (counter.clone(), cut_done.clone());
+                std::thread::spawn(move || {
+                    pipe(server, client, Some((cut_after, cut_done)), Some(counter))
+                });
+            }
+        });
+        CuttingProxy { port, forwarded }
+    }
+}
+
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    cut: Option<(u64, Arc<AtomicBool>)>,
+    count: Option<Arc<AtomicU64>>,
+) {
+    let mut buf = [0u8; 16 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        total += n as u64;
+        if let Some(count) = &count {
+            count.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if let Some((limit, done)) = &cut
+            && total > *limit
+            && !done.swap(true, Ordering::SeqCst)
+        {
+            break; // cut this connection mid-transfer, once
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+#[test]
+fn broken_download_resumes_with_range() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    // 2.0.0 carries 4 MiB of incompressible data.
+    let dir = live.w.path("payloads/2.0.0");
+    fs::create_dir_all(dir.join("bin")).expect("dir");
+    fs::write(dir.join("bin/app"), "#!/bin/sh\nexec sleep 1000\n").expect("script");
+    fs::set_permissions(
+        dir.join("bin/app"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut noise = vec![0u8; 4 << 20];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for b in &mut noise {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(dir.join("noise.bin"), &noise).expect("noise");
+
+    let proxy = CuttingProxy::start(live.console.addr.clone(), 1 << 20);
+    let url = format!("https://localhost:{}", proxy.port);
+    let root = live.w.path("root");
+    let agent = crate::support::live::AgentProcess::start(
+        &live.w,
+        &live.ca,
+        &root,
+        &crate::support::live::AgentSettings {
+            console: &url,
+            extra: FAST_TRIAL,
+        },
+    );
+    agent.wait_committed("1.0.0");
+    let before = proxy.forwarded.load(Ordering::Relaxed);
+    live.w.publish(&live.data, &dir, "2.0.0", &[]);
+    agent.wait_committed("2.0.0");
+    let size = fs::read_dir(live.data.join("v1/artifacts"))
+        .expect("artifacts")
+        .filter_map(Result::ok)
+        .map(|e| e.metadata().expect("meta").len())
+        .max()
+        .expect("artifact");
+    let fetched = proxy.forwarded.load(Ordering::Relaxed) - before;
+    assert!(
+        agent.log().contains("resuming"),
+        "the download was cut and resumed"
+    );
+    assert!(
+        fetched < 2 * size,
+        "fetched {fetched} bytes for a {size}-byte artifact: not resumed"
+    );
+    assert_eq!(crate::support::bank_files(&root, agent.status()["active_bank"].as_str().expect("bank"))["noise.bin"].len(), 64);
+}
+
+#[test]
+fn killed_during_trial_resumes_the_trial() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let mut agent = live.agent("root", "[health]\ngrace = \"4s\"\n");
+    agent.wait_committed("1.0.0");
+    live.publish_sleeper("2.0.0");
+    wait_for("2.0.0 on trial", || agent.status()["phase"] == "trial");
+    agent.kill9();
+    let s = crate::support::status(&agent.root);
+    assert_eq!(s["active_version"], "2.0.0");
+    assert_eq!(s["phase"], "trial");
+    agent.restart();
+    agent.wait_committed("2.0.0");
+    assert!(
+        agent.log().contains("resuming the trial"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn killed_during_staging_ends_in_one_whole_version() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let mut agent = live.agent("root", FAST_TRIAL);
+    agent.wait_committed("1.0.0");
+    let dir = live.w.payload("2.0.0", 400, 64 * 1024);
+    fs::write(dir.join("bin/app"), "#!/bin/sh\nexec sleep 1000\n").expect("script");
+    live.w.publish(&live.data, &dir, "2.0.0", &[]);
+    agent.wait_log("staging");
+    agent.kill9();
+    let s = crate::support::status(&agent.root);
+    assert_eq!(
+        s["active_version"], "1.0.0",
+        "staging never touches the active bank"
+    );
+    agent.restart();
+    agent.wait_committed("2.0.0");
+    let bank = agent.status()["active_bank"]
+        .as_str()
+        .expect("bank")
+        .to_string();
+    assert_eq!(
+        crate::support::bank_files(&agent.root, &bank),
+        crate::support::tree(&dir)
+    );
+}
+
+#[test]
+fn second_agent_on_the_same_root_refuses() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let agent = live.agent("root", FAST_TRIAL);
+    agent.wait_committed("1.0.0");
+    let out = run(["run", "--config", &agent.config.display().to_string()]);
+    assert_fails_with(&out, "locked");
+}
+
+#[test]
+fn sigterm_stops_the_payload_and_exits_zero() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let mut agent = live.agent("root", FAST_TRIAL);
+    agent.wait_committed("1.0.0");
+    let pid = payload_pid(&agent.log(), "1.0.0").expect("pid");
+    assert!(alive(pid));
+    assert_eq!(agent.terminate(), Some(0));
+    assert!(!alive(pid), "no orphan: the payload is gone");
+}

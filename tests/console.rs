@@ -1,0 +1,537 @@
+//! The console end to end: `bankswap console serve` on loopback HTTPS with a
+//! test CA, asked by a real HTTPS client, fed by `bankswap publish`, and read
+//! back by `bankswap console fleet`.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use sha2::{Digest, Sha256};
+use tokio::runtime::Runtime;
+
+use crate::support::tls::{TestCa, make_test_ca};
+use crate::support::{World, bankswap, run, run_ok};
+
+/// How long the console may take to print its address, and to exit on SIGTERM.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running `bankswap console serve`, killed when dropped.
+struct Console {
+    /// The child process.
+    child: Child,
+    /// `https://127.0.0.1:PORT`, as the console printed it.
+    base: String,
+    /// Where its stderr goes, shown when a test fails.
+    log: PathBuf,
+}
+
+impl Console {
+    /// Starts a console on an ephemeral loopback port and waits for its address.
+    fn start(world: &World, data: &Path, ca: &TestCa) -> Console {
+        let log = world.path("console.log");
+        let mut child = bankswap()
+            .args(["console", "serve", "--data"])
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(&ca.cert_pem)
+            .arg("--tls-key")
+            .arg(&ca.key_pem)
+            .env("BANKSWAP_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).expect("console log"))
+            .spawn()
+            .expect("console starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines, first) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let line = first.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            panic!(
+                "console printed no address: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        let base = line
+            .strip_prefix("listening on ")
+            .expect("`listening on URL`")
+            .to_string();
+        assert!(
+            base.starts_with("https://127.0.0.1:"),
+            "unexpected address line `{line}`"
+        );
+        Console { child, base, log }
+    }
+
+    /// An absolute URL on this console.
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = i32::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "console still running {DEADLINE:?} after SIGTERM: {}",
+            self.stderr()
+        );
+    }
+
+    /// What the console logged so far.
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTPS client that trusts the test CA, with a runtime to drive it.
+struct Http {
+    /// Runs the requests.
+    rt: Runtime,
+    /// The client.
+    client: reqwest::Client,
+}
+
+/// What a request got back.
+#[derive(Debug)]
+struct Reply {
+    /// HTTP status.
+    status: u16,
+    /// Response headers.
+    headers: HeaderMap,
+    /// The whole body.
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// A header as text ("" if absent).
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Http {
+    fn new(ca: &TestCa) -> Http {
+        let pem = fs::read(&ca.ca_pem).expect("ca.pem");
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        Http {
+            rt: Runtime::new().expect("runtime"),
+            client,
+        }
+    }
+
+    fn get(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        self.rt.block_on(send(self.client.get(url), headers))
+    }
+
+    fn post(&self, url: &str, body: impl Into<reqwest::Body>) -> Reply {
+        self.rt
+            .block_on(send(self.client.post(url).body(body), &[]))
+    }
+}
+
+async fn send(mut request: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Reply {
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("body").to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A world with a TLS CA and a console data folder holding release 1.0.0.
+fn published_world() -> (World, PathBuf, TestCa) {
+    let world = World::new();
+    let ca = make_test_ca(&world.path("tls"));
+    let data = world.path("console");
+    let payload = world.payload("1.0.0", 3, 1000);
+    world.publish(&data, &payload, "1.0.0", &[]);
+    (world, data, ca)
+}
+
+fn quoted_sha256(bytes: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(Sha256::digest(bytes)))
+}
+
+fn manifest_file(data: &Path) -> PathBuf {
+    data.join("v1/channels/stable/release.json")
+}
+
+#[test]
+fn the_manifest_and_signature_carry_etags_and_revalidate_with_304() {
+    let (world, data, ca) = published_world();
+    let console = Console::start(&world, &data, &ca);
+    let http = Http::new(&ca);
+    let on_disk = fs::read(manifest_file(&data)).expect("manifest");
+
+    let manifest = http.get(&console.url("/v1/channels/stable/release.json"), &[]);
+    assert_eq!(manifest.status, 200, "{}", console.stderr());
+    assert_eq!(manifest.body, on_disk);
+    assert_eq!(manifest.header("etag"), quoted_sha256(&on_disk));
+    let etag = manifest.header("etag");
+    let again = http.get(
+        &console.url("/v1/channels/stable/release.json"),
+        &[("if-none-match", etag)],
+    );
+    assert_eq!((again.status, again.header("etag")), (304, etag));
+    assert!(again.body.is_empty());
+    let stale = http.get(
+        &console.url("/v1/channels/stable/release.json"),
+        &[("if-none-match", "\"old\"")],
+    );
+    assert_eq!(stale.status, 200);
+
+    // A held request with nothing published ends with 304 when its wait does.
+    let held = http.get(
+        &console.url("/v1/channels/stable/release.json?wait=1"),
+        &[("if-none-match", etag)],
+    );
+    assert_eq!(held.status, 304);
+
+    let sig_on_disk =
+        fs::read(data.join("v1/channels/stable/release.json.minisig")).expect("minisig");
+    let sig = http.get(
+        &console.url("/v1/channels/stable/release.json.minisig"),
+        &[],
+    );
+    assert_eq!((sig.status, &sig.body), (200, &sig_on_disk));
+    assert_eq!(sig.header("etag"), quoted_sha256(&sig_on_disk));
+    let sig_etag = sig.header("etag");
+    let sig_again = http.get(
+        &console.url("/v1/channels/stable/release.json.minisig"),
+        &[("if-none-match", sig_etag)],
+    );
+    assert_eq!(sig_again.status, 304);
+
+    assert_eq!(
+        http.get(&console.url("/v1/channels/beta/release.json"), &[])
+            .status,
+        404
+    );
+}
+
+#[test]
+fn a_held_request_returns_the_new_manifest_as_soon_as_it_is_published() {
+    let (world, data, ca) = published_world();
+    let console = Console::start(&world, &data, &ca);
+    let http = Http::new(&ca);
+    let first = http.get(&console.url("/v1/channels/stable/release.json"), &[]);
+    let etag = first.header("etag").to_string();
+
+    const WAIT: Duration = Duration::from_secs(5);
+    let request = http
+        .client
+        .get(console.url(&format!(
+            "/v1/channels/stable/release.json?wait={}",
+            WAIT.as_secs()
+        )))
+        .header("if-none-match", etag.clone());
+    let started = Instant::now();
+    let held = http.rt.spawn(send(request, &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !held.is_finished(),
+        "the request was answered instead of held"
+    );
+
+    world.publish(&data, &world.payload("1.1.0", 3, 1000), "1.1.0", &[]);
+    let reply = http.rt.block_on(held).expect("held request");
+    let waited = started.elapsed();
+    let on_disk = fs::read(manifest_file(&data)).expect("manifest");
+    assert_eq!(reply.status, 200, "{}", console.stderr());
+    assert_eq!(reply.body, on_disk);
+    assert_eq!(reply.header("etag"), quoted_sha256(&on_disk));
+    assert_ne!(reply.header("etag"), etag);
+    assert!(
+        waited < WAIT,
+        "answered after {waited:?}: at the end of the wait, not on publish"
+    );
+}
+
+#[test]
+fn artifacts_stream_whole_or_by_range() {
+    let (world, data, ca) = published_world();
+    let console = Console::start(&world, &data, &ca);
+    let http = Http::new(&ca);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(manifest_file(&data)).expect("manifest")).expect("json");
+    let path = manifest["artifact"]["path"]
+        .as_str()
+        .expect("artifact path");
+    let bytes = fs::read(data.join("v1").join(path)).expect("artifact");
+    let total = bytes.len();
+    assert!(total > 20);
+    let url = console.url(&format!("/v1/{path}"));
+
+    let whole = http.get(&url, &[]);
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body, bytes);
+    assert_eq!(whole.header("content-length"), total.to_string());
+    assert_eq!(whole.header("accept-ranges"), "bytes");
+
+    let tail = http.get(&url, &[("range", "bytes=10-")]);
+    assert_eq!(tail.status, 206);
+    assert_eq!(tail.body, bytes[10..]);
+    assert_eq!(
+        tail.header("content-range"),
+        format!("bytes 10-{}/{total}", total - 1)
+    );
+    assert_eq!(tail.header("content-length"), (total - 10).to_string());
+
+    let middle = http.get(&url, &[("range", "bytes=5-9")]);
+    assert_eq!(middle.status, 206);
+    assert_eq!(middle.body, bytes[5..=9]);
+    assert_eq!(middle.header("content-range"), format!("bytes 5-9/{total}"));
+
+    let past = http.get(&url, &[("range", &format!("bytes={total}-"))]);
+    assert_eq!(past.status, 416);
+    assert_eq!(past.header("content-range"), format!("bytes */{total}"));
+}
+
+#[test]
+fn names_that_leave_their_folder_are_not_found() {
+    let (world, data, ca) = published_world();
+    // Files a traversal would reach if names were joined unchecked.
+    fs::write(data.join("v1/release.json"), b"{\"secret\":true}").expect("decoy");
+    fs::create_dir_all(data.join("v1/channels/.hidden")).expect("hidden channel");
+    fs::copy(
+        manifest_file(&data),
+        data.join("v1/channels/.hidden/release.json"),
+    )
+    .expect("copy");
+    let console = Console::start(&world, &data, &ca);
+    let http = Http::new(&ca);
+    for path in [
+        "/v1/artifacts/..%2F..%2Fetc%2Fpasswd",
+        "/v1/artifacts/..%2Fchannels%2Fstable%2Frelease.json",
+        "/v1/artifacts/%2Fetc%2Fpasswd",
+        "/v1/artifacts/0000000000000000000000000000000000000000000000000000000000000000.tar",
+        "/v1/channels/..%2Fchannels%2Fstable/release.json",
+        "/v1/channels/%2E%2E/release.json",
+        "/v1/channels/.hidden/release.json",
+        "/v1/channels/a%2Fb/release.json",
+        "/v1/channels/stable%00/release.json",
+        "/etc/passwd",
+    ] {
+        let reply = http.get(&console.url(path), &[]);
+        assert_eq!(reply.status, 404, "{path} answered {}", reply.status);
+    }
+    for agent in ["..%2Fx", "%2E%2E", "a%00b"] {
+        let reply = http.post(&console.url(&format!("/v1/agents/{agent}/report")), "{}");
+        assert_eq!(reply.status, 404, "agent {agent} answered {}", reply.status);
+    }
+}
+
+#[test]
+fn reports_are_kept_per_agent_and_shown_by_console_fleet() {
+    let (world, data, ca) = published_world();
+    let console = Console::start(&world, &data, &ca);
+    let http = Http::new(&ca);
+    let report = |agent: &str, body: &str| {
+        http.post(
+            &console.url(&format!("/v1/agents/{agent}/report")),
+            body.to_string(),
+        )
+    };
+    assert_eq!(
+        report(
+            "agent-1",
+            r#"{"version":"0.9.0","bank":"Bank2","phase":"trial"}"#
+        )
+        .status,
+        204
+    );
+    let latest = r#"{"version":"1.0.0","bank":"Bank1","phase":"committed","pending":{"version":"1.1.0"},
+                     "last_error":"<b>disk full</b>","uptime":12}"#;
+    assert_eq!(
+        report("agent-1", latest).status,
+        204,
+        "{}",
+        console.stderr()
+    );
+    assert_eq!(report("agent-2", r#"{"version":null}"#).status, 204);
+    assert_eq!(report("bad.id", "{}").status, 404);
+    assert_eq!(report("agent-3", "not json").status, 400);
+    assert_eq!(
+        report(
+            "agent-3",
+            &format!("{{\"last_error\":\"{}\"}}", "x".repeat(17 * 1024))
+        )
+        .status,
+        413
+    );
+
+    let out = run_ok([
+        "console",
+        "fleet",
+        "--data",
+        &data.display().to_string(),
+        "--json",
+    ]);
+    let fleet: serde_json::Value = serde_json::from_str(&out.stdout).expect("fleet --json is JSON");
+    let agents = fleet.as_array().expect("an array");
+    assert_eq!(agents.len(), 2, "{fleet}");
+    assert_eq!(agents[0]["agent_id"], "agent-1");
+    assert_eq!(agents[0]["version"], "1.0.0");
+    assert_eq!(agents[0]["bank"], "Bank1");
+    assert_eq!(agents[0]["phase"], "committed");
+    assert_eq!(agents[0]["pending"]["version"], "1.1.0");
+    assert_eq!(agents[0]["last_error"], "<b>disk full</b>");
+    assert!(
+        agents[0]["remote"]
+            .as_str()
+            .expect("remote")
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(agents[1]["agent_id"], "agent-2");
+    assert!(agents[1]["version"].is_null());
+
+    let served: serde_json::Value =
+        serde_json::from_slice(&http.get(&console.url("/v1/fleet"), &[]).body).expect("JSON");
+    assert_eq!(served, fleet);
+    let remote = run_ok([
+        "console",
+        "fleet",
+        "--console",
+        &console.base,
+        "--ca-cert",
+        &ca.ca_pem.display().to_string(),
+        "--json",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&remote.stdout).expect("JSON"),
+        fleet
+    );
+    let table = run_ok(["console", "fleet", "--data", &data.display().to_string()]);
+    assert!(
+        table.stdout.contains("agent-1") && table.stdout.contains("Bank1"),
+        "{}",
+        table.stdout
+    );
+
+    let page = http.get(&console.url("/"), &[]);
+    let page = String::from_utf8(page.body).expect("utf-8");
+    assert!(
+        page.contains("agent-1") && page.contains("&lt;b&gt;disk full&lt;/b&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<b>disk full"));
+    assert!(page.contains("stable") && page.contains("1.0.0"));
+}
+
+#[test]
+fn serving_without_tls_needs_insecure_http() {
+    let world = World::new();
+    let data = world.path("console").display().to_string();
+    let out = run([
+        "console",
+        "serve",
+        "--data",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(
+        out.code, 2,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .expect("an error line");
+    assert!(line.contains("--insecure-http"), "{line}");
+}
+
+#[test]
+fn a_taken_address_is_named_in_one_error_line() {
+    let (world, data, ca) = published_world();
+    let console = Console::start(&world, &data, &ca);
+    let address = console.base.trim_start_matches("https://").to_string();
+    let out = run([
+        "console".to_string(),
+        "serve".into(),
+        "--data".into(),
+        data.display().to_string(),
+        "--listen".into(),
+        address.clone(),
+        "--tls-cert".into(),
+        ca.cert_pem.display().to_string(),
+        "--tls-key".into(),
+        ca.key_pem.display().to_string(),
+    ]);
+    assert_eq!(out.code, 1, "stderr: {}", out.stderr);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .expect("an error line");
+    assert!(
+        line.contains(&format!("cannot listen on {address}")),
+        "{line}"
+    );
+}
+
+#[test]
+fn sigterm_ends_held_requests_and_exits_0() {
+    let (world, data, ca) = published_world();
+    let mut console = Console::start(&world, &data, &ca);
+    let http = Http::new(&ca);
+    let etag = http
+        .get(&console.url("/v1/channels/stable/release.json"), &[])
+        .header("etag")
+        .to_string();
+    let request = http
+        .client
+        .get(console.url("/v1/channels/stable/release.json?wait=300"))
+        .header("if-none-match", etag);
+    let held = http
+        .rt
+        .spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!held.is_finished());
+
+    assert_eq!(console.terminate(), Some(0), "{}", console.stderr());
+    let status = http.rt.block_on(held).expect("held request");
+    assert_eq!(
+        status.ok(),
+        Some(304),
+        "a held request ends with 304 on shutdown"
+    );
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: every test runs the real `bankswap` binary, as a user
+//! would, on real files in a temporary folder.
+
+mod agent;
+mod console;
+mod crash;
+mod hostile;
+mod interop;
+mod offline;
+mod support;

@@ -1,0 +1,264 @@
+//! Live processes for end-to-end tests: a console and an agent, each a real
+//! `bankswap` child process on loopback TLS, stopped when dropped.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::tls::{TestCa, make_test_ca};
+use crate::support::{World, bankswap};
+
+/// How long a live condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `condition` every 50 ms until it holds or `DEADLINE` passes.
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends SIGTERM (or SIGKILL) to a child.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// A running `bankswap console serve`.
+pub struct ConsoleProcess {
+    /// The child.
+    pub child: Child,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The listen address, to restart on the same port.
+    pub addr: String,
+}
+
+impl ConsoleProcess {
+    /// Starts a console on `listen` (e.g. `127.0.0.1:0`) serving `data`.
+    pub fn start(data: &Path, ca: &TestCa, listen: &str) -> ConsoleProcess {
+        let mut child = bankswap()
+            .args(["console", "serve", "--data"])
+            .arg(data)
+            .args(["--listen", listen, "--tls-cert"])
+            .arg(&ca.cert_pem)
+            .arg("--tls-key")
+            .arg(&ca.key_pem)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("console starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("console prints its address");
+        let url = line.trim().rsplit(' ').next().expect("url").to_string();
+        assert!(
+            url.starts_with("https://"),
+            "unexpected console line: {line}"
+        );
+        let addr = url.trim_start_matches("https://").to_string();
+        ConsoleProcess { child, url, addr }
+    }
+}
+
+impl Drop for ConsoleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `bankswap run`, logging into a file.
+pub struct AgentProcess {
+    /// The child (None once stopped).
+    pub child: Option<Child>,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its root.
+    pub root: PathBuf,
+    /// Its log (stderr).
+    pub log: PathBuf,
+}
+
+/// Settings of a test agent.
+pub struct AgentSettings<'a> {
+    /// The console URL.
+    pub console: &'a str,
+    /// Extra TOML appended to the config.
+    pub extra: &'a str,
+}
+
+impl AgentProcess {
+    /// Writes a config for `root` and starts the agent.
+    pub fn start(
+        w: &World,
+        ca: &TestCa,
+        root: &Path,
+        settings: &AgentSettings<'_>,
+    ) -> AgentProcess {
+        let config = root.with_extension("toml");
+        fs::write(
+            &config,
+            format!(
+                "console = \"{console}\"\nroot = \"{root}\"\ntrusted_keys = [\"{key}\"]\npoll_interval = \"2s\"\nmax_delay = \"0s\"\n{extra}\n[tls]\nca_certs = [\"{ca}\"]\n",
+                console = settings.console,
+                root = root.display(),
+                key = w.public("release"),
+                extra = settings.extra,
+                ca = ca.ca_pem.display(),
+            ),
+        )
+        .expect("agent config");
+        let log = root.with_extension("log");
+        let mut agent = AgentProcess {
+            child: None,
+            config,
+            root: root.to_path_buf(),
+            log,
+        };
+        agent.restart();
+        agent
+    }
+
+    /// Starts (again) with the same config, appending to the log.
+    pub fn restart(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = bankswap()
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("BANKSWAP_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
+        self.child = Some(child);
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        wait_for(&format!("`{needle}` in the agent log"), || {
+            self.log().contains(needle)
+        });
+    }
+
+    /// `status --json` through the agent's control socket; null before the agent made its root.
+    pub fn status(&self) -> serde_json::Value {
+        let out = crate::support::run([
+            "status",
+            "--root",
+            &self.root.display().to_string(),
+            "--json",
+        ]);
+        serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until status says `version` is committed.
+    pub fn wait_committed(&self, version: &str) {
+        wait_for(&format!("{version} committed"), || {
+            let s = self.status();
+            s["active_version"] == version && s["phase"] == "committed"
+        });
+    }
+
+    /// Stops with SIGKILL (no cleanup: as a crash or power loss would).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops with SIGTERM and returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        signal(&child, libc::SIGTERM);
+        child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+    }
+}
+
+/// A live world: keys, a data folder served by a console, a test CA.
+pub struct Live {
+    /// Keys and folders.
+    pub w: World,
+    /// The console data folder.
+    pub data: PathBuf,
+    /// The test CA and server certificate.
+    pub ca: TestCa,
+    /// The console.
+    pub console: ConsoleProcess,
+}
+
+impl Live {
+    /// Starts a console over an empty data folder.
+    pub fn new() -> Live {
+        let w = World::new();
+        let data = w.path("console-data");
+        fs::create_dir_all(&data).expect("data");
+        let ca = make_test_ca(&w.path("tls"));
+        let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0");
+        Live {
+            w,
+            data,
+            ca,
+            console,
+        }
+    }
+
+    /// Publishes a payload whose `bin/app` runs `script` (sh), as `version`.
+    pub fn publish_script(&self, version: &str, script: &str) {
+        let dir = self.w.path(&format!("payloads/{version}"));
+        fs::create_dir_all(dir.join("bin")).expect("payload");
+        fs::write(dir.join("bin/app"), format!("#!/bin/sh\n{script}\n")).expect("script");
+        fs::set_permissions(
+            dir.join("bin/app"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        self.w.publish(&self.data, &dir, version, &[]);
+    }
+
+    /// Publishes a payload that says hello and sleeps, as `version`.
+    pub fn publish_sleeper(&self, version: &str) {
+        self.publish_script(
+            version,
+            &format!("echo \"hello from {version}\"\nexec sleep 1000"),
+        );
+    }
+
+    /// Starts an agent on a fresh root `name` against the console.
+    pub fn agent(&self, name: &str, extra: &str) -> AgentProcess {
+        let root = self.w.path(name);
+        AgentProcess::start(
+            &self.w,
+            &self.ca,
+            &root,
+            &AgentSettings {
+                console: &self.console.url,
+                extra,
+            },
+        )
+    }
+}
