@@ -49,6 +49,9 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
             "restore state.json from a backup, or remove it: bankswap rebuilds it from the bank records",
         ),
         LayoutError::NoPrevious => Some("the other bank holds no complete version to roll back to"),
+        LayoutError::PreviousMarkedBad { .. } => Some(
+            "publish a fixed release, or re-sign a good one for the fleet: `bankswap publish --rollback-to VERSION`",
+        ),
         _ => None,
     }
 }

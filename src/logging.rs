@@ -1,7 +1,7 @@
 //! Log set-up: tracing to stderr, filtered by `BANKSWAP_LOG`, as text or
 //! JSON, and optionally to a syslog server (RFC 5424 over UDP or TCP).
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -45,6 +45,7 @@ pub fn init(config: &LogConfig, default: &str) {
     let stderr = match config.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_target(false)
+            .with_ansi(io::stderr().is_terminal())
             .with_writer(io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

@@ -67,17 +67,27 @@ fn update_auto_rollback_and_admin_rollback() {
         "3.0.0 was tried"
     );
 
-    // An admin rolls back through the running agent.
+    // The other bank now holds the bad 3.0.0: an admin rollback into it is refused.
+    let out = run(["rollback", "--root", &agent.root.display().to_string()]);
+    assert_fails_with(&out, "marked bad");
+    assert_eq!(agent.status()["active_version"], "2.0.0");
+
+    // A good 4.0.0, then an admin rolls back through the running agent.
+    live.publish_sleeper("4.0.0");
+    agent.wait_committed("4.0.0");
     let out = run_ok(["rollback", "--root", &agent.root.display().to_string()]);
-    assert!(out.stdout.contains("1.0.0"), "{}", out.stdout);
-    agent.wait_committed("1.0.0");
-    agent.wait_log("running version=1.0.0");
-    // A check does not re-install the rolled-back 2.0.0 (marked bad until re-published).
+    assert!(out.stdout.contains("2.0.0"), "{}", out.stdout);
+    agent.wait_committed("2.0.0");
+    let log = agent.log();
+    let v2_again = payload_pid(&log, "2.0.0").expect("2.0.0 restarted");
+    assert!(alive(v2_again), "2.0.0 runs again");
+    // A check does not re-install the rolled-back 4.0.0 (marked bad until re-published).
     let before = agent.status()["last_check"].clone();
     run_ok(["check", "--root", &agent.root.display().to_string()]);
     wait_for("a new check", || agent.status()["last_check"] != before);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(agent.status()["active_version"], "1.0.0");
+    let s = agent.status();
+    assert_eq!(s["active_version"], "2.0.0");
+    assert!(s["pending"].is_null(), "4.0.0 is not scheduled again: {s}");
 }
 
 #[test]

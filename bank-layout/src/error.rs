@@ -88,6 +88,18 @@ pub enum LayoutError {
     /// Rollback asked for, but the idle bank holds no release.
     #[error("no previous version to roll back to: the idle bank holds no release")]
     NoPrevious,
+    /// The other bank holds a version marked bad; rolling back into it is refused.
+    #[error(
+        "{bank} holds {version}, which is marked bad ({reason}); there is no good version to roll back to"
+    )]
+    PreviousMarkedBad {
+        /// The other bank.
+        bank: BankId,
+        /// Its version.
+        version: String,
+        /// Why it was marked bad.
+        reason: String,
+    },
     /// Staging asked for while the active bank is on trial.
     #[error(
         "a trial is in progress: commit or roll back before staging (the idle bank holds the fallback)"
@@ -182,7 +194,9 @@ mod tests {
         // The path is the message; the OS error is the source, so that a chain
         // printer (anyhow's `{:#}`) shows each once: "/r/Bank2/big.bin: No space left on device".
         assert_eq!(error.to_string(), "/r/Bank2/big.bin");
-        let source = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
+        let source = std::error::Error::source(&error)
+            .map(ToString::to_string)
+            .unwrap_or_default();
         assert!(source.contains("No space left on device"), "{source}");
     }
 }

@@ -196,8 +196,22 @@ impl Root {
     /// release ([`LayoutError::NoPrevious`]). Needs no network: the files are there.
     pub fn rollback(&mut self) -> Result<BankId, LayoutError> {
         let target = self.idle_bank();
-        if self.bank_record(target).is_none() {
+        let Some(record) = self.bank_record(target) else {
             return Err(LayoutError::NoPrevious);
+        };
+        // After an automatic rollback the other bank holds the version that failed:
+        // swapping back into it would undo the very protection that put it aside.
+        if let Some(bad) = self
+            .state
+            .bad_versions
+            .iter()
+            .find(|b| b.version == record.version && b.sequence >= record.sequence)
+        {
+            return Err(LayoutError::PreviousMarkedBad {
+                bank: target,
+                version: bad.version.clone(),
+                reason: bad.reason.clone(),
+            });
         }
         let mut state = self.state.clone();
         state.active = target;

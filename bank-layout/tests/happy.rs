@@ -153,7 +153,26 @@ fn update_rollback_and_mark_bad() {
     assert_eq!(root.state().bad_versions.len(), 1);
     assert_eq!(root.state().bad_versions[0].sequence, 5);
 
-    // Rollback works both ways and needs no network: the files are in the bank.
+    // Rolling back into the version that was marked bad is refused and changes nothing.
+    let before = root.state().clone();
+    assert!(matches!(
+        root.rollback(),
+        Err(LayoutError::PreviousMarkedBad { bank: BankId::Bank2, ref version, .. }) if version == "2.0.0"
+    ));
+    assert_eq!(*root.state(), before);
+    assert_eq!(Root::read_state(root.dir()).unwrap(), *root.state());
+}
+
+#[test]
+fn rollback_works_both_ways_without_network() {
+    let (_dir, mut root) = running();
+    let v2 = Artifact::new(app("2.0.0"), ArchiveFormat::TarZst);
+    assert_eq!(stage(&mut root, &v2, "2.0.0", 2).unwrap(), BankId::Bank2);
+    root.activate(BankId::Bank2, 50).unwrap();
+    root.commit().unwrap();
+    assert_eq!(root.rollback().unwrap(), BankId::Bank1);
+    let out = fs::read(root.bank_dir(BankId::Bank1).join("bin/app")).unwrap();
+    assert_eq!(out, b"#!/bin/sh\necho 1.0.0\n");
     assert_eq!(root.rollback().unwrap(), BankId::Bank2);
     let out = fs::read(root.bank_dir(BankId::Bank2).join("bin/app")).unwrap();
     assert_eq!(out, b"#!/bin/sh\necho 2.0.0\n");

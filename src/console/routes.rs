@@ -100,6 +100,9 @@ async fn manifest(
         return status_only(StatusCode::BAD_REQUEST);
     };
     let held = EntityTags::from_headers(&headers);
+    // Header values share the connection's read buffer: dropped before a long
+    // wait, the buffer is reused instead of reallocated (8 KiB per held agent).
+    drop(headers);
     let until = query
         .wait
         .map(|s| Instant::now() + Duration::from_secs(s).min(MAX_WAIT));
