@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-deps.sh
+# The end-to-end tests run the example payload, built next to bankswap.
+cargo build --workspace --locked
 cargo test --workspace --locked "$@"

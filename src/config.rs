@@ -62,6 +62,7 @@ struct RawHealth {
     max_failures: Option<u32>,
     http: Option<String>,
     watchdog: Option<String>,
+    notify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +157,9 @@ pub struct HealthConfig {
     pub http: Option<String>,
     /// A payload that sends `WATCHDOG=1` must do so at least this often.
     pub watchdog: Option<Duration>,
+    /// The payload must send `READY=1` within `grace` (recommended with `[[listen]]`
+    /// sockets, where an HTTP probe may reach the previous generation).
+    pub notify: bool,
 }
 
 /// One `[[listen]]` socket.
@@ -258,6 +262,7 @@ impl AgentConfig {
                     .watchdog
                     .map(|w| parse_duration("health.watchdog", &w))
                     .transpose()?,
+                notify: raw.health.notify.unwrap_or(false),
             },
             listen,
             ca_certs: raw.tls.ca_certs,

@@ -8,3 +8,4 @@ mod hostile;
 mod interop;
 mod offline;
 mod support;
+mod swap;

@@ -238,7 +238,11 @@ impl Agent {
             }
         });
         let pending_due = self.pending_due();
-        let draining_due = self.draining.as_ref().map(|(_, due)| *due);
+        // During a trial the trial decides when the previous generation stops.
+        let draining_due = match self.trial {
+            Some(_) => None,
+            None => self.draining.as_ref().map(|(_, due)| *due),
+        };
         tokio::select! {
             () = shutdown.as_mut() => Event::Shutdown,
             e = next_payload_event(&mut self.payload) => Event::Payload(e),

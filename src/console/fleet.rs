@@ -48,9 +48,10 @@ pub fn run(args: &FleetArgs) -> anyhow::Result<()> {
 /// `GET {console}/v1/fleet`, trusting the system roots plus `ca_cert`.
 fn fetch(console: &str, ca_cert: Option<&Path>) -> anyhow::Result<Vec<FleetEntry>> {
     if !(console.starts_with("https://") || console.starts_with("http://")) {
-        return Err(
-            UsageError::new(format!("--console `{console}` must be an https:// URL")).into(),
-        );
+        return Err(UsageError::new(format!(
+            "--console `{console}` must be an https:// (or http://) URL"
+        ))
+        .into());
     }
     let mut client = reqwest::Client::builder()
         .use_rustls_tls()

@@ -159,32 +159,31 @@ impl Watcher {
                     continue;
                 }
             };
-            let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(watched) = channels.get(&name) else {
+            let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(watched) = channels.get_mut(&name) else {
                 continue;
             };
-            watched.sender.send_if_modified(|current| {
-                let changed = current.as_ref().map(|r| &r.etag) != latest.as_ref().map(|r| &r.etag);
-                if changed {
-                    if let Some(release) = &latest {
-                        info!(channel = %name, etag = %release.etag, "manifest changed");
-                    }
-                    *current = latest;
-                }
-                changed
-            });
-            drop(channels);
-            self.set_stamp(&name, stamp);
-        }
-    }
-
-    /// Remembers the identity of the version just read.
-    fn set_stamp(&self, channel: &str, stamp: Option<Stamp>) {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(watched) = channels.get_mut(channel) {
             watched.stamp = stamp;
+            watched
+                .sender
+                .send_if_modified(|current| replace_if_new(&name, current, latest));
         }
     }
+}
+
+/// Stores `latest` if its ETag differs from `current`'s; true if it did (waiters wake).
+fn replace_if_new(channel: &str, current: &mut Latest, latest: Latest) -> bool {
+    if current.as_ref().map(|r| &r.etag) == latest.as_ref().map(|r| &r.etag) {
+        return false;
+    }
+    // The first read of a newly watched channel is not news.
+    if current.is_some()
+        && let Some(release) = &latest
+    {
+        info!(channel, etag = %release.etag, "manifest changed");
+    }
+    *current = latest;
+    true
 }
 
 /// The file's identity, or `None` when it cannot be stat'ed (absent).

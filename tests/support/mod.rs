@@ -157,6 +157,18 @@ impl World {
 
     /// Publishes `payload` as `version` into the console data folder `data`.
     pub fn publish(&self, data: &Path, payload: &Path, version: &str, extra: &[&str]) -> Run {
+        self.publish_with(data, payload, version, "bin/app --serve", extra)
+    }
+
+    /// Publishes with a given entrypoint.
+    pub fn publish_with(
+        &self,
+        data: &Path,
+        payload: &Path,
+        version: &str,
+        entrypoint: &str,
+        extra: &[&str],
+    ) -> Run {
         let mut args = vec![
             "publish".to_string(),
             "--key".into(),
@@ -166,7 +178,7 @@ impl World {
             "--version".into(),
             version.into(),
             "--entrypoint".into(),
-            "bin/app --serve".into(),
+            entrypoint.into(),
             "--to".into(),
             data.display().to_string(),
         ];

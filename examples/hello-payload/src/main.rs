@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -26,6 +29,15 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// What a request says when `BANKSWAP_VERSION` is not set (run by hand).
 const DEV_VERSION: &str = "dev";
+
+/// After SIGTERM and the end of accepting, connections accepted just before get this
+/// long to send their request: closing them unread would reset them (an RST, since
+/// their request sits unread in the socket buffer).
+const DRAIN_DELAY: Duration = Duration::from_millis(500);
+
+/// Requests in flight get at most this long to finish (the supervisor's
+/// `stop_timeout` is the hard limit).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn main() -> ExitCode {
     if env::var("HELLO_FAIL").is_ok_and(|v| v == "1") {
@@ -113,30 +125,61 @@ async fn serve(inherited: Option<Inherited>, listen: &str) -> io::Result<()> {
                 listener.local_addr()?
             );
             report(sd::notify("READY=1"));
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?;
+            serve_until(listener, app, shutdown).await;
         }
         Some(Inherited::Unix(listener)) => {
             listener.set_nonblocking(true)?;
             let listener = UnixListener::from_std(listener)?;
             println!("hello-payload: serving on a Unix socket (handed over)");
             report(sd::notify("READY=1"));
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?;
+            serve_until(listener, app, shutdown).await;
         }
         None => {
             let listener = TcpListener::bind(listen).await?;
             println!("hello-payload: serving on {}", listener.local_addr()?);
             report(sd::notify("READY=1"));
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?;
+            serve_until(listener, app, shutdown).await;
         }
     }
     println!("hello-payload: stopped");
     Ok(())
+}
+
+/// Serves connections until `shutdown`; then stops accepting (new connections wait in
+/// the shared backlog for the next generation), lets connections accepted just before
+/// read their request, and finishes the requests in flight.
+async fn serve_until<L>(mut listener: L, app: Router, shutdown: impl Future<Output = ()>)
+where
+    L: axum::serve::Listener,
+{
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            (io, _) = listener.accept() => {
+                let service = TowerToHyperService::new(app.clone());
+                let mut drain = drain_rx.clone();
+                connections.spawn(async move {
+                    let connection = http1::Builder::new().serve_connection(TokioIo::new(io), service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => return,
+                        _ = drain.wait_for(|draining| *draining) => connection.as_mut().graceful_shutdown(),
+                    }
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::time::sleep(DRAIN_DELAY).await;
+    let _ = drain_tx.send(true);
+    let all_done = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT, all_done).await.is_err() {
+        eprintln!("hello-payload: requests still running after {DRAIN_TIMEOUT:?}; exiting");
+    }
 }
 
 /// A failed notification is worth a line, not an exit: readiness falls back to probes.

@@ -292,13 +292,17 @@ impl Agent {
                 }
             }
             Some(_) => {}
-            None if now >= trial.deadline && self.payload.is_some() => return self.commit().await,
-            None if now >= trial.deadline => {
+            None if now < trial.deadline => {}
+            None if self.config.health.notify => {
+                let reason = format!("no READY=1 within {:?}", self.config.health.grace);
+                return self.rollback_trial(&reason).await;
+            }
+            None if self.payload.is_some() => return self.commit().await,
+            None => {
                 return self
                     .rollback_trial("not running at the end of its trial")
                     .await;
             }
-            None => {}
         }
     }
 

@@ -1,0 +1,109 @@
+# Shared helpers for the benchmarks in scripts/bench/. Source it, don't run it:
+#   source "$(dirname "$0")/lib.sh"
+# It defines functions only; the caller sets `set -euo pipefail`.
+
+# Repository root (scripts/bench/..).
+BENCH_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+bench_log() { printf 'bench: %s\n' "$*" >&2; }
+bench_die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+# Installs the tools (zstd, GNU time, ...) and builds the release binary; sets BIN.
+bench_build() {
+  "$BENCH_REPO/scripts/setup-test-deps.sh"
+  command -v sha256sum >/dev/null || bench_die "sha256sum not found (coreutils)"
+  command -v python3 >/dev/null || bench_die "python3 not found (it generates the payload)"
+  bench_log "building: cargo build --release --locked"
+  (cd "$BENCH_REPO" && cargo build --release --locked --quiet)
+  BIN="$BENCH_REPO/target/release/bankswap"
+  [ -x "$BIN" ] || bench_die "$BIN was not built"
+}
+
+# Creates the work directory and removes it on exit; sets W.
+# BENCH_DIR=DIR puts it under DIR (only the mktemp folder inside is removed);
+# otherwise under /var/tmp, or under target/ if /var/tmp is a tmpfs (RAM would
+# hide the disk writes we want to measure).
+bench_workdir() {
+  local parent="${BENCH_DIR:-}"
+  if [ -z "$parent" ]; then
+    parent=/var/tmp
+    if [ "$(stat -f -c %T "$parent" 2>/dev/null)" = tmpfs ]; then
+      parent="$BENCH_REPO/target"
+    fi
+  fi
+  mkdir -p "$parent"
+  W="$(mktemp -d "$parent/bankswap-bench.XXXXXX")"
+  trap 'rm -rf "$W"' EXIT
+  trap 'exit 130' INT TERM
+  local fs
+  fs="$(stat -f -c %T "$W")"
+  if [ "$fs" = tmpfs ]; then
+    bench_log "warning: $W is on tmpfs; disk writes and sync are not measured"
+  fi
+  bench_log "work directory $W ($fs, $(df -h --output=avail "$W" | tail -1 | tr -d ' ') free)"
+}
+
+# Seconds since the epoch with microseconds.
+bench_now() { printf '%s\n' "${EPOCHREALTIME/,/.}"; }
+
+# Removes outputs and flushes them so the next timed run starts clean. With
+# DROP_CACHES=1 and root, also drops the page cache (and so the cached artifact).
+bench_settle() {
+  rm -rf "$@"
+  sync
+  if [ "${DROP_CACHES:-0}" = 1 ]; then
+    if [ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+      :
+    else
+      bench_log "warning: DROP_CACHES=1 but the page cache cannot be dropped here (needs root and a writable /proc/sys)"
+    fi
+  fi
+}
+
+# bench_payload DIR MIB FILES: writes a deterministic payload of exactly MIB MiB in
+# FILES files (plus bin/app) under DIR: every other file is random bytes, the
+# others are hex text lines (about half compressible), sizes spread over about
+# 8 doublings. Everything comes from SHAKE-256 with fixed seeds, so the bytes
+# are the same on every run and machine.
+bench_payload() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import binascii, hashlib, os, sys
+
+out, mib, nfiles = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+total = mib << 20
+stream = hashlib.shake_256(b"bankswap-bench-sizes").digest(2 * nfiles)
+# Integer weights, roughly 2 ** (8 * uniform): no floating point, same sizes everywhere.
+ks = [int.from_bytes(stream[2 * i:2 * i + 2], "little") for i in range(nfiles)]
+weights = [(8192 + k % 8192) << (k >> 13) for k in ks]
+sizes = [w * total // sum(weights) for w in weights]
+sizes[-1] += total - sum(sizes)
+
+os.makedirs(os.path.join(out, "bin"))
+with open(os.path.join(out, "bin", "app"), "w") as f:
+    f.write("#!/bin/sh\nexec sleep 1000\n")
+os.chmod(os.path.join(out, "bin", "app"), 0o755)
+
+for i, size in enumerate(sizes):
+    d = os.path.join(out, "data", "d%02d" % (i % 40))
+    os.makedirs(d, exist_ok=True)
+    seed = b"bankswap-bench-file-%d" % i
+    if i % 2 == 0:
+        path, data = os.path.join(d, "f%05d.bin" % i), hashlib.shake_256(seed).digest(size)
+    else:
+        # 64 hex digits + newline per line: text whose entropy is half its size.
+        h = binascii.hexlify(hashlib.shake_256(seed).digest((size + 1) // 2))
+        data = b"\n".join(h[j:j + 64] for j in range(0, len(h), 65))
+        data = (data + h)[:size]
+        path = os.path.join(d, "f%05d.txt" % i)
+    with open(path, "wb") as f:
+        f.write(data)
+PY
+}
+
+# Prints the median of the numbers given as arguments.
+bench_median() {
+  printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.6f\n", (a[NR/2]+a[NR/2+1])/2}'
+}
+
+# Peak RSS in KiB from a `/usr/bin/time -v -o FILE` report.
+bench_rss_kib() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
