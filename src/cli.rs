@@ -104,6 +104,15 @@ pub enum ConsoleCommand {
     Serve(ServeArgs),
     /// Show the latest report of every agent.
     Fleet(FleetArgs),
+    /// Make a private CA and a server certificate signed by it, for `console serve`.
+    Cert {
+        /// Folder for ca.pem, server.pem and server.key.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// DNS names or IP addresses of the console; repeatable.
+        #[arg(long = "name", value_name = "NAME", default_values = ["localhost", "127.0.0.1"])]
+        names: Vec<String>,
+    },
 }
 
 /// `bankswap console serve`.

@@ -4,6 +4,7 @@
 mod agent;
 mod console;
 mod crash;
+mod demo;
 mod hostile;
 mod interop;
 mod offline;

@@ -28,6 +28,7 @@
 #   ROUNDS=5         rounds
 #   BENCH_DIR=DIR    where the work folder is created (default /var/tmp, not a tmpfs); removed on exit
 #   DROP_CACHES=1    drop the page cache before each timed run (root only)
+#   BANKSWAP_BIN=P   benchmark this binary instead of `cargo build --release --locked`'s
 # Needs: python3, zstd, GNU time, sha256sum (scripts/setup-test-deps.sh installs them).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -84,8 +85,9 @@ run_bankswap() { # ROUND
   b="$(bench_now)"
   T_BANKSWAP="$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", b-a}')"
   RSS_BANKSWAP="$(bench_rss_kib "$W/time-bankswap-$1")"
-  "$BIN" status --root "$W/root" --json | grep -q '"2.0.0"' ||
-    bench_die "round $1: bankswap status does not show 2.0.0 after apply"
+  local status
+  status="$("$BIN" status --root "$W/root" --json)"
+  [[ "$status" == *'"2.0.0"'* ]] || bench_die "round $1: bankswap status does not show 2.0.0 after apply: $status"
   if [ "$1" = 1 ]; then FILES_BANKSWAP="$(find "$W/root" -type f -name 'f[0-9]*' | wc -l)"; fi
   bench_settle "$W/root"
 }

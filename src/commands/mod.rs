@@ -28,10 +28,26 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Console {
             command: ConsoleCommand::Fleet(args),
         } => crate::console::fleet(&args),
+        Command::Console {
+            command: ConsoleCommand::Cert { out, names },
+        } => make_cert(&out, &names),
         Command::Run { config } => crate::agent::run(&config),
         Command::Check { root } => control::check(&root),
-        Command::Demo => Err(anyhow::anyhow!(
-            "the demo is being built; run scripts/demo.sh"
-        )),
+        Command::Demo => crate::demo::run(),
     }
+}
+
+/// `bankswap console cert`: a private CA and a server certificate for `console serve`.
+fn make_cert(out: &std::path::Path, names: &[String]) -> anyhow::Result<()> {
+    let files = crate::private_ca::make_ca(out, names)?;
+    println!(
+        "CA certificate (agents: [tls] ca_certs): {}",
+        files.ca_pem.display()
+    );
+    println!(
+        "server certificate (--tls-cert): {}",
+        files.cert_pem.display()
+    );
+    println!("server key (--tls-key): {}", files.key_pem.display());
+    Ok(())
 }
