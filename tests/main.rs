@@ -6,6 +6,7 @@ mod console;
 mod crash;
 mod demo;
 mod hostile;
+mod install;
 mod interop;
 mod offline;
 mod support;
