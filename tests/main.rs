@@ -9,5 +9,6 @@ mod hostile;
 mod install;
 mod interop;
 mod offline;
+mod proxy;
 mod support;
 mod swap;
