@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need beyond the Rust toolchain, from
-# Debian's packages: minisign (interop tests), zstd, GNU time (peak RSS),
-# util-linux (unshare, flock), curl. Idempotent; run as root or with sudo.
+# Debian's packages: minisign (interop tests), nginx (a static release host),
+# zstd, GNU time (peak RSS), util-linux (unshare, flock), curl. Idempotent;
+# run as root or with sudo.
 set -euo pipefail
 
 need=()
@@ -11,6 +12,7 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v flock >/dev/null || need+=(util-linux)
 command -v curl >/dev/null || need+=(curl)
 [ -x /usr/bin/time ] || need+=(time)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -10,5 +10,6 @@ mod install;
 mod interop;
 mod offline;
 mod proxy;
+mod static_host;
 mod support;
 mod swap;

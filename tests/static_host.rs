@@ -1,0 +1,118 @@
+//! A static HTTPS host serves a channel too (SPEC §4): nginx serves the data
+//! folder that `publish --to` writes, the agent polls it (nginx ignores the
+//! push `wait`), resumes with `Range`, and remembers that the host takes no
+//! reports. scripts/setup-test-deps.sh installs Debian's nginx.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::World;
+use crate::support::live::{AgentProcess, AgentSettings};
+use crate::support::tls::{TestCa, make_test_ca};
+
+/// nginx in the foreground, as one process, with everything under a temp folder.
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(data: &Path, ca: &TestCa, dir: &Path) -> Nginx {
+        let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("nginx is not installed: run scripts/setup-test-deps.sh");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        fs::create_dir_all(dir).expect("nginx dir");
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    location /v1/ {{ alias {data}/v1/; }}\n  }}\n}}\n",
+            cert = ca.cert_pem.display(),
+            key = ca.key_pem.display(),
+            data = data.display(),
+        );
+        fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nginx starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen: {}",
+                fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx { child, port }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn publish_sleeper(w: &World, data: &Path, version: &str) {
+    let dir = w.path(&format!("payloads/{version}"));
+    fs::create_dir_all(dir.join("bin")).expect("payload");
+    fs::write(dir.join("bin/app"), "#!/bin/sh\nexec sleep 1000\n").expect("script");
+    fs::set_permissions(
+        dir.join("bin/app"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    w.publish(data, &dir, version, &[]);
+}
+
+#[test]
+fn an_agent_updates_from_nginx_by_polling() {
+    let w = World::new();
+    let data = w.path("data");
+    publish_sleeper(&w, &data, "1.0.0");
+    let ca = make_test_ca(&w.path("tls"));
+    let nginx = Nginx::start(&data, &ca, &w.path("nginx"));
+    let url = format!("https://localhost:{}", nginx.port);
+    let agent = AgentProcess::start(
+        &w,
+        &ca,
+        &w.path("root"),
+        &AgentSettings {
+            console: &url,
+            extra: "[health]\ngrace = \"1s\"\n",
+        },
+    );
+    agent.wait_committed("1.0.0");
+    publish_sleeper(&w, &data, "2.0.0");
+    agent.wait_committed("2.0.0");
+    assert_eq!(agent.status()["previous_version"], "1.0.0");
+    let log = agent.log();
+    assert_eq!(
+        log.matches("takes no reports").count(),
+        1,
+        "a static host is asked once: {log}"
+    );
+    let access = fs::read_to_string(w.path("nginx/access.log")).expect("access log");
+    assert!(
+        access.contains("GET /v1/artifacts/"),
+        "artifacts came from nginx: {access}"
+    );
+}
