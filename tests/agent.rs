@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::support::live::{ConsoleProcess, Live, wait_for};
-use crate::support::{assert_fails_with, run, run_ok};
+use crate::support::{assert_fails_with, run, run_ok, serve_history};
 
 /// Trial settings that keep tests short.
 const FAST_TRIAL: &str = "[health]\ngrace = \"1s\"\nmax_failures = 3\n";
@@ -105,12 +105,7 @@ fn hostile_manifests_are_rejected_and_the_payload_keeps_running() {
         .replace("\"sequence\": 1", "\"sequence\": 7")
         .replace("1.0.0", "9.0.0");
     fs::write(channel.join("release.json"), &bumped).expect("write");
-    run_ok([
-        "sign".to_string(),
-        "--key".into(),
-        live.w.secret("intruder"),
-        channel.join("release.json").display().to_string(),
-    ]);
+    live.w.sign("intruder", &channel.join("release.json"));
     run_ok(["check", "--root", &agent.root.display().to_string()]);
     wait_for("unknown key in status", || {
         agent.status()["last_error"]
@@ -131,12 +126,7 @@ fn hostile_manifests_are_rejected_and_the_payload_keeps_running() {
         "2020-01-01T00:00:00Z",
     );
     fs::write(channel.join("release.json"), &expired).expect("write");
-    run_ok([
-        "sign".to_string(),
-        "--key".into(),
-        live.w.secret("release"),
-        channel.join("release.json").display().to_string(),
-    ]);
+    live.w.sign("release", &channel.join("release.json"));
     run_ok(["check", "--root", &agent.root.display().to_string()]);
     wait_for("expired in status", || {
         agent.status()["last_error"]
@@ -145,28 +135,10 @@ fn hostile_manifests_are_rejected_and_the_payload_keeps_running() {
     });
 
     // A replayed older sequence: publish 2.0.0 (sequence 2), then serve sequence 1 again.
-    fs::copy(
-        channel.join("history/0000000001.json"),
-        channel.join("release.json"),
-    )
-    .expect("copy");
-    fs::copy(
-        channel.join("history/0000000001.json.minisig"),
-        channel.join("release.json.minisig"),
-    )
-    .expect("copy");
+    serve_history(&live.data, "stable", 1);
     live.publish_sleeper("2.0.0");
     agent.wait_committed("2.0.0");
-    fs::copy(
-        channel.join("history/0000000001.json"),
-        channel.join("release.json"),
-    )
-    .expect("copy");
-    fs::copy(
-        channel.join("history/0000000001.json.minisig"),
-        channel.join("release.json.minisig"),
-    )
-    .expect("copy");
+    serve_history(&live.data, "stable", 1);
     run_ok(["check", "--root", &agent.root.display().to_string()]);
     wait_for("replay in status", || {
         agent.status()["last_error"]
@@ -203,7 +175,7 @@ fn dead_console_then_recovery() {
     );
     live.publish_sleeper("2.0.0");
     // The console comes back on the same address.
-    live.console = ConsoleProcess::start(&live.data, &live.ca, &addr);
+    live.console = ConsoleProcess::start(&live.data, &live.ca, &addr, &live.w.path("console.log"));
     agent.wait_committed("2.0.0");
     assert!(agent.status()["last_error"].is_null(), "{}", agent.status());
     assert!(

@@ -3,107 +3,16 @@
 //! back by `bankswap console fleet`.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use sha2::{Digest, Sha256};
 use tokio::runtime::Runtime;
 
+use crate::support::live::ConsoleProcess;
 use crate::support::tls::{TestCa, make_test_ca};
-use crate::support::{World, bankswap, run, run_ok};
-
-/// How long the console may take to print its address, and to exit on SIGTERM.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A running `bankswap console serve`, killed when dropped.
-struct Console {
-    /// The child process.
-    child: Child,
-    /// `https://127.0.0.1:PORT`, as the console printed it.
-    base: String,
-    /// Where its stderr goes, shown when a test fails.
-    log: PathBuf,
-}
-
-impl Console {
-    /// Starts a console on an ephemeral loopback port and waits for its address.
-    fn start(world: &World, data: &Path, ca: &TestCa) -> Console {
-        let log = world.path("console.log");
-        let mut child = bankswap()
-            .args(["console", "serve", "--data"])
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--tls-cert"])
-            .arg(&ca.cert_pem)
-            .arg("--tls-key")
-            .arg(&ca.key_pem)
-            .env("BANKSWAP_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).expect("console log"))
-            .spawn()
-            .expect("console starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (lines, first) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        let line = first.recv_timeout(DEADLINE).unwrap_or_else(|_| {
-            panic!(
-                "console printed no address: {}",
-                fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
-        let base = line
-            .strip_prefix("listening on ")
-            .expect("`listening on URL`")
-            .to_string();
-        assert!(
-            base.starts_with("https://127.0.0.1:"),
-            "unexpected address line `{line}`"
-        );
-        Console { child, base, log }
-    }
-
-    /// An absolute URL on this console.
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Sends SIGTERM and waits (with a deadline) for the exit code.
-    fn terminate(&mut self) -> Option<i32> {
-        let pid = i32::try_from(self.child.id()).expect("pid fits");
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "console still running {DEADLINE:?} after SIGTERM: {}",
-            self.stderr()
-        );
-    }
-
-    /// What the console logged so far.
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{World, run, run_ok};
 
 /// An HTTPS client that trusts the test CA, with a runtime to drive it.
 struct Http {
@@ -195,30 +104,30 @@ fn manifest_file(data: &Path) -> PathBuf {
 #[test]
 fn the_manifest_and_signature_carry_etags_and_revalidate_with_304() {
     let (world, data, ca) = published_world();
-    let console = Console::start(&world, &data, &ca);
+    let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0", &world.path("console.log"));
     let http = Http::new(&ca);
     let on_disk = fs::read(manifest_file(&data)).expect("manifest");
 
-    let manifest = http.get(&console.url("/v1/channels/stable/release.json"), &[]);
+    let manifest = http.get(&console.url_of("/v1/channels/stable/release.json"), &[]);
     assert_eq!(manifest.status, 200, "{}", console.stderr());
     assert_eq!(manifest.body, on_disk);
     assert_eq!(manifest.header("etag"), quoted_sha256(&on_disk));
     let etag = manifest.header("etag");
     let again = http.get(
-        &console.url("/v1/channels/stable/release.json"),
+        &console.url_of("/v1/channels/stable/release.json"),
         &[("if-none-match", etag)],
     );
     assert_eq!((again.status, again.header("etag")), (304, etag));
     assert!(again.body.is_empty());
     let stale = http.get(
-        &console.url("/v1/channels/stable/release.json"),
+        &console.url_of("/v1/channels/stable/release.json"),
         &[("if-none-match", "\"old\"")],
     );
     assert_eq!(stale.status, 200);
 
     // A held request with nothing published ends with 304 when its wait does.
     let held = http.get(
-        &console.url("/v1/channels/stable/release.json?wait=1"),
+        &console.url_of("/v1/channels/stable/release.json?wait=1"),
         &[("if-none-match", etag)],
     );
     assert_eq!(held.status, 304);
@@ -226,20 +135,20 @@ fn the_manifest_and_signature_carry_etags_and_revalidate_with_304() {
     let sig_on_disk =
         fs::read(data.join("v1/channels/stable/release.json.minisig")).expect("minisig");
     let sig = http.get(
-        &console.url("/v1/channels/stable/release.json.minisig"),
+        &console.url_of("/v1/channels/stable/release.json.minisig"),
         &[],
     );
     assert_eq!((sig.status, &sig.body), (200, &sig_on_disk));
     assert_eq!(sig.header("etag"), quoted_sha256(&sig_on_disk));
     let sig_etag = sig.header("etag");
     let sig_again = http.get(
-        &console.url("/v1/channels/stable/release.json.minisig"),
+        &console.url_of("/v1/channels/stable/release.json.minisig"),
         &[("if-none-match", sig_etag)],
     );
     assert_eq!(sig_again.status, 304);
 
     assert_eq!(
-        http.get(&console.url("/v1/channels/beta/release.json"), &[])
+        http.get(&console.url_of("/v1/channels/beta/release.json"), &[])
             .status,
         404
     );
@@ -248,15 +157,15 @@ fn the_manifest_and_signature_carry_etags_and_revalidate_with_304() {
 #[test]
 fn a_held_request_returns_the_new_manifest_as_soon_as_it_is_published() {
     let (world, data, ca) = published_world();
-    let console = Console::start(&world, &data, &ca);
+    let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0", &world.path("console.log"));
     let http = Http::new(&ca);
-    let first = http.get(&console.url("/v1/channels/stable/release.json"), &[]);
+    let first = http.get(&console.url_of("/v1/channels/stable/release.json"), &[]);
     let etag = first.header("etag").to_string();
 
     const WAIT: Duration = Duration::from_secs(5);
     let request = http
         .client
-        .get(console.url(&format!(
+        .get(console.url_of(&format!(
             "/v1/channels/stable/release.json?wait={}",
             WAIT.as_secs()
         )))
@@ -286,7 +195,7 @@ fn a_held_request_returns_the_new_manifest_as_soon_as_it_is_published() {
 #[test]
 fn artifacts_stream_whole_or_by_range() {
     let (world, data, ca) = published_world();
-    let console = Console::start(&world, &data, &ca);
+    let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0", &world.path("console.log"));
     let http = Http::new(&ca);
     let manifest: serde_json::Value =
         serde_json::from_slice(&fs::read(manifest_file(&data)).expect("manifest")).expect("json");
@@ -296,7 +205,7 @@ fn artifacts_stream_whole_or_by_range() {
     let bytes = fs::read(data.join("v1").join(path)).expect("artifact");
     let total = bytes.len();
     assert!(total > 20);
-    let url = console.url(&format!("/v1/{path}"));
+    let url = console.url_of(&format!("/v1/{path}"));
 
     let whole = http.get(&url, &[]);
     assert_eq!(whole.status, 200);
@@ -334,7 +243,7 @@ fn names_that_leave_their_folder_are_not_found() {
         data.join("v1/channels/.hidden/release.json"),
     )
     .expect("copy");
-    let console = Console::start(&world, &data, &ca);
+    let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0", &world.path("console.log"));
     let http = Http::new(&ca);
     for path in [
         "/v1/artifacts/..%2F..%2Fetc%2Fpasswd",
@@ -348,11 +257,11 @@ fn names_that_leave_their_folder_are_not_found() {
         "/v1/channels/stable%00/release.json",
         "/etc/passwd",
     ] {
-        let reply = http.get(&console.url(path), &[]);
+        let reply = http.get(&console.url_of(path), &[]);
         assert_eq!(reply.status, 404, "{path} answered {}", reply.status);
     }
     for agent in ["..%2Fx", "%2E%2E", "a%00b"] {
-        let reply = http.post(&console.url(&format!("/v1/agents/{agent}/report")), "{}");
+        let reply = http.post(&console.url_of(&format!("/v1/agents/{agent}/report")), "{}");
         assert_eq!(reply.status, 404, "agent {agent} answered {}", reply.status);
     }
 }
@@ -360,11 +269,11 @@ fn names_that_leave_their_folder_are_not_found() {
 #[test]
 fn reports_are_kept_per_agent_and_shown_by_console_fleet() {
     let (world, data, ca) = published_world();
-    let console = Console::start(&world, &data, &ca);
+    let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0", &world.path("console.log"));
     let http = Http::new(&ca);
     let report = |agent: &str, body: &str| {
         http.post(
-            &console.url(&format!("/v1/agents/{agent}/report")),
+            &console.url_of(&format!("/v1/agents/{agent}/report")),
             body.to_string(),
         )
     };
@@ -422,13 +331,13 @@ fn reports_are_kept_per_agent_and_shown_by_console_fleet() {
     assert!(agents[1]["version"].is_null());
 
     let served: serde_json::Value =
-        serde_json::from_slice(&http.get(&console.url("/v1/fleet"), &[]).body).expect("JSON");
+        serde_json::from_slice(&http.get(&console.url_of("/v1/fleet"), &[]).body).expect("JSON");
     assert_eq!(served, fleet);
     let remote = run_ok([
         "console",
         "fleet",
         "--console",
-        &console.base,
+        &console.url,
         "--ca-cert",
         &ca.ca_pem.display().to_string(),
         "--json",
@@ -444,7 +353,7 @@ fn reports_are_kept_per_agent_and_shown_by_console_fleet() {
         table.stdout
     );
 
-    let page = http.get(&console.url("/"), &[]);
+    let page = http.get(&console.url_of("/"), &[]);
     let page = String::from_utf8(page.body).expect("utf-8");
     assert!(
         page.contains("agent-1") && page.contains("&lt;b&gt;disk full&lt;/b&gt;"),
@@ -482,8 +391,8 @@ fn serving_without_tls_needs_insecure_http() {
 #[test]
 fn a_taken_address_is_named_in_one_error_line() {
     let (world, data, ca) = published_world();
-    let console = Console::start(&world, &data, &ca);
-    let address = console.base.trim_start_matches("https://").to_string();
+    let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0", &world.path("console.log"));
+    let address = console.url.trim_start_matches("https://").to_string();
     let out = run([
         "console".to_string(),
         "serve".into(),
@@ -511,15 +420,15 @@ fn a_taken_address_is_named_in_one_error_line() {
 #[test]
 fn sigterm_ends_held_requests_and_exits_0() {
     let (world, data, ca) = published_world();
-    let mut console = Console::start(&world, &data, &ca);
+    let mut console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0", &world.path("console.log"));
     let http = Http::new(&ca);
     let etag = http
-        .get(&console.url("/v1/channels/stable/release.json"), &[])
+        .get(&console.url_of("/v1/channels/stable/release.json"), &[])
         .header("etag")
         .to_string();
     let request = http
         .client
-        .get(console.url("/v1/channels/stable/release.json?wait=300"))
+        .get(console.url_of("/v1/channels/stable/release.json?wait=300"))
         .header("if-none-match", etag);
     let held = http
         .rt

@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{Snapshot, World, assert_fails_with, run, run_ok, status};
+use crate::support::{Snapshot, World, assert_fails_with, run, run_ok, serve_history, status};
 
 /// A root running 1.0.0 from `data`, with 1.1.0 published next in `data`.
 struct Setup {
@@ -55,12 +55,7 @@ impl Setup {
             serde_json::to_vec_pretty(&m).expect("json"),
         )
         .expect("write");
-        run_ok([
-            "sign".to_string(),
-            "--key".into(),
-            self.w.secret("release"),
-            self.manifest_path().display().to_string(),
-        ]);
+        self.w.sign("release", &self.manifest_path());
     }
 
     /// Publishes a raw (uncompressed) tar as the next release's artifact, signed.
@@ -171,17 +166,7 @@ fn expired_manifest() {
 fn replayed_older_sequence() {
     let s = setup();
     assert_eq!(s.w.apply(&s.root, &s.data).code, 0, "apply 1.1.0");
-    let channel = s.data.join("v1/channels/stable");
-    fs::copy(
-        channel.join("history/0000000001.json"),
-        channel.join("release.json"),
-    )
-    .expect("copy");
-    fs::copy(
-        channel.join("history/0000000001.json.minisig"),
-        channel.join("release.json.minisig"),
-    )
-    .expect("copy");
+    serve_history(&s.data, "stable", 1);
     let before = Snapshot::of(&s.root);
     let out = s.w.apply(&s.root, &s.data);
     assert_fails_with(&out, "replay");

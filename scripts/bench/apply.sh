@@ -25,7 +25,8 @@
 # Usage: scripts/bench/apply.sh
 #   SIZE_MIB=256     payload size (SIZE_MIB=16 ROUNDS=2 is a quick smoke test)
 #   FILES=N          number of payload files (default 2000 scaled by SIZE_MIB/256, at least 20)
-#   ROUNDS=5         rounds
+#   ROUNDS=5         timed rounds
+#   WARMUP=1         untimed rounds of both first (the file system's first file creations are slow)
 #   BENCH_DIR=DIR    where the work folder is created (default /var/tmp, not a tmpfs); removed on exit
 #   DROP_CACHES=1    drop the page cache before each timed run (root only)
 #   BANKSWAP_BIN=P   benchmark this binary instead of `cargo build --release --locked`'s
@@ -35,12 +36,14 @@ source "$(dirname "$0")/lib.sh"
 
 SIZE_MIB="${SIZE_MIB:-256}"
 ROUNDS="${ROUNDS:-5}"
+WARMUP="${WARMUP:-1}"
 FILES="${FILES:-$(( SIZE_MIB * 2000 / 256 > 20 ? SIZE_MIB * 2000 / 256 : 20 ))}"
 TARGET_RATIO=0.9
 TARGET_RSS_MIB=32
 [[ "$SIZE_MIB" =~ ^[1-9][0-9]*$ ]] || bench_die "SIZE_MIB must be a positive integer, not '$SIZE_MIB'"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || bench_die "ROUNDS must be a positive integer, not '$ROUNDS'"
 [[ "$FILES" =~ ^[1-9][0-9]*$ ]] || bench_die "FILES must be a positive integer, not '$FILES'"
+[[ "$WARMUP" =~ ^[0-9]+$ ]] || bench_die "WARMUP must be a number, not '$WARMUP'"
 
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 bench_build
@@ -111,10 +114,15 @@ run_baseline() { # ROUND
 }
 
 # --- rounds -------------------------------------------------------------------
+for ((r = 1; r <= WARMUP; r++)); do
+  bench_log "warm-up round $r of $WARMUP (untimed)"
+  run_bankswap "warmup$r"
+  run_baseline "warmup$r"
+done
 echo
 echo "bankswap apply vs baseline: payload $PAYLOAD_MIB MiB in $FILES files, artifact $ART_MIB MiB tar.zst, $ROUNDS rounds"
 echo "baseline: sha256sum -c && zstd -dc ARTIFACT | tar -x -C DIR && sync"
-echo "load average at start: $LOAD_START ($(nproc) CPUs)"
+echo "load average at start: $LOAD_START ($(nproc) CPUs); $WARMUP untimed warm-up round(s) done"
 echo
 printf '%-6s %-18s %12s %12s %8s %14s %14s\n' round order bankswap_s baseline_s ratio bankswap_rss baseline_rss
 times_b=() times_s=() ratios=() peak_rss=0
@@ -134,8 +142,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   printf '%-6s %-18s %12s %12s %8s %10.1f MiB %10.1f MiB\n' "$r" "$order" "$T_BANKSWAP" "$T_BASELINE" \
     "$ratio" "$(awk -v k="$RSS_BANKSWAP" 'BEGIN {print k/1024}')" "$(awk -v k="$RSS_BASELINE" 'BEGIN {print k/1024}')"
 done
-[ "$FILES_BANKSWAP" = "$FILES_BASELINE" ] ||
-  bench_log "warning: bankswap wrote $FILES_BANKSWAP payload files, the baseline $FILES_BASELINE"
+[ "$FILES_BANKSWAP" = "$FILES" ] && [ "$FILES_BASELINE" = "$FILES" ] ||
+  bench_die "expected $FILES payload files; bankswap wrote $FILES_BANKSWAP, the baseline $FILES_BASELINE"
 
 # --- summary ------------------------------------------------------------------
 med_b="$(bench_median "${times_b[@]}")"

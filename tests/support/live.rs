@@ -5,6 +5,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::support::tls::{TestCa, make_test_ca};
@@ -30,19 +31,30 @@ pub fn signal(child: &Child, sig: i32) {
     }
 }
 
-/// A running `bankswap console serve`.
+/// How long the console may take to print its address, and to exit on SIGTERM.
+const CONSOLE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running `bankswap console serve`, killed when dropped.
 pub struct ConsoleProcess {
-    /// The child.
+    /// The child process.
     pub child: Child,
-    /// `https://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`, as the console printed it.
     pub url: String,
-    /// The listen address, to restart on the same port.
+    /// `127.0.0.1:PORT`, to start again on the same address.
     pub addr: String,
+    /// Where its stderr goes, shown when a test fails.
+    log: PathBuf,
 }
 
 impl ConsoleProcess {
-    /// Starts a console on `listen` (e.g. `127.0.0.1:0`) serving `data`.
-    pub fn start(data: &Path, ca: &TestCa, listen: &str) -> ConsoleProcess {
+    /// Starts a console on `listen` (e.g. `127.0.0.1:0`) serving `data`, logging
+    /// (appending) to `log`, and waits for the address it prints.
+    pub fn start(data: &Path, ca: &TestCa, listen: &str, log: &Path) -> ConsoleProcess {
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("console log");
         let mut child = bankswap()
             .args(["console", "serve", "--data"])
             .arg(data)
@@ -50,22 +62,65 @@ impl ConsoleProcess {
             .arg(&ca.cert_pem)
             .arg("--tls-key")
             .arg(&ca.key_pem)
+            .env("BANKSWAP_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .expect("console starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("console prints its address");
-        let url = line.trim().rsplit(' ').next().expect("url").to_string();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines, first) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let line = first.recv_timeout(CONSOLE_DEADLINE).unwrap_or_else(|_| {
+            panic!(
+                "console printed no address: {}",
+                fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+        let url = line
+            .strip_prefix("listening on ")
+            .expect("`listening on URL`")
+            .to_string();
         assert!(
-            url.starts_with("https://"),
-            "unexpected console line: {line}"
+            url.starts_with("https://127.0.0.1:"),
+            "unexpected address line `{line}`"
         );
         let addr = url.trim_start_matches("https://").to_string();
-        ConsoleProcess { child, url, addr }
+        ConsoleProcess {
+            child,
+            url,
+            addr,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// An absolute URL on this console.
+    pub fn url_of(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        signal(&self.child, libc::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < CONSOLE_DEADLINE {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "console still running {CONSOLE_DEADLINE:?} after SIGTERM: {}",
+            self.stderr()
+        );
+    }
+
+    /// What the console logged so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -218,7 +273,7 @@ impl Live {
         let data = w.path("console-data");
         fs::create_dir_all(&data).expect("data");
         let ca = make_test_ca(&w.path("tls"));
-        let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0");
+        let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0", &w.path("console.log"));
         Live {
             w,
             data,

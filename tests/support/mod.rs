@@ -129,6 +129,16 @@ impl World {
         format!("{}.pub", self.keys(name))
     }
 
+    /// Signs `file` with key pair `key` (writes `file.minisig`), as `bankswap sign` does.
+    pub fn sign(&self, key: &str, file: &Path) {
+        run_ok([
+            "sign".to_string(),
+            "--key".into(),
+            self.secret(key),
+            file.display().to_string(),
+        ]);
+    }
+
     /// Makes another key pair.
     pub fn keygen(&self, name: &str) {
         run_ok(["keygen".to_string(), "--out".into(), self.keys(name)]);
@@ -213,6 +223,18 @@ impl World {
         v.extend(["--trust".to_string(), self.public("release")]);
         v
     }
+}
+
+/// Serves history entry `sequence` of `channel` as the current release again: a replay.
+pub fn serve_history(data: &Path, channel: &str, sequence: u64) {
+    let dir = data.join("v1/channels").join(channel);
+    let entry = dir.join(format!("history/{sequence:010}.json"));
+    fs::copy(&entry, dir.join("release.json")).expect("copy manifest");
+    fs::copy(
+        entry.with_extension("json.minisig"),
+        dir.join("release.json.minisig"),
+    )
+    .expect("copy signature");
 }
 
 /// `status --json` of a root, parsed.
