@@ -157,6 +157,20 @@ pub struct FleetArgs {
     pub json: bool,
 }
 
+impl Command {
+    /// Long-running commands that talk over sockets (the agent, the console, the demo).
+    pub fn is_service(&self) -> bool {
+        matches!(
+            self,
+            Command::Run { .. }
+                | Command::Demo
+                | Command::Console {
+                    command: ConsoleCommand::Serve(_)
+                }
+        )
+    }
+}
+
 /// Flags that locate the root only (`status`, `rollback`).
 #[derive(Debug, Args)]
 pub struct RootArgs {

@@ -23,9 +23,22 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if !cli.command.is_service() {
+        restore_default_sigpipe();
+    }
     logging::init_for_command(&cli.command);
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => error::report(&err),
+    }
+}
+
+/// One-shot commands end quietly when their reader goes away (`status | head`), as
+/// Unix tools do; Rust's runtime ignores SIGPIPE, which turns that into a panic on
+/// `println!`. Services keep ignoring it: they write to sockets.
+fn restore_default_sigpipe() {
+    // SAFETY: called once at start, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

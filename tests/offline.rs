@@ -184,3 +184,26 @@ fn fleet_rollback_by_republishing_an_old_version() {
     assert_eq!(s["active_version"], "1.0.0");
     assert_eq!(s["sequence"], 3);
 }
+
+/// Regression: `status --json | grep -q` closed the pipe early and bankswap panicked
+/// ("failed printing to stdout: Broken pipe"); found by scripts/bench/apply.sh.
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    let w = World::new();
+    let data = w.path("data");
+    let root = w.path("root");
+    w.publish(&data, &w.payload("1.0.0", 1, 10), "1.0.0", &[]);
+    w.init(&root, &data);
+    let script = format!(
+        "{{ sleep 0.3; exec {} status --root {} --json; }} | true",
+        env!("CARGO_BIN_EXE_bankswap"),
+        root.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -78,6 +78,24 @@ pub enum LayoutError {
         /// What is wrong.
         reason: String,
     },
+    /// A tar header whose data the `tar` reader holds whole in memory (a GNU long name
+    /// or long link, a pax header) claims more than the limit. Refused before its data is
+    /// read: the digest is only known at the end of the stream, and a decompression bomb
+    /// behind such a header would otherwise be read into memory first.
+    #[error(
+        "archive {kind} at byte {offset} of the tar stream claims {size} bytes, more than the {limit} allowed"
+    )]
+    HeaderTooLarge {
+        /// Which header: "GNU long name header", "GNU long link header", "pax extended
+        /// header" or "pax global header".
+        kind: &'static str,
+        /// Its offset in the decompressed tar stream.
+        offset: u64,
+        /// The data size its size field claims.
+        size: u64,
+        /// The limit it broke.
+        limit: u64,
+    },
     /// Reading the artifact stream itself failed (not part of the contract's list:
     /// a source error has no path, and must not be mistaken for a bank write error).
     #[error("reading the artifact failed")]
@@ -172,6 +190,15 @@ mod tests {
                     kind: "fifo".into(),
                 },
                 "archive entry `dev/null` is a fifo, which a bank may not hold",
+            ),
+            (
+                LayoutError::HeaderTooLarge {
+                    kind: "GNU long name header",
+                    offset: 1536,
+                    size: 1 << 30,
+                    limit: 65_536,
+                },
+                "archive GNU long name header at byte 1536 of the tar stream claims 1073741824 bytes, more than the 65536 allowed",
             ),
             (
                 LayoutError::NoRecord {

@@ -4,7 +4,9 @@
 //! Entries may only be regular files, folders, hard links to files already extracted,
 //! and symlinks. Paths may only hold plain names (and `.`). Symlinks are created after
 //! every other entry, so nothing is ever written through one, and each is then proven
-//! to resolve inside the bank. setuid, setgid and sticky bits are dropped.
+//! to resolve inside the bank. setuid, setgid and sticky bits are dropped. Between the
+//! decompressor and `tar` sits a [`TarGuard`]: headers `tar` would hold whole in memory
+//! are bounded before they are read, and GNU sparse entries are refused.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -15,6 +17,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::stage::fill;
+use crate::tar_guard::TarGuard;
 use crate::{ArchiveFormat, LayoutError, RECORD_FILE, resolve};
 
 /// Bytes moved per read/write while extracting a file: large writes keep syscall
@@ -96,9 +99,28 @@ pub(crate) fn finish(bank: &Path, extracted: Extracted) -> Result<(), LayoutErro
     Ok(())
 }
 
-/// Walks the tar entries of `reader`.
+/// Walks the tar entries of `reader`, through a [`TarGuard`] that refuses the headers
+/// `tar` would read whole into memory when they are too large.
 fn extract_tar<R: Read>(reader: R, bank: &Path) -> Result<Extracted, LayoutError> {
-    let mut tar_archive = tar::Archive::new(reader);
+    let mut tar_archive = tar::Archive::new(TarGuard::new(reader));
+    let walked = walk_entries(&mut tar_archive, bank);
+    let mut guard = tar_archive.into_inner();
+    // A refused header is the cause of whatever error `tar` then made of the failed read.
+    if let Some(refusal) = guard.take_refusal() {
+        return Err(refusal);
+    }
+    let out = walked?;
+    // Read the decompressed stream to its end, so the gzip CRC or zstd checksum after
+    // the tar end marker is verified too.
+    io::copy(&mut guard, &mut io::sink()).map_err(archive)?;
+    Ok(out)
+}
+
+/// Applies every entry of `tar_archive` to `bank`; returns what [`finish`] still has to do.
+fn walk_entries<R: Read>(
+    tar_archive: &mut tar::Archive<R>,
+    bank: &Path,
+) -> Result<Extracted, LayoutError> {
     let mut extractor = Extractor {
         bank,
         parents: ParentCache::default(),
@@ -109,9 +131,6 @@ fn extract_tar<R: Read>(reader: R, bank: &Path) -> Result<Extracted, LayoutError
     for entry in tar_archive.entries().map_err(archive)? {
         extractor.entry(entry.map_err(archive)?)?;
     }
-    // Read the decompressed stream to its end, so the gzip CRC or zstd checksum after
-    // the tar end marker is verified too.
-    io::copy(&mut tar_archive.into_inner(), &mut io::sink()).map_err(archive)?;
     Ok(extractor.out)
 }
 
@@ -150,7 +169,8 @@ impl Extractor<'_> {
             return Err(escape(&name, "the name is reserved for the bank record"));
         }
         let mode = entry.header().mode().map_err(|e| archive_at(&name, e))? & PERMISSION_BITS;
-        if kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse() {
+        // GNU sparse entries never get here: the guard refuses them (see tar_guard).
+        if kind.is_file() || kind.is_contiguous() {
             let size = entry.size();
             self.file(&name, &path, mode, size, &mut entry)
         } else if kind.is_dir() {

@@ -26,6 +26,7 @@ mod resolve;
 mod root;
 mod stage;
 mod state;
+mod tar_guard;
 
 use std::fmt;
 
