@@ -1,7 +1,7 @@
 //! A streaming guard between the decompressor and `tar::Archive`: it follows the tar
 //! block structure and refuses, before handing them on, the headers the `tar` crate
 //! would read whole into memory when they claim more than [`MAX_META_HEADER`] bytes, and
-//! GNU sparse entries.
+//! GNU sparse files.
 //!
 //! Why: the artifact's digest is only known at the end of the stream, so a tampered
 //! artifact is decompressed and parsed before it can be refused. `tar` reads the data
@@ -21,7 +21,9 @@
 //! GNU sparse entries (`S`, and the old-GNU extension blocks that may follow their
 //! header) are refused rather than followed: `tar` builds a list of their chunks that
 //! grows with every extension block (another allocation sized by the input), and it
-//! expands their holes into zeros anyway, so a release gains nothing from them.
+//! expands their holes into zeros anyway, so a release gains nothing from them. Pax
+//! sparse files (`GNU.sparse.*` records, `tar --format=posix --sparse`) are refused
+//! too: `tar` does not read those records and would extract the file wrong.
 //!
 //! Cost: file data is read from the decompressor straight into the caller's buffer,
 //! never more than up to the next header; only the 512 bytes of each header, and the
@@ -46,6 +48,15 @@ const BLOCK: usize = 512;
 
 /// The pax record that replaces the size field of the next member's header.
 const PAX_SIZE: &str = "size";
+
+/// The pax record that names the next member.
+const PAX_PATH: &[u8] = b"path";
+
+/// The prefix of the pax records of a GNU sparse file.
+const PAX_SPARSE: &[u8] = b"GNU.sparse.";
+
+/// The pax record that holds a GNU sparse file's real name (format 1.0).
+const PAX_SPARSE_NAME: &[u8] = b"GNU.sparse.name";
 
 /// A `Read` adapter over a decompressed tar stream that refuses hostile headers.
 ///
@@ -191,10 +202,9 @@ impl<R: Read> TarGuard<R> {
             });
         }
         if kind.is_gnu_sparse() {
-            return Err(LayoutError::UnsupportedEntry {
-                entry: String::from_utf8_lossy(&header.path_bytes()).into_owned(),
-                kind: "GNU sparse file".to_owned(),
-            });
+            return Err(sparse(
+                String::from_utf8_lossy(&header.path_bytes()).into_owned(),
+            ));
         }
         // tar (next_entry_raw): a pax `size` record replaces the size field of the next
         // header that is not itself a long name, long link or pax header.
@@ -206,9 +216,8 @@ impl<R: Read> TarGuard<R> {
         // belongs to the member that follows; any other header is that member, so the
         // pax records end with it.
         let recognized = header.as_gnu().is_some() || header.as_ustar().is_some();
-        let prefix = kind.is_gnu_longname()
-            || kind.is_gnu_longlink()
-            || kind.is_pax_local_extensions();
+        let prefix =
+            kind.is_gnu_longname() || kind.is_gnu_longlink() || kind.is_pax_local_extensions();
         if !(recognized && prefix) {
             self.pax_size = None;
         }
@@ -221,14 +230,14 @@ impl<R: Read> TarGuard<R> {
             });
         }
         // tar: the next header is at the next block boundary after the data.
-        let padded = size
-            .checked_next_multiple_of(BLOCK as u64)
-            .ok_or_else(|| LayoutError::Archive {
+        let Some(padded) = size.checked_next_multiple_of(BLOCK as u64) else {
+            return Err(LayoutError::Archive {
                 reason: format!(
                     "tar header at byte {}: entry size {size} overflows",
                     self.offset
                 ),
-            })?;
+            });
+        };
         Ok(Next::Data(padded))
     }
 
@@ -245,6 +254,10 @@ impl<R: Read> TarGuard<R> {
     fn end_of_data(&mut self) -> At {
         if let Some(pax) = self.pax_records.take() {
             self.pax_size = pax_size(&pax.data);
+            if let Some(entry) = pax_sparse_name(&pax.data) {
+                // Refused at the next read, before the member's header is handed on.
+                self.refusal = Some(sparse(entry));
+            }
         }
         At::Gathering { filled: 0 }
     }
@@ -335,6 +348,35 @@ fn pax_size(records: &[u8]) -> Option<u64> {
     None
 }
 
+/// If pax records describe a GNU sparse file (`GNU.sparse.*`, formats 0.0 to 1.0), its
+/// name. `tar` does not read these records: it would extract the sparse map and the
+/// data chunks as the file's content, under a made-up name (`GNUSparseFile.N/...`).
+fn pax_sparse_name(records: &[u8]) -> Option<String> {
+    let mut sparse = false;
+    let mut names = (None, None);
+    for record in PaxExtensions::new(records).filter_map(Result::ok) {
+        let key = record.key_bytes();
+        if key.starts_with(PAX_SPARSE) {
+            sparse = true;
+        }
+        if key == PAX_SPARSE_NAME {
+            names.0 = Some(record.value_bytes());
+        } else if key == PAX_PATH {
+            names.1 = Some(record.value_bytes());
+        }
+    }
+    let name = names.0.or(names.1).unwrap_or_default();
+    sparse.then(|| String::from_utf8_lossy(name).into_owned())
+}
+
+/// The refusal of the GNU sparse file `entry`.
+fn sparse(entry: String) -> LayoutError {
+    LayoutError::UnsupportedEntry {
+        entry,
+        kind: "GNU sparse file".to_owned(),
+    }
+}
+
 /// The I/O error `tar` sees after a refusal (the typed error is reported instead).
 fn refused(refusal: &LayoutError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, refusal.to_string())
@@ -369,6 +411,16 @@ mod tests {
         field[0] = 0x80;
         field[4..].copy_from_slice(&size.to_be_bytes());
         field
+    }
+
+    /// One pax record: `<len> <key>=<value>\n`, where len counts the whole record.
+    fn record(key: &str, value: &str) -> Vec<u8> {
+        let body = format!(" {key}={value}\n");
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        format!("{len}{body}").into_bytes()
     }
 
     /// `data` padded with zeros to a whole number of blocks.
@@ -491,7 +543,13 @@ mod tests {
         tar.extend([0; 2 * BLOCK]);
         let (refusal, _) = through(&tar, 4096).unwrap_err();
         assert!(
-            matches!(refusal, LayoutError::HeaderTooLarge { size: 1_073_741_824, .. }),
+            matches!(
+                refusal,
+                LayoutError::HeaderTooLarge {
+                    size: 1_073_741_824,
+                    ..
+                }
+            ),
             "{refusal:?}"
         );
     }
@@ -564,7 +622,10 @@ mod tests {
         tar.extend([0; 2 * BLOCK]);
         assert!(matches!(
             entries(&tar),
-            Err(LayoutError::HeaderTooLarge { size: 1_073_741_824, .. })
+            Err(LayoutError::HeaderTooLarge {
+                size: 1_073_741_824,
+                ..
+            })
         ));
     }
 
@@ -576,7 +637,11 @@ mod tests {
         let long = format!("{}/f\0", "n".repeat(150));
         let mut tar = header("PaxHeader", EntryType::XHeader, octal(12)).to_vec();
         tar.extend(padded(b"12 size=700\n"));
-        tar.extend(header("././@LongLink", EntryType::GNULongName, octal(long.len() as u64)));
+        tar.extend(header(
+            "././@LongLink",
+            EntryType::GNULongName,
+            octal(long.len() as u64),
+        ));
         tar.extend(padded(long.as_bytes()));
         tar.extend(header("short", EntryType::Regular, octal(0)));
         tar.extend(padded(&[1; 700]));
@@ -587,11 +652,15 @@ mod tests {
         tar.extend([0; 2 * BLOCK]);
         assert_eq!(
             entries(&tar).unwrap(),
-            [format!("{}/f", "n".repeat(150)), "next".into(), "last".into()]
+            [
+                format!("{}/f", "n".repeat(150)),
+                "next".into(),
+                "last".into()
+            ]
         );
 
         // A long-name header without ustar or GNU magic is a member of its own for `tar`:
-        // the pax size applied to it (it is a long-name type) and ends with it.
+        // the pax size does not apply to it (it is of a long-name type), and ends with it.
         let mut old = Header::new_old();
         old.as_mut_bytes()[..4].copy_from_slice(b"oldL");
         old.set_entry_type(EntryType::GNULongName);
@@ -629,10 +698,49 @@ mod tests {
         assert_eq!(passed, 0);
         match refusal {
             LayoutError::UnsupportedEntry { entry, kind } => {
-                assert_eq!((entry.as_str(), kind.as_str()), ("holes.img", "GNU sparse file"));
+                assert_eq!(
+                    (entry.as_str(), kind.as_str()),
+                    ("holes.img", "GNU sparse file")
+                );
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn pax_sparse_files_are_refused_before_their_header() {
+        let records: Vec<u8> = [
+            record("GNU.sparse.major", "1"),
+            record("GNU.sparse.minor", "0"),
+            record("GNU.sparse.name", "holes.img"),
+            record("path", "./GNUSparseFile.1/holes.img"),
+        ]
+        .concat();
+        let mut tar = header("PaxHeader", EntryType::XHeader, octal(records.len() as u64)).to_vec();
+        tar.extend(padded(&records));
+        let member_at = tar.len();
+        tar.extend(header(
+            "GNUSparseFile.1/holes.img",
+            EntryType::Regular,
+            octal(0),
+        ));
+        tar.extend([0; 2 * BLOCK]);
+        let (refusal, passed) = through(&tar, 4096).unwrap_err();
+        assert_eq!(passed, member_at);
+        match refusal {
+            LayoutError::UnsupportedEntry { entry, kind } => {
+                assert_eq!(
+                    (entry.as_str(), kind.as_str()),
+                    ("holes.img", "GNU sparse file")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            pax_sparse_name(b"22 GNU.sparse.size=10\n12 path=a/b\n").as_deref(),
+            Some("a/b")
+        );
+        assert_eq!(pax_sparse_name(b"12 path=a/b\n"), None);
     }
 
     #[test]

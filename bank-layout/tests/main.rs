@@ -5,6 +5,7 @@
 
 mod escapes;
 mod happy;
+mod headers;
 mod recovery;
 mod stream;
 mod support;

@@ -133,16 +133,6 @@ fn an_intact_artifact_with_a_wrong_digest() {
         .unwrap();
 }
 
-/// Re-signs (re-hashes) damaged bytes: what a compromised or buggy publisher would ship.
-fn signed(format: ArchiveFormat, bytes: Vec<u8>) -> Artifact {
-    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    Artifact {
-        bytes,
-        format,
-        sha256,
-    }
-}
-
 #[test]
 fn signed_garbage_is_a_malformed_archive() {
     let tar = Artifact::new(payload(), ArchiveFormat::Tar).bytes;
@@ -154,14 +144,14 @@ fn signed_garbage_is_a_malformed_archive() {
     };
     let cases = [
         // The gzip CRC after the tar end marker is checked.
-        signed(ArchiveFormat::TarGz, flipped(gz.clone(), gz.len() / 2)),
-        signed(ArchiveFormat::TarGz, gz[..gz.len() - 4].to_vec()),
+        Artifact::signed(ArchiveFormat::TarGz, flipped(gz.clone(), gz.len() / 2)),
+        Artifact::signed(ArchiveFormat::TarGz, gz[..gz.len() - 4].to_vec()),
         // An incomplete zstd frame.
-        signed(ArchiveFormat::TarZst, zst[..zst.len() - 3].to_vec()),
+        Artifact::signed(ArchiveFormat::TarZst, zst[..zst.len() - 3].to_vec()),
         // A tar cut inside a file's data.
-        signed(ArchiveFormat::Tar, tar[..1000].to_vec()),
+        Artifact::signed(ArchiveFormat::Tar, tar[..1000].to_vec()),
         // A damaged tar header (checksum).
-        signed(ArchiveFormat::Tar, flipped(tar.clone(), 10)),
+        Artifact::signed(ArchiveFormat::Tar, flipped(tar.clone(), 10)),
     ];
     for artifact in cases {
         let error = fails(artifact.bytes.as_slice(), artifact.spec("2", 2));
@@ -173,7 +163,7 @@ fn signed_garbage_is_a_malformed_archive() {
     }
     // Not an archive at all, in each format.
     for format in FORMATS {
-        let artifact = signed(format, vec![b'x'; 2048]);
+        let artifact = Artifact::signed(format, vec![b'x'; 2048]);
         let error = fails(artifact.bytes.as_slice(), artifact.spec("2", 2));
         assert!(
             matches!(error, LayoutError::Archive { .. }),

@@ -109,14 +109,18 @@ impl Payload {
     }
 
     /// A file whose name is given by a pax `path` record.
-    pub fn pax_file(mut self, name: &str, data: &[u8]) -> Self {
-        let record = pax_record("path", name);
+    pub fn pax_file(self, name: &str, data: &[u8]) -> Self {
+        self.pax_file_with(&pax_record("path", name), data)
+    }
+
+    /// A file named `short-name` in its header, after a pax header holding `records`.
+    pub fn pax_file_with(mut self, records: &[u8], data: &[u8]) -> Self {
         let mut pax = Header::new_ustar();
         pax.set_path("PaxHeader").unwrap();
         pax.set_entry_type(EntryType::XHeader);
-        pax.set_size(record.len() as u64);
+        pax.set_size(records.len() as u64);
         pax.set_cksum();
-        self.builder.append(&pax, record.as_slice()).unwrap();
+        self.builder.append(&pax, records).unwrap();
         let mut header = Header::new_ustar();
         header.set_path("short-name").unwrap();
         header.set_mode(0o644);
@@ -126,13 +130,26 @@ impl Payload {
         self
     }
 
+    /// A header of `kind` whose size field claims `size` bytes, and no data: what
+    /// follows is whatever comes next (the end blocks, or the rest of a bomb).
+    pub fn claim(mut self, name: &[u8], kind: EntryType, size: u64) -> Self {
+        let mut header = Header::new_gnu();
+        header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(size);
+        header.set_cksum();
+        self.builder.append(&header, &[][..]).unwrap();
+        self
+    }
+
     pub fn tar(self) -> Vec<u8> {
         self.builder.into_inner().unwrap()
     }
 }
 
 /// One pax record: `<len> <key>=<value>\n`, where len counts the whole record.
-fn pax_record(key: &str, value: &str) -> Vec<u8> {
+pub fn pax_record(key: &str, value: &str) -> Vec<u8> {
     let body = format!(" {key}={value}\n");
     let mut len = body.len() + 1;
     while format!("{len}{body}").len() != len {
@@ -167,7 +184,12 @@ pub struct Artifact {
 
 impl Artifact {
     pub fn new(payload: Payload, format: ArchiveFormat) -> Artifact {
-        let bytes = compress(&payload.tar(), format);
+        Artifact::signed(format, compress(&payload.tar(), format))
+    }
+
+    /// An artifact of `bytes` as served, announced with their true digest: what a
+    /// compromised or buggy publisher would sign.
+    pub fn signed(format: ArchiveFormat, bytes: Vec<u8>) -> Artifact {
         let sha256 = hex::encode(Sha256::digest(&bytes));
         Artifact {
             bytes,
