@@ -260,3 +260,44 @@ fn the_watchdog_restarts_a_hung_payload() {
         agent.log().matches("running version=1.0.0").count() >= 2
     });
 }
+
+#[test]
+fn an_admin_rollback_during_an_overlapped_trial_keeps_the_serving_generation() {
+    let live = Live::new();
+    publish_hello(&live, "1.0.0");
+    let port = free_port();
+    let agent = live.agent(
+        "root",
+        &listen_config(port, "").replace("grace = \"10s\"", "grace = \"60s\""),
+    );
+    agent.wait_committed("1.0.0");
+    wait_for("hello-payload answering", || get(port).is_ok());
+    let starts_of_v1 = || agent.log().matches("running version=1.0.0").count();
+    assert_eq!(starts_of_v1(), 1);
+
+    let load = Load::start(port, 2);
+    live.publish_script("2.0.0", "exec sleep 1000"); // on trial for 60 s, never ready
+    wait_for("2.0.0 on trial", || agent.status()["phase"] == "trial");
+    run_ok(["rollback", "--root", &agent.root.display().to_string()]);
+    agent.wait_committed("1.0.0");
+    let (sent, failures, seen) = load.finish();
+
+    assert_eq!(
+        starts_of_v1(),
+        1,
+        "the serving 1.0.0 generation stayed; none was started anew"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(seen.iter().all(|b| b.contains("1.0.0")), "{seen:?}");
+    let bad = agent.status()["bad_versions"].clone();
+    assert!(
+        bad.as_array()
+            .is_some_and(|b| b.iter().any(|v| v["version"] == "2.0.0")),
+        "{bad}"
+    );
+}

@@ -407,30 +407,34 @@ impl Agent {
             .bank_record(from)
             .map(|r| (r.version.clone(), r.sequence))
             .ok_or_else(|| anyhow!("no version is active"))?;
+        // The state flips first: when it is refused (nothing good to go back to),
+        // nothing else changes, the trial included.
+        let to = self.switch_back(&version, sequence, "rolled back by an admin")?;
         self.trial = None;
         self.rollback_reason = None;
-        let old = self.payload.take();
-        let old = match old {
-            Some(p) if self.listeners.is_empty() => {
-                p.stop().await;
-                None
-            }
-            other => other,
-        };
-        let to = match self.switch_back(&version, sequence, "rolled back by an admin") {
-            Ok(to) => to,
-            Err(e) => {
-                self.payload = old;
-                if self.payload.is_none() {
-                    self.start_payload();
-                }
-                return Err(e);
-            }
-        };
         self.restart_at = None;
-        self.start_payload();
-        if let Some(old) = old {
-            self.draining = Some((old, Instant::now() + self.config.health.grace));
+        let current = self.payload.take();
+        match self.draining.take() {
+            // During an overlapped trial the previous generation still serves: it is
+            // the version rolled back to, so it simply stays.
+            Some((previous, _)) => {
+                self.payload = Some(previous);
+                if let Some(p) = current {
+                    p.stop().await;
+                }
+            }
+            None if self.listeners.is_empty() => {
+                if let Some(p) = current {
+                    p.stop().await;
+                }
+                self.start_payload();
+            }
+            None => {
+                self.start_payload();
+                if let Some(p) = current {
+                    self.draining = Some((p, Instant::now() + self.config.health.grace));
+                }
+            }
         }
         let now = self
             .root
