@@ -10,6 +10,7 @@ mod install;
 mod interop;
 mod offline;
 mod proxy;
+mod publish_upload;
 mod static_host;
 mod support;
 mod swap;

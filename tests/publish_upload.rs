@@ -1,0 +1,1 @@
+//! Publishing to a running console (being written).
