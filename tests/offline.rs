@@ -207,3 +207,43 @@ fn status_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// SPEC §3: a bank folder deleted by hand is detected and repaired; if it was the
+/// active one, bankswap falls back to the other bank and says so.
+#[test]
+fn a_bank_deleted_by_hand_is_detected_and_repaired() {
+    let w = World::new();
+    let data = w.path("data");
+    let root = w.path("root");
+    let v1 = w.payload("1.0.0", 2, 100);
+    w.publish(&data, &v1, "1.0.0", &[]);
+    w.init(&root, &data);
+    w.publish(&data, &w.payload("1.1.0", 2, 100), "1.1.0", &[]);
+    assert_eq!(w.apply(&root, &data).code, 0);
+    assert_eq!(status(&root)["active_bank"], "Bank2");
+
+    std::fs::remove_dir_all(root.join("Bank2")).expect("delete the active bank");
+    let out = run(["rollback", "--root", &root.display().to_string()]);
+    assert!(
+        out.stderr.contains("fell back"),
+        "the fallback is said: {}",
+        out.stderr
+    );
+    let s = status(&root);
+    assert_eq!(s["active_bank"], "Bank1");
+    assert_eq!(s["active_version"], "1.0.0");
+    assert_eq!(
+        bank_files(&root, "Bank1"),
+        tree(&v1),
+        "the fallback runs whole"
+    );
+    assert!(
+        root.join("Bank2").is_dir(),
+        "the deleted bank was re-created"
+    );
+
+    // Updating still works: the release goes into the re-created bank.
+    let out = w.apply(&root, &data);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(status(&root)["active_version"], "1.1.0");
+}
