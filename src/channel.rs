@@ -12,6 +12,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 /// The largest signature file read (a minisig is ~300 bytes; a trusted comment may be long).
 pub const MAX_SIGNATURE_BYTES: u64 = 8 * 1024;
 
@@ -88,6 +90,45 @@ impl ChannelDir {
         sequences.sort_unstable();
         Ok(sequences)
     }
+
+    /// The sequence a new release must exceed: the highest in the history, or
+    /// of the current manifest if that is higher (a folder written by hand).
+    pub fn current_sequence(&self) -> io::Result<u64> {
+        let history = self.history_sequences()?.last().copied().unwrap_or(0);
+        let current = match read_capped(&self.manifest(), signing::MAX_MANIFEST_BYTES as u64) {
+            Ok(bytes) => signing::Manifest::from_json(&bytes).map_or(0, |m| m.sequence),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(history.max(current))
+    }
+
+    /// Writes a signed release of `sequence`, each file atomically and in an
+    /// order that never serves a manifest without its signature for long:
+    /// the history entry (signature, then manifest), then the current
+    /// signature, then the current manifest (which is what agents and the
+    /// console's push watcher look at). `publish --to` and the console's
+    /// upload route both write through here.
+    pub fn write_release(
+        &self,
+        sequence: u64,
+        manifest: &[u8],
+        signature: &[u8],
+    ) -> anyhow::Result<()> {
+        std::fs::create_dir_all(self.history())
+            .with_context(|| format!("creating {}", self.history().display()))?;
+        let history = self.history_manifest(sequence);
+        for (path, content) in [
+            (signature_path(&history), signature),
+            (history, manifest),
+            (self.signature(), signature),
+            (self.manifest(), manifest),
+        ] {
+            bank_layout::write_atomic(&path, content)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// Appends `.minisig` to a path.
@@ -102,4 +143,28 @@ pub fn read_capped(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     File::open(path)?.take(limit + 1).read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_is_written_into_the_history_and_made_current() {
+        let base = tempfile::tempdir().unwrap();
+        let channel = ChannelDir::new(base.path(), "stable");
+        assert_eq!(channel.current_sequence().unwrap(), 0);
+        channel.write_release(7, b"manifest", b"signature").unwrap();
+        assert_eq!(channel.history_sequences().unwrap(), vec![7]);
+        let history = channel.history_manifest(7);
+        assert_eq!(std::fs::read(&history).unwrap(), b"manifest");
+        assert_eq!(
+            std::fs::read(signature_path(&history)).unwrap(),
+            b"signature"
+        );
+        assert_eq!(std::fs::read(channel.manifest()).unwrap(), b"manifest");
+        assert_eq!(std::fs::read(channel.signature()).unwrap(), b"signature");
+        // The current manifest does not parse here: the history decides.
+        assert_eq!(channel.current_sequence().unwrap(), 7);
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// bankswap: a supervisor that keeps a payload service up to date from signed
 /// releases, with two banks, atomic swaps and instant rollback.
@@ -73,7 +73,7 @@ pub enum Command {
         /// The signed file.
         file: PathBuf,
     },
-    /// Pack, sign and publish a release into a console data folder.
+    /// Pack, sign and publish a release into a console data folder or up to a console.
     Publish(PublishArgs),
     /// The supervisor: runs the payload from the active bank and keeps it updated.
     Run {
@@ -133,6 +133,16 @@ pub struct ServeArgs {
     /// Serve plain HTTP (local tests only).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub insecure_http: bool,
+    /// Accept uploads from `publish --console` by admins presenting the token
+    /// in this file (its first line). Needs --trust; without both, the
+    /// /v1/admin/ routes answer 404.
+    #[arg(long, value_name = "FILE", requires = "trust")]
+    pub admin_token_file: Option<PathBuf>,
+    /// A public key whose signed releases uploads may carry; repeatable. The
+    /// console re-verifies every uploaded release against these keys. Needs
+    /// --admin-token-file.
+    #[arg(long, value_name = "KEY.pub", requires = "admin_token_file")]
+    pub trust: Vec<String>,
 }
 
 /// `bankswap console fleet`.
@@ -199,8 +209,10 @@ pub struct SetupArgs {
     pub channel: Option<String>,
 }
 
-/// `bankswap publish`.
+/// `bankswap publish`: into a data folder (`--to`) or up to a console
+/// (`--console`, with the token from `--token`, `--token-file` or `BANKSWAP_TOKEN`).
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["to", "console"])))]
 pub struct PublishArgs {
     /// The minisign secret key that signs the release.
     #[arg(long, value_name = "FILE")]
@@ -222,7 +234,24 @@ pub struct PublishArgs {
     pub product: Option<String>,
     /// The console data folder to write into.
     #[arg(long, value_name = "DIR")]
-    pub to: PathBuf,
+    pub to: Option<PathBuf>,
+    /// Upload to a running console (`console serve --admin-token-file`) instead.
+    #[arg(long, value_name = "URL")]
+    pub console: Option<String>,
+    /// The console's admin token (visible in `ps`: prefer --token-file or BANKSWAP_TOKEN).
+    #[arg(
+        long,
+        value_name = "T",
+        requires = "console",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file whose first line is the console's admin token.
+    #[arg(long, value_name = "FILE", requires = "console")]
+    pub token_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for --console.
+    #[arg(long, value_name = "FILE", requires = "console")]
+    pub ca_cert: Option<PathBuf>,
     /// How long the signed manifest stays valid.
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub expires: String,

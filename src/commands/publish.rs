@@ -1,29 +1,39 @@
 //! `bankswap publish`: pack a payload folder into a deterministic `tar.zst`,
-//! write the channel's next manifest and its signature into a console data
-//! folder, and keep every manifest in the channel's history.
+//! sign the channel's next manifest on this machine (the secret key never
+//! leaves it), and write the release into a console data folder (`--to`) or
+//! upload it to a running console (`--console`), which re-verifies it.
+//! Every manifest stays in the channel's history, so `--rollback-to` can
+//! re-sign an old one with a new sequence.
+//!
+//! `pack.rs` is the deterministic packer; `upload.rs` the console client.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+mod pack;
+mod upload;
+
+use std::fs;
 use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{Context, anyhow};
-use sha2::{Digest, Sha256};
 use signing::{
-    Artifact, ArtifactFormat, Entrypoint, MANIFEST_SCHEMA, Manifest, Rollout, SecretKey,
+    Artifact, ArtifactFormat, Entrypoint, MANIFEST_SCHEMA, Manifest, Rollout, SecretKey, Signature,
 };
 
+use self::pack::pack_artifact;
+use self::upload::Console;
 use crate::channel::ChannelDir;
 use crate::cli::PublishArgs;
 use crate::clock;
 use crate::commands::keys::read_secret_key;
 use crate::config::{check_channel, parse_duration};
+use crate::console::{HistoryEntry, read_token_file};
 use crate::error::UsageError;
 
-/// zstd level of published archives: fast to make, ~2 GB/s to unpack.
-const ZSTD_LEVEL: i32 = 3;
 /// The product name when neither `--product` nor the channel says one.
 const DEFAULT_PRODUCT: &str = "payload";
+
+/// Where the admin token comes from when no flag gives it (keeps it out of `ps`).
+const TOKEN_ENV: &str = "BANKSWAP_TOKEN";
 
 /// Runs `publish`.
 pub fn run(args: &PublishArgs) -> anyhow::Result<()> {
@@ -36,14 +46,14 @@ pub fn run(args: &PublishArgs) -> anyhow::Result<()> {
         .map(|r| parse_duration("--rollout", r))
         .transpose()
         .map_err(UsageError::new)?;
-    let channel = ChannelDir::new(&args.to, &args.channel);
-    let now = clock::now_seconds();
-    let sequence = channel.history_sequences()?.last().copied().unwrap_or(0) + 1;
+    let target = Target::open(args)?;
+    let known = target.known(&secret)?;
     let mut manifest = match &args.rollback_to {
-        Some(version) => historical(&channel, version)?,
-        None => fresh(args, &channel)?,
+        Some(version) => target.historical(&known, version, &secret)?,
+        None => fresh(args, &target, &known)?,
     };
-    manifest.sequence = sequence;
+    let now = clock::now_seconds();
+    manifest.sequence = known.sequence + 1;
     manifest.published_at = now;
     manifest.expires_at = now + expires;
     manifest.rollout = rollout.map(|duration| Rollout {
@@ -51,7 +61,8 @@ pub fn run(args: &PublishArgs) -> anyhow::Result<()> {
         duration,
     });
     manifest.downgrade = args.downgrade || args.rollback_to.is_some();
-    write_release(&channel, &secret, &manifest)?;
+    let (bytes, signature) = sign(&secret, &manifest);
+    target.write_release(&manifest, &bytes, &signature)?;
     println!(
         "published {} {} as sequence {} on channel {} ({} bytes, sha256 {})",
         manifest.product,
@@ -64,8 +75,125 @@ pub fn run(args: &PublishArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A manifest for a new payload: packs the folder.
-fn fresh(args: &PublishArgs, channel: &ChannelDir) -> anyhow::Result<Manifest> {
+/// Where the release goes.
+enum Target {
+    /// A console data folder (`--to`).
+    Folder(ChannelDir),
+    /// A running console (`--console`).
+    Console(Console),
+}
+
+/// What the target knows of the channel.
+struct Known {
+    /// The channel's current sequence: the new release gets the next one.
+    sequence: u64,
+    /// The product of the channel's latest release, if any.
+    product: Option<String>,
+    /// The console's history listing (empty for a folder, which is read directly).
+    releases: Vec<HistoryEntry>,
+}
+
+impl Target {
+    /// The target named by `--to` or `--console` (clap makes it exactly one).
+    fn open(args: &PublishArgs) -> anyhow::Result<Target> {
+        match (&args.to, &args.console) {
+            (Some(to), None) => Ok(Target::Folder(ChannelDir::new(to, &args.channel))),
+            (None, Some(url)) => {
+                let token = admin_token(args)?;
+                let console = Console::connect(url, &args.channel, token, args.ca_cert.as_deref())?;
+                Ok(Target::Console(console))
+            }
+            _ => Err(UsageError::new("give exactly one of --to DIR and --console URL").into()),
+        }
+    }
+
+    /// The channel's sequence and product; for a console, also checks that it trusts our key.
+    fn known(&self, secret: &SecretKey) -> anyhow::Result<Known> {
+        match self {
+            Target::Folder(channel) => Ok(Known {
+                sequence: channel
+                    .current_sequence()
+                    .with_context(|| format!("reading {}", channel.dir().display()))?,
+                product: current(channel)?.map(|m| m.product),
+                releases: Vec::new(),
+            }),
+            Target::Console(console) => {
+                let history = console.history().with_context(|| console.failed())?;
+                let ours = secret.key_id().to_string();
+                if !history.trusted_keys.contains(&ours) {
+                    return Err(anyhow!(
+                        "the console does not trust key {ours} of --key (it trusts: {}); \
+                         start it with --trust for this key's .pub",
+                        history.trusted_keys.join(", ")
+                    ))
+                    .with_context(|| console.failed());
+                }
+                Ok(Known {
+                    sequence: history.sequence,
+                    product: history.releases.last().map(|r| r.product.clone()),
+                    releases: history.releases,
+                })
+            }
+        }
+    }
+
+    /// The newest historical manifest of `version`, to be re-signed (a fleet rollback).
+    fn historical(
+        &self,
+        known: &Known,
+        version: &str,
+        secret: &SecretKey,
+    ) -> anyhow::Result<Manifest> {
+        let wanted = semver::Version::parse(version).map_err(|e| {
+            UsageError::new(format!("--rollback-to `{version}` is not semver: {e}"))
+        })?;
+        match self {
+            Target::Folder(channel) => historical(channel, &wanted),
+            Target::Console(console) => {
+                let entry = known
+                    .releases
+                    .iter()
+                    .rev()
+                    .find(|r| semver::Version::parse(&r.version).is_ok_and(|v| v == wanted))
+                    .ok_or_else(|| {
+                        anyhow!("--rollback-to {version}: no release of that version in the channel's history")
+                    })
+                    .with_context(|| console.failed())?;
+                let (bytes, signature) = console
+                    .history_entry(entry.sequence)
+                    .with_context(|| console.failed())?;
+                signed_by_us(&bytes, &signature, secret).with_context(|| {
+                    format!(
+                        "--rollback-to {version}: history entry {} on {}",
+                        entry.sequence,
+                        console.url()
+                    )
+                })
+            }
+        }
+    }
+
+    /// Writes (`--to`) or uploads (`--console`) the signed release.
+    fn write_release(
+        &self,
+        manifest: &Manifest,
+        bytes: &[u8],
+        signature: &str,
+    ) -> anyhow::Result<()> {
+        match self {
+            Target::Folder(channel) => {
+                channel.write_release(manifest.sequence, bytes, signature.as_bytes())
+            }
+            Target::Console(console) => console
+                .put_release(bytes, signature)
+                .map(drop)
+                .with_context(|| console.failed()),
+        }
+    }
+}
+
+/// A manifest for a new payload: packs the folder (and uploads the archive to a console).
+fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<Manifest> {
     let (Some(payload), Some(version), Some(entrypoint)) =
         (&args.payload, &args.version, &args.entrypoint)
     else {
@@ -84,11 +212,23 @@ fn fresh(args: &PublishArgs, channel: &ChannelDir) -> anyhow::Result<Manifest> {
         ))
         .into());
     }
-    let product = match &args.product {
-        Some(p) => p.clone(),
-        None => current(channel)?.map_or_else(|| DEFAULT_PRODUCT.to_string(), |m| m.product),
+    let product = args
+        .product
+        .clone()
+        .or_else(|| known.product.clone())
+        .unwrap_or_else(|| DEFAULT_PRODUCT.to_string());
+    let packed = match target {
+        Target::Folder(channel) => pack_artifact(payload, &channel.artifacts())?,
+        Target::Console(console) => {
+            // Packed beside nothing of the console's: removed once uploaded.
+            let temp = tempfile::tempdir().context("creating a temporary folder")?;
+            let packed = pack_artifact(payload, temp.path())?;
+            console
+                .upload_artifact(&packed)
+                .with_context(|| console.failed())?;
+            packed
+        }
     };
-    let (sha256, size) = pack_artifact(payload, &channel.artifacts())?;
     Ok(Manifest {
         schema: MANIFEST_SCHEMA,
         product,
@@ -98,9 +238,9 @@ fn fresh(args: &PublishArgs, channel: &ChannelDir) -> anyhow::Result<Manifest> {
         published_at: SystemTime::UNIX_EPOCH,
         expires_at: SystemTime::UNIX_EPOCH,
         artifact: Artifact {
-            path: format!("artifacts/{sha256}.tar.zst"),
-            size,
-            sha256,
+            path: format!("artifacts/{}", packed.name()),
+            size: packed.size,
+            sha256: packed.sha256,
             format: ArtifactFormat::TarZst,
         },
         entrypoint: Entrypoint {
@@ -112,20 +252,56 @@ fn fresh(args: &PublishArgs, channel: &ChannelDir) -> anyhow::Result<Manifest> {
     })
 }
 
-/// The newest historical manifest of `version`, to be re-signed (a fleet rollback).
-fn historical(channel: &ChannelDir, version: &str) -> anyhow::Result<Manifest> {
-    let wanted = semver::Version::parse(version)
-        .map_err(|e| UsageError::new(format!("--rollback-to `{version}` is not semver: {e}")))?;
+/// The admin token: `--token`, `--token-file`, or `BANKSWAP_TOKEN`.
+fn admin_token(args: &PublishArgs) -> Result<String, UsageError> {
+    if let Some(file) = &args.token_file {
+        return read_token_file(file, "--token-file");
+    }
+    let (token, source) = match &args.token {
+        Some(token) => (token.clone(), "--token"),
+        None => match std::env::var(TOKEN_ENV) {
+            Ok(token) if !token.trim().is_empty() => (token.trim().to_string(), TOKEN_ENV),
+            _ => {
+                return Err(UsageError::new(format!(
+                    "--console needs the admin token: --token-file FILE, {TOKEN_ENV}, or --token T"
+                )));
+            }
+        },
+    };
+    // The console judges the token; only what cannot go into a header is refused here.
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(UsageError::new(format!(
+            "{source}: the token must be visible ASCII characters without spaces"
+        )));
+    }
+    Ok(token)
+}
+
+/// The newest manifest of `wanted` in a folder's history.
+fn historical(channel: &ChannelDir, wanted: &semver::Version) -> anyhow::Result<Manifest> {
     for sequence in channel.history_sequences()?.into_iter().rev() {
         let manifest = read_manifest(&channel.history_manifest(sequence))?;
-        if manifest.version == wanted {
+        if manifest.version == *wanted {
             return Ok(manifest);
         }
     }
     Err(anyhow!(
-        "--rollback-to {version}: no release of that version in {}",
+        "--rollback-to {wanted}: no release of that version in {}",
         channel.history().display()
     ))
+}
+
+/// A history entry fetched from a console, accepted only if `--key` signed
+/// it: the console must not get this key to sign something it never signed.
+fn signed_by_us(bytes: &[u8], signature: &[u8], secret: &SecretKey) -> anyhow::Result<Manifest> {
+    let ours = [secret.public_key()];
+    let text = std::str::from_utf8(signature).context("the signature is not text")?;
+    Signature::parse(text)
+        .and_then(|s| s.verify(&ours, bytes).map(drop))
+        .context(
+            "not signed by --key, so it is not re-signed (after a key rotation, publish the payload again)",
+        )?;
+    Manifest::from_json(bytes).context("the manifest is malformed")
 }
 
 /// The channel's current manifest, if any.
@@ -141,12 +317,8 @@ fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Signs and writes: history first, then the signature, then the manifest, each atomically.
-fn write_release(
-    channel: &ChannelDir,
-    secret: &SecretKey,
-    manifest: &Manifest,
-) -> anyhow::Result<()> {
+/// The manifest's bytes and their minisign signature (a text file).
+fn sign(secret: &SecretKey, manifest: &Manifest) -> (Vec<u8>, String) {
     let bytes = manifest.to_json();
     let comment = format!(
         "timestamp:{}\tfile:release.json\tchannel:{}\tsequence:{}\tversion:{}",
@@ -156,109 +328,5 @@ fn write_release(
         manifest.version
     );
     let signature = secret.sign(&bytes, &comment).to_file_string();
-    fs::create_dir_all(channel.history())
-        .with_context(|| format!("creating {}", channel.history().display()))?;
-    let history = channel.history_manifest(manifest.sequence);
-    for (path, content) in [
-        (
-            crate::channel::signature_path(&history),
-            signature.as_bytes(),
-        ),
-        (history.clone(), &bytes[..]),
-        (channel.signature(), signature.as_bytes()),
-        (channel.manifest(), &bytes[..]),
-    ] {
-        bank_layout::write_atomic(&path, content)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// Packs `payload` into `artifacts/<sha256>.tar.zst`; returns the digest and size.
-fn pack_artifact(payload: &Path, artifacts: &Path) -> anyhow::Result<(String, u64)> {
-    fs::create_dir_all(artifacts).with_context(|| format!("creating {}", artifacts.display()))?;
-    let temp = tempfile::NamedTempFile::new_in(artifacts)
-        .with_context(|| format!("creating a file in {}", artifacts.display()))?;
-    let mut sink = HashingWriter {
-        inner: BufWriter::new(temp.reopen()?),
-        hasher: Sha256::new(),
-        size: 0,
-    };
-    let encoder = zstd::Encoder::new(&mut sink, ZSTD_LEVEL)?;
-    let mut builder = tar::Builder::new(encoder);
-    append_tree(&mut builder, payload, Path::new(""))
-        .with_context(|| format!("packing {}", payload.display()))?;
-    builder.into_inner()?.finish()?;
-    let HashingWriter {
-        mut inner,
-        hasher,
-        size,
-    } = sink;
-    inner.flush()?;
-    inner.get_ref().sync_all()?;
-    drop(inner);
-    let sha256 = hex::encode(hasher.finalize());
-    let target = artifacts.join(format!("{sha256}.tar.zst"));
-    temp.persist(&target)
-        .with_context(|| format!("writing {}", target.display()))?;
-    File::open(artifacts)?.sync_all()?;
-    Ok((sha256, size))
-}
-
-/// Appends a folder's entries in sorted order with fixed owners and times: same input, same bytes.
-fn append_tree<W: Write>(builder: &mut tar::Builder<W>, base: &Path, rel: &Path) -> io::Result<()> {
-    let mut entries = fs::read_dir(base.join(rel))?.collect::<Result<Vec<_>, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = rel.join(entry.file_name());
-        let meta = fs::symlink_metadata(entry.path())?;
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mode(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777);
-        if meta.is_dir() {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_size(0);
-            builder.append_data(&mut header, &path, io::empty())?;
-            append_tree(builder, base, &path)?;
-        } else if meta.file_type().is_symlink() {
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_size(0);
-            builder.append_link(&mut header, &path, fs::read_link(entry.path())?)?;
-        } else if meta.is_file() {
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(meta.len());
-            builder.append_data(&mut header, &path, File::open(entry.path())?)?;
-        } else {
-            return Err(io::Error::other(format!(
-                "{}: only files, folders and symlinks can be published",
-                path.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Counts and hashes what passes through.
-struct HashingWriter<W> {
-    /// Where the bytes go.
-    inner: W,
-    /// SHA-256 of every byte written.
-    hasher: Sha256,
-    /// Bytes written.
-    size: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+    (bytes, signature)
 }

@@ -102,7 +102,7 @@ pub async fn artifact(
 }
 
 /// The sha256 of a well-formed artifact name (`<64 lower-case hex><format>`).
-fn checked_name(name: &str) -> Option<&str> {
+pub fn checked_name(name: &str) -> Option<&str> {
     let digest = FORMATS.iter().find_map(|ext| name.strip_suffix(ext))?;
     let plain = digest.len() == 64
         && digest

@@ -1,18 +1,25 @@
 //! The console (SPEC §4 "The console adds"): serves a data folder written by
-//! `bankswap publish --to` over HTTPS, holds agents' requests until a release
-//! is published (push), records their reports in SQLite, and shows the fleet.
+//! `bankswap publish --to` over HTTPS, accepts releases uploaded by
+//! `bankswap publish --console`, holds agents' requests until a release is
+//! published (push), records their reports in SQLite, and shows the fleet.
 //!
 //! - `server.rs`: accept loop, TLS handshakes, HTTP/1.1, graceful shutdown.
 //! - `tls.rs`: certificate and key from PEM files (rustls, ring).
-//! - `routes.rs`: the router and the channel endpoints (ETag, 304, `?wait=`).
+//! - `routes.rs`: the router and the channel endpoints (ETag, 304, `?wait=`, history).
+//! - `admin.rs`: uploads: the admin token, trusted keys, JSON errors, the history listing;
+//!   `upload.rs` (artifacts, streamed and hashed) and `accept.rs` (releases, re-verified).
 //! - `push.rs`: the one task that watches manifests and wakes held requests.
 //! - `artifacts.rs`: archives streamed from disk, with Range.
 //! - `reports.rs`, `store.rs`: agent reports into `DATA/fleet.sqlite`.
 //! - `page.rs`: the HTML page at `/`; `fleet.rs`: `bankswap console fleet`.
 //!
-//! **Architecture Invariant:** the console never holds a signing key and
-//! never changes a channel: it serves what `publish` wrote, byte for byte.
+//! **Architecture Invariant:** the console never holds a signing key. It
+//! changes a channel only by writing a release signed elsewhere, after
+//! checking it with the agents' own rules against its `--trust` keys; it
+//! serves what `publish` signed, byte for byte.
 
+mod accept;
+mod admin;
 mod artifacts;
 mod fleet;
 mod page;
@@ -22,11 +29,16 @@ mod routes;
 mod server;
 mod store;
 mod tls;
+mod upload;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tracing::{info, warn};
+
+pub use accept::{Published, ReleaseUpload};
+pub use admin::{ErrorBody, History, HistoryEntry, read_token_file};
 
 use crate::cli::{FleetArgs, ServeArgs};
 use crate::error::UsageError;
@@ -51,6 +63,13 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     if tls.is_none() {
         warn!("serving plain HTTP (--insecure-http): for local tests only");
     }
+    let admin = match &args.admin_token_file {
+        Some(file) => Some(Arc::new(admin::Admin::load(file, &args.trust)?)),
+        None => None,
+    };
+    if let Some(admin) = &admin {
+        info!(trusted_keys = admin.trusted_keys.len(), "uploads enabled");
+    }
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the console data folder {}", args.data.display()))?;
     raise_file_limit();
@@ -62,6 +81,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         listen: args.listen.clone(),
         data: args.data.clone(),
         tls,
+        admin,
     };
     let result = runtime.block_on(server::run(config, shutdown_signal()));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

@@ -5,15 +5,18 @@
 //! GET  /                                              the fleet page (page.rs)
 //! GET  /v1/channels/{channel}/release.json[?wait=S]   the manifest; held with If-None-Match
 //! GET  /v1/channels/{channel}/release.json.minisig    its signature
+//! GET  /v1/channels/{channel}/history/{seq}.json      a past manifest (+ `.minisig`), for `--rollback-to`
 //! GET  /v1/artifacts/{sha256}.{tar.zst,tar.gz,tar}     archives, with Range (artifacts.rs)
 //! POST /v1/agents/{agent_id}/report                   an agent's report (reports.rs)
 //! GET  /v1/fleet                                      the latest report of every agent (reports.rs)
+//! *    /v1/admin/...                                  uploads from `publish --console` (admin.rs)
 //! ```
 //!
 //! Names taken from the path are checked before they touch the file system;
 //! anything else is a 404.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -28,10 +31,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::admin::{self, Admin};
 use super::push::{self, MAX_MANIFEST_BYTES, Release, Watcher};
 use super::store::Store;
 use super::{artifacts, page, reports};
-use crate::channel::{ChannelDir, MAX_SIGNATURE_BYTES};
+use crate::channel::{ChannelDir, MAX_SIGNATURE_BYTES, signature_path};
 use crate::config::check_channel;
 
 /// The longest a request may be held: agents reconnect after it, so a longer
@@ -58,6 +62,8 @@ pub struct AppState {
     pub store: Store,
     /// Cancelled on shutdown: held requests end at once.
     pub stop: CancellationToken,
+    /// Upload settings; `None` when uploads are disabled (admin routes answer 404).
+    pub admin: Option<Arc<Admin>>,
 }
 
 /// The console's routes.
@@ -75,6 +81,8 @@ pub fn router(state: AppState) -> Router {
             post(reports::report).layer(DefaultBodyLimit::max(reports::MAX_REPORT_BYTES)),
         )
         .route("/v1/fleet", get(reports::fleet))
+        .route("/v1/channels/{channel}/history/{file}", get(history_file))
+        .merge(admin::routes(state.clone()))
         .with_state(state)
 }
 
@@ -144,6 +152,45 @@ async fn signature(
     match EntityTags::from_headers(&headers) {
         Some(tags) if tags.matches(&current.etag) => not_modified(&current.etag),
         _ => release_response(&current, SIGNATURE),
+    }
+}
+
+/// `GET /v1/channels/{channel}/history/{seq}.json` (and `.json.minisig`): a
+/// past release, as `publish --rollback-to` re-signs it. `{seq}` may be
+/// zero-padded as on disk (`0000000001.json`) or not (`1.json`).
+async fn history_file(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let Ok(Path((channel, file))) = path else {
+        return status_only(StatusCode::NOT_FOUND);
+    };
+    let Some((_, dir)) = channel_dir(&state, Ok(Path(channel))) else {
+        return status_only(StatusCode::NOT_FOUND);
+    };
+    let (stem, signature) = match file.strip_suffix(".minisig") {
+        Some(stem) => (stem, true),
+        None => (file.as_str(), false),
+    };
+    let Some(sequence) = stem
+        .strip_suffix(".json")
+        // A u64 has at most 20 digits.
+        .filter(|digits| (1..=20).contains(&digits.len()))
+        .filter(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse::<u64>().ok())
+    else {
+        return status_only(StatusCode::NOT_FOUND);
+    };
+    let manifest = dir.history_manifest(sequence);
+    let (path, limit, content_type) = if signature {
+        (signature_path(&manifest), MAX_SIGNATURE_BYTES, SIGNATURE)
+    } else {
+        (manifest, MAX_MANIFEST_BYTES, JSON)
+    };
+    match load(path, limit).await {
+        Some(Ok(release)) => release_response(&release, content_type),
+        Some(Err(status)) => status_only(status),
+        None => status_only(StatusCode::NOT_FOUND),
     }
 }
 

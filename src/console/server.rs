@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 use tracing::{debug, info, warn};
 
+use super::admin::Admin;
 use super::push::Watcher;
 use super::routes::{self, AppState};
 use super::store::{FLEET_DB, Store};
@@ -54,6 +55,8 @@ pub struct ServerConfig {
     pub data: PathBuf,
     /// The TLS settings; `None` serves plain HTTP (`--insecure-http`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Upload settings (`--admin-token-file`, `--trust`); `None` disables uploads.
+    pub admin: Option<Arc<Admin>>,
 }
 
 /// Binds, prints the bound address, and serves until `shutdown` completes.
@@ -70,11 +73,18 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         watcher: Watcher::start(stop.clone()),
         store,
         stop: stop.clone(),
+        admin: config.admin.clone(),
     };
     let router = routes::router(state);
     let tls = config.tls.map(TlsAcceptor::from);
     let scheme = if tls.is_some() { "https" } else { "http" };
-    info!(address = %address, tls = tls.is_some(), data = %config.data.display(), "console listening");
+    info!(
+        address = %address,
+        tls = tls.is_some(),
+        uploads = config.admin.is_some(),
+        data = %config.data.display(),
+        "console listening"
+    );
     // Scripts and tests read the bound address (useful with port 0) from this line.
     println!("listening on {scheme}://{address}");
 

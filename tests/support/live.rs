@@ -50,6 +50,18 @@ impl ConsoleProcess {
     /// Starts a console on `listen` (e.g. `127.0.0.1:0`) serving `data`, logging
     /// (appending) to `log`, and waits for the address it prints.
     pub fn start(data: &Path, ca: &TestCa, listen: &str, log: &Path) -> ConsoleProcess {
+        ConsoleProcess::start_with(data, ca, listen, log, &[])
+    }
+
+    /// Like [`ConsoleProcess::start`], with extra `console serve` arguments
+    /// (e.g. `--admin-token-file F --trust KEY.pub`).
+    pub fn start_with(
+        data: &Path,
+        ca: &TestCa,
+        listen: &str,
+        log: &Path,
+        extra: &[&str],
+    ) -> ConsoleProcess {
         let log_file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -62,6 +74,7 @@ impl ConsoleProcess {
             .arg(&ca.cert_pem)
             .arg("--tls-key")
             .arg(&ca.key_pem)
+            .args(extra)
             .env("BANKSWAP_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log_file)
