@@ -377,3 +377,22 @@ fn sigterm_stops_the_payload_and_exits_zero() {
     assert_eq!(agent.terminate(), Some(0));
     assert!(!alive(pid), "no orphan: the payload is gone");
 }
+
+/// Regression (found by scripts/bench/stage.sh): after a new release the checker
+/// slept a whole poll interval before holding a request again, so a second publish
+/// waited up to `poll_interval`. With a 10-minute interval, only push can deliver
+/// these within the test's deadline.
+#[test]
+fn every_publish_is_pushed_at_once_even_with_a_long_poll_interval() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let agent = live.agent(
+        "root",
+        "poll_interval = \"10m\"\n[health]\ngrace = \"1s\"\n",
+    );
+    agent.wait_committed("1.0.0");
+    for version in ["2.0.0", "3.0.0"] {
+        live.publish_sleeper(version);
+        agent.wait_committed(version);
+    }
+}

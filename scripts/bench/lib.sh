@@ -40,7 +40,7 @@ bench_workdir() {
   fi
   mkdir -p "$parent"
   W="$(mktemp -d "$parent/bankswap-bench.XXXXXX")"
-  trap 'rm -rf "$W"' EXIT
+  trap bench_cleanup EXIT
   trap 'exit 130' INT TERM
   local fs
   fs="$(stat -f -c %T "$W")"
@@ -114,3 +114,116 @@ bench_median() {
 
 # Peak RSS in KiB from a `/usr/bin/time -v -o FILE` report.
 bench_rss_kib() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
+
+# --- live benchmarks (stage.sh, swap.sh, push.sh) -------------------------------
+
+# Background processes to stop on exit (bench_track PID), in reverse order.
+BENCH_PIDS=()
+bench_track() { BENCH_PIDS+=("$1"); }
+
+# The EXIT trap of bench_workdir: SIGTERM to every tracked process still alive
+# (then SIGKILL after 15 s), and the work folder removed (kept with BENCH_KEEP=1).
+bench_cleanup() {
+  local i pid n
+  for ((i = ${#BENCH_PIDS[@]} - 1; i >= 0; i--)); do
+    pid="${BENCH_PIDS[$i]}"
+    kill -0 "$pid" 2>/dev/null || continue
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((n = 0; n < 150; n++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ -n "${W:-}" ]; then
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then bench_log "kept $W (BENCH_KEEP=1)"; else rm -rf "$W"; fi
+  fi
+}
+
+# Builds the release binaries of the whole workspace (bankswap, hello-payload) and
+# the root package's examples named as arguments; sets BIN, HELLO and EXAMPLES
+# (the folder of the example binaries). With BANKSWAP_BIN=PATH nothing is built:
+# hello-payload is taken next to it and the examples from its examples/ folder.
+bench_build_all() {
+  "$BENCH_REPO/scripts/setup-test-deps.sh"
+  command -v python3 >/dev/null || bench_die "python3 not found"
+  local dir example
+  if [ -n "${BANKSWAP_BIN:-}" ]; then
+    BIN="$(realpath "$BANKSWAP_BIN")"
+    [ -x "$BIN" ] || bench_die "BANKSWAP_BIN=$BANKSWAP_BIN is not an executable"
+    bench_log "using $BIN (BANKSWAP_BIN; not rebuilt)"
+  else
+    bench_log "building: cargo build --release --locked --workspace, and the examples $*"
+    local args=()
+    for example in "$@"; do args+=(--example "$example"); done
+    (cd "$BENCH_REPO" && cargo build --release --locked --quiet --workspace &&
+      if [ ${#args[@]} -gt 0 ]; then cargo build --release --locked --quiet "${args[@]}"; fi)
+    BIN="$BENCH_REPO/target/release/bankswap"
+  fi
+  dir="$(dirname "$BIN")"
+  HELLO="$dir/hello-payload"
+  EXAMPLES="$dir/examples"
+  [ -x "$BIN" ] || bench_die "$BIN was not built"
+  [ -x "$HELLO" ] || bench_die "$HELLO is missing (cargo build --release --workspace builds it)"
+  for example in "$@"; do
+    [ -x "$EXAMPLES/$example" ] || bench_die "$EXAMPLES/$example is missing (cargo build --release --example $example)"
+  done
+}
+
+# bench_console DATA TLS_DIR: starts `bankswap console serve` on 127.0.0.1:0 over
+# DATA with TLS_DIR/server.{pem,key}, logging to $W/console.log; waits for its
+# address; sets CONSOLE_URL (https://127.0.0.1:PORT), CONSOLE_ADDR and CONSOLE_PID.
+bench_console() {
+  : >"$W/console.out"
+  BANKSWAP_LOG=info "$BIN" console serve --data "$1" --listen 127.0.0.1:0 \
+    --tls-cert "$2/server.pem" --tls-key "$2/server.key" >"$W/console.out" 2>>"$W/console.log" &
+  CONSOLE_PID=$!
+  bench_track "$CONSOLE_PID"
+  bench_wait "the console's address" 20 grep -q '^listening on https://' "$W/console.out"
+  CONSOLE_URL="$(sed -n 's|^listening on \(https://[^ ]*\).*|\1|p' "$W/console.out" | head -1)"
+  CONSOLE_ADDR="${CONSOLE_URL#https://}"
+}
+
+# bench_wait WHAT SECONDS CMD...: runs CMD every 100 ms until it succeeds; dies after SECONDS.
+bench_wait() {
+  local what="$1" secs="$2"
+  shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then bench_die "timed out after ${secs}s waiting for $what"; fi
+    sleep 0.1
+  done
+}
+
+# bench_log_time FILE ERE: seconds since the epoch (µs) of the first line of a
+# bankswap log matching ERE (colours stripped; lines start with an RFC 3339 UTC time).
+bench_log_time() {
+  local ts
+  ts="$(sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -E -m1 -e "$2" | cut -d' ' -f1)" || true
+  [ -n "$ts" ] || return 1
+  date -u -d "$ts" +%s.%6N
+}
+
+# bench_log_has FILE ERE: whether a line of the log matches ERE.
+bench_log_has() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -E -q -e "$2"; }
+
+# bench_proc_kib PID FIELD: a /proc/PID/status field (VmRSS, VmHWM, ...) in KiB.
+bench_proc_kib() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
+
+# bench_cpu_ticks PID: utime + stime of a process, in clock ticks.
+bench_cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+# bench_status ROOT FIELD: a field of `bankswap status --root ROOT --json` ("" if absent).
+bench_status() {
+  "$BIN" status --root "$1" --json 2>/dev/null |
+    python3 -c 'import json, sys; v = json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$2"
+}
+
+# bench_committed ROOT VERSION: succeeds once VERSION is active and committed.
+bench_committed() {
+  [ "$(bench_status "$1" active_version)" = "$2" ] && [ "$(bench_status "$1" phase)" = committed ]
+}
+
+# bench_sub A B: B - A with 3 decimals (seconds).
+bench_sub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }

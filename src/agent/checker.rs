@@ -38,11 +38,13 @@ pub async fn run_checker(
     check_now: Arc<Notify>,
     core: mpsc::Sender<CheckOutcome>,
 ) {
-    let wait = settings.poll_interval.min(MAX_WAIT);
     let mut etag: Option<String> = None;
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = Instant::now();
+        // Jittered per request, so that a fleet's held requests do not end together.
+        let wait = jittered(settings.poll_interval, rand::random()).min(MAX_WAIT);
+        let held = etag.is_some();
         let outcome = tokio::select! {
             r = fetch::check(&http, &settings.console, &settings.channel, etag.as_deref(), wait) => r,
             () = check_now.notified() => {
@@ -51,13 +53,30 @@ pub async fn run_checker(
                 continue;
             }
         };
+        let poll = started + jittered(settings.poll_interval, rand::random());
         let next = match &outcome {
+            // A new manifest with a new ETag: hold the next request at once, so that a
+            // second publish is pushed too. (A console holds it; a static host answers
+            // 304 at once and the agent then polls.)
+            Ok(Checked::Release {
+                etag: Some(new), ..
+            }) if etag.as_ref() != Some(new) => {
+                backoff = FIRST_BACKOFF;
+                etag = Some(new.clone());
+                Instant::now()
+            }
+            // A held request that ran its course: hold the next one at once, no gap.
+            Ok(Checked::Unchanged) if held && started.elapsed() >= wait / 2 => {
+                backoff = FIRST_BACKOFF;
+                Instant::now()
+            }
+            // A host that does not hold requests (or gives no ETag): poll.
             Ok(checked) => {
                 backoff = FIRST_BACKOFF;
                 if let Checked::Release { etag: new, .. } = checked {
                     etag.clone_from(new);
                 }
-                started + jittered(settings.poll_interval, rand::random())
+                poll
             }
             Err(_) => {
                 let pause = jittered(backoff, rand::random());

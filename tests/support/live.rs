@@ -176,7 +176,8 @@ impl AgentProcess {
         fs::write(
             &config,
             format!(
-                "console = \"{console}\"\nroot = \"{root}\"\ntrusted_keys = [\"{key}\"]\npoll_interval = \"2s\"\nmax_delay = \"0s\"\n{extra}\n[tls]\nca_certs = [\"{ca}\"]\n",
+                "console = \"{console}\"\nroot = \"{root}\"\ntrusted_keys = [\"{key}\"]\n{poll}max_delay = \"0s\"\n{extra}\n[tls]\nca_certs = [\"{ca}\"]\n",
+                poll = if settings.extra.contains("poll_interval") { "" } else { "poll_interval = \"2s\"\n" },
                 console = settings.console,
                 root = root.display(),
                 key = w.public("release"),

@@ -32,7 +32,9 @@ const DEV_VERSION: &str = "dev";
 
 /// After SIGTERM and the end of accepting, connections accepted just before get this
 /// long to send their request: closing them unread would reset them (an RST, since
-/// their request sits unread in the socket buffer).
+/// their request sits unread in the socket buffer). Only with a handed-over socket:
+/// there the next generation is already accepting from the shared backlog. A socket
+/// bound by hand is closed for good, so waiting would only lengthen the outage.
 const DRAIN_DELAY: Duration = Duration::from_millis(500);
 
 /// Requests in flight get at most this long to finish (the supervisor's
@@ -125,20 +127,20 @@ async fn serve(inherited: Option<Inherited>, listen: &str) -> io::Result<()> {
                 listener.local_addr()?
             );
             report(sd::notify("READY=1"));
-            serve_until(listener, app, shutdown).await;
+            serve_until(listener, app, shutdown, DRAIN_DELAY).await;
         }
         Some(Inherited::Unix(listener)) => {
             listener.set_nonblocking(true)?;
             let listener = UnixListener::from_std(listener)?;
             println!("hello-payload: serving on a Unix socket (handed over)");
             report(sd::notify("READY=1"));
-            serve_until(listener, app, shutdown).await;
+            serve_until(listener, app, shutdown, DRAIN_DELAY).await;
         }
         None => {
             let listener = TcpListener::bind(listen).await?;
             println!("hello-payload: serving on {}", listener.local_addr()?);
             report(sd::notify("READY=1"));
-            serve_until(listener, app, shutdown).await;
+            serve_until(listener, app, shutdown, Duration::ZERO).await;
         }
     }
     println!("hello-payload: stopped");
@@ -148,8 +150,12 @@ async fn serve(inherited: Option<Inherited>, listen: &str) -> io::Result<()> {
 /// Serves connections until `shutdown`; then stops accepting (new connections wait in
 /// the shared backlog for the next generation), lets connections accepted just before
 /// read their request, and finishes the requests in flight.
-async fn serve_until<L>(mut listener: L, app: Router, shutdown: impl Future<Output = ()>)
-where
+async fn serve_until<L>(
+    mut listener: L,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    drain_delay: Duration,
+) where
     L: axum::serve::Listener,
 {
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
@@ -174,7 +180,7 @@ where
         }
     }
     drop(listener);
-    tokio::time::sleep(DRAIN_DELAY).await;
+    tokio::time::sleep(drain_delay).await;
     let _ = drain_tx.send(true);
     let all_done = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN_TIMEOUT, all_done).await.is_err() {

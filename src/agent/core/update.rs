@@ -185,6 +185,7 @@ impl Agent {
 
     pub(super) async fn on_staged(&mut self, root: Root, result: Result<BankId, LayoutError>) {
         self.root = Some(root);
+        release_freed_memory();
         let release = self.staging_release.take();
         let (version, sequence) = release
             .as_ref()
@@ -502,5 +503,16 @@ async fn probe(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(anyhow!("{url} answered {}", response.status()))
+    }
+}
+
+/// Staging frees megabytes of buffers that glibc's allocator would otherwise keep:
+/// an idle agent went from 9.7 to 16.5 MiB RSS after its first update. Hands them
+/// back to the kernel (all arenas) once, after each staging.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; no pointer is touched.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -1,0 +1,308 @@
+//! Push load for `scripts/bench/push.sh`: many agents held on the console at
+//! once, then a publish; when does each learn of it?
+//!
+//! ```text
+//! push_load ADDR CA_PEM AGENTS WAIT_S SETTLE_S CONSOLE_PID PUBLISH_CMD [ARG ...]
+//! ```
+//!
+//! Reads the current ETag of `/v1/channels/stable/release.json` from the
+//! console at ADDR (`127.0.0.1:PORT`, certificate for `localhost` signed by
+//! CA_PEM), then opens AGENTS TLS connections (100 every 50 ms), each sending
+//! one raw HTTP/1.1 `GET /v1/channels/stable/release.json?wait=WAIT_S` with
+//! `If-None-Match: ETAG`: what a held agent sends. Once every request is
+//! written it waits SETTLE_S seconds (the console parks them), reads the
+//! console's memory (`/proc/CONSOLE_PID/status`), runs PUBLISH_CMD, and records
+//! when each connection receives its response's status line, relative to the
+//! moment PUBLISH_CMD returned (the manifest is in place then). It prints one
+//! summary line per figure; `within 1 s` is the share of all AGENTS that got a
+//! 200 within 1 s. The client is deliberately lean (no HTTP library, 4 KiB
+//! reads, one task per connection) because it shares the machine's cores with
+//! the console. `CLIENT_THREADS` sets its tokio worker threads (default 1).
+
+use std::io::BufReader;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Connections opened per step of the ramp, and the pause between steps.
+const RAMP_STEP: usize = 100;
+const RAMP_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long to wait for every request to be written before giving up on the stragglers.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long after the publish responses are awaited.
+const AFTER_PUBLISH: Duration = Duration::from_secs(30);
+
+/// What one held connection saw.
+enum Outcome {
+    /// A status line arrived at this instant.
+    Status(Instant, String),
+    /// The connection failed (before or after the publish).
+    Failed(String),
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 7 {
+        bail!(
+            "usage: push_load ADDR CA_PEM AGENTS WAIT_S SETTLE_S CONSOLE_PID PUBLISH_CMD [ARG ...]"
+        );
+    }
+    let threads = std::env::var("CLIENT_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1usize)
+        .max(1);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?
+        .block_on(run(&args))
+}
+
+fn connector(ca_pem: &str) -> anyhow::Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    let file = std::fs::File::open(ca_pem).with_context(|| format!("opening {ca_pem}"))?;
+    for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Sends `request` on a new TLS connection; returns the response head once it is complete,
+/// calling `written` once the request is sent.
+async fn exchange(
+    connector: &TlsConnector,
+    addr: &str,
+    request: &[u8],
+    written: impl FnOnce(),
+) -> anyhow::Result<String> {
+    let tcp = TcpStream::connect(addr).await?;
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    tls.write_all(request).await?;
+    tls.flush().await?;
+    written();
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tls.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("closed before a response");
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            head.truncate(end);
+            return Ok(String::from_utf8_lossy(&head).into_owned());
+        }
+    }
+}
+
+/// `VmRSS` and `VmHWM` of a process, in MiB.
+fn memory(pid: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+async fn run(args: &[String]) -> anyhow::Result<()> {
+    let addr: Arc<str> = args[0].as_str().into();
+    let agents: usize = args[2].parse().context("AGENTS")?;
+    let wait: u64 = args[3].parse().context("WAIT_S")?;
+    let settle = Duration::from_secs(args[4].parse().context("SETTLE_S")?);
+    let console_pid = args[5].clone();
+    let publish = &args[6..];
+    let connector = connector(&args[1])?;
+
+    let head = exchange(
+        &connector,
+        &addr,
+        b"GET /v1/channels/stable/release.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        || {},
+    )
+    .await
+    .context("reading the current manifest")?;
+    let etag = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("etag")
+                .then(|| value.trim().to_string())
+        })
+        .ok_or_else(|| anyhow!("no ETag on the manifest: {head}"))?;
+    let request: Arc<[u8]> = format!(
+        "GET /v1/channels/stable/release.json?wait={wait} HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: {etag}\r\n\r\n"
+    )
+    .into_bytes()
+    .into();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let written = Arc::new(AtomicUsize::new(0));
+    let ramp = Instant::now();
+    for i in 0..agents {
+        if i > 0 && i % RAMP_STEP == 0 {
+            tokio::time::sleep(RAMP_PAUSE).await;
+        }
+        let (connector, addr, request, tx, written) = (
+            connector.clone(),
+            addr.clone(),
+            request.clone(),
+            tx.clone(),
+            written.clone(),
+        );
+        tokio::spawn(async move {
+            let done = || {
+                written.fetch_add(1, Ordering::Relaxed);
+            };
+            let outcome = match exchange(&connector, &addr, &request, done).await {
+                Ok(head) => Outcome::Status(
+                    Instant::now(),
+                    head.lines().next().unwrap_or("").to_string(),
+                ),
+                Err(e) => Outcome::Failed(format!("{e:#}")),
+            };
+            let _ = tx.send(outcome);
+        });
+    }
+    drop(tx);
+    while written.load(Ordering::Relaxed) < agents && ramp.elapsed() < CONNECT_DEADLINE {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = written.load(Ordering::Relaxed);
+    println!(
+        "ramp: {held} of {agents} held requests written in {:.1} s (TLS, one connection each); settling {} s",
+        ramp.elapsed().as_secs_f64(),
+        settle.as_secs()
+    );
+    tokio::time::sleep(settle).await;
+
+    let mut early = Vec::new();
+    while let Ok(outcome) = rx.try_recv() {
+        early.push(outcome);
+    }
+    let (rss_held, _) = memory(&console_pid);
+    let (console0, client0) = (cpu_ticks(&console_pid), cpu_ticks("self"));
+    let publish_start = Instant::now();
+    let out = Command::new(&publish[0])
+        .args(&publish[1..])
+        .output()
+        .context("running the publish command")?;
+    let published = Instant::now();
+    if !out.status.success() {
+        bail!(
+            "the publish command failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let mut latencies = Vec::with_capacity(agents);
+    let mut failures: std::collections::BTreeMap<String, usize> = Default::default();
+    let deadline = tokio::time::Instant::now() + AFTER_PUBLISH;
+    let mut received = early.len();
+    loop {
+        received += 1;
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Outcome::Status(at, line))) if line.contains(" 200 ") => {
+                latencies.push(at.saturating_duration_since(published).as_secs_f64());
+            }
+            Ok(Some(Outcome::Status(_, line))) => *failures.entry(line).or_default() += 1,
+            Ok(Some(Outcome::Failed(e))) => *failures.entry(e).or_default() += 1,
+            Ok(None) => break,
+            Err(_) => {
+                let missing = agents.saturating_sub(received - 1);
+                *failures
+                    .entry(format!(
+                        "no response within {AFTER_PUBLISH:?} of the publish"
+                    ))
+                    .or_default() += missing;
+                break;
+            }
+        }
+    }
+    let (console1, client1) = (cpu_ticks(&console_pid), cpu_ticks("self"));
+    let (rss_after, hwm) = memory(&console_pid);
+    latencies.sort_by(f64::total_cmp);
+    let within = latencies.iter().filter(|&&l| l <= 1.0).count();
+    let q = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    for outcome in &early {
+        let what = match outcome {
+            Outcome::Status(_, line) => line.clone(),
+            Outcome::Failed(e) => e.clone(),
+        };
+        *failures
+            .entry(format!("before the publish: {what}"))
+            .or_default() += 1;
+    }
+    println!(
+        "publish command took {:.3} s; times below are from its return (manifest in place)",
+        (published - publish_start).as_secs_f64()
+    );
+    println!(
+        "agents {agents}: learned (200) {}, within 1 s {within} = {:.2} %, failed or early {}",
+        latencies.len(),
+        100.0 * within as f64 / agents as f64,
+        agents - latencies.len()
+    );
+    println!(
+        "latency: p50 {:.3} s, p90 {:.3} s, p99 {:.3} s, max {:.3} s",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(1.0)
+    );
+    for (what, n) in failures.iter().take(5) {
+        println!("failure: {n} x {what}");
+    }
+    println!(
+        "console RSS: {rss_held:.1} MiB while holding, {rss_after:.1} MiB after, peak (VmHWM) {hwm:.1} MiB"
+    );
+    println!(
+        "CPU during the burst (clock ticks, 100/s): console {}, this client {}",
+        console1 - console0,
+        client1 - client0
+    );
+    Ok(())
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Benchmark: console push to many held agents at once.
+#
+# What it measures. For each count in AGENTS (default "5000 10000"), a fresh
+# `bankswap console serve` (TLS from `bankswap console cert`) on loopback, and a
+# load client (examples/push_load.rs) that opens that many TLS connections
+# (100 every 50 ms), each holding what an agent sends when it waits for a push:
+# `GET /v1/channels/stable/release.json?wait=300` with `If-None-Match: <current
+# ETag>`. Once all are written and SETTLE_SECS passed, it runs `bankswap publish`
+# (a tiny payload, next version) and records when each connection receives its
+# response's status line, counted from the moment publish returned (the new
+# manifest is in place; the console notices it within its 100 ms stat poll).
+#
+# How to read it. Per count: how many learned of the publish (a 200) within 1 s
+# of it, as a share of all agents, the latency percentiles, and the console's
+# RSS while holding them all and its peak (VmHWM). Targets (SPEC §8): >= 99 %
+# within 1 s at 10,000 agents; console RSS <= 256 MiB. The client and the
+# console share the machine's cores: the client is lean (raw HTTP/1.1 over
+# tokio-rustls, 1 worker thread), and its CPU time during the burst is printed
+# next to the console's. The load average is printed: rerun when it was high.
+#
+# Usage: scripts/bench/push.sh
+#   AGENTS="5000 10000"  held agents per measurement (one fresh console each)
+#   SETTLE_SECS=5        pause after every request is written, before the publish
+#   CLIENT_THREADS=1     the load client's tokio worker threads
+#   BENCH_DIR=DIR        parent of the work folder (default /var/tmp); removed on exit
+#   BANKSWAP_BIN=P       use this binary (and examples/push_load next to it)
+# Raises the open-file limit (ulimit -n) to what AGENTS needs, if the hard limit allows.
+# Bounded: each measurement is killed after 300 s; all processes are stopped on exit.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+AGENTS="${AGENTS:-5000 10000}"
+SETTLE_SECS="${SETTLE_SECS:-5}"
+TARGET_PCT=99
+TARGET_RSS_MIB=256
+max_agents=0
+for n in $AGENTS; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || bench_die "AGENTS must be positive integers, not '$n'"
+  if ((n > max_agents)); then max_agents=$n; fi
+done
+[[ "$SETTLE_SECS" =~ ^[0-9]+$ ]] || bench_die "SETTLE_SECS must be a number"
+
+need=$((max_agents + 1024))
+if (($(ulimit -n) < need)); then
+  ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+fi
+(($(ulimit -n) >= max_agents + 200)) ||
+  bench_die "open-file limit $(ulimit -n) (hard $(ulimit -Hn)) is too low for $max_agents agents; raise the hard limit"
+ports=$(awk '{print $2 - $1}' /proc/sys/net/ipv4/ip_local_port_range)
+((ports > max_agents + 1000)) || bench_die "only $ports local ports (net.ipv4.ip_local_port_range) for $max_agents agents"
+
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+UPTIME_START="$(uptime)"
+bench_build_all push_load
+bench_workdir
+
+"$BIN" keygen --out "$W/release" >/dev/null
+"$BIN" console cert --out "$W/tls" >/dev/null
+mkdir -p "$W/payload/bin"
+printf '#!/bin/sh\nexec sleep 1000\n' >"$W/payload/bin/app"
+chmod +x "$W/payload/bin/app"
+cat >"$W/publish.sh" <<EOF
+#!/bin/sh
+# Publishes the next version of the tiny payload.
+n=\$(cat "$W/next")
+echo \$((n + 1)) >"$W/next"
+exec "$BIN" publish --key "$W/release.key" --payload "$W/payload" --version "1.0.\$n" --entrypoint bin/app --to "$W/data"
+EOF
+chmod +x "$W/publish.sh"
+echo 0 >"$W/next"
+"$W/publish.sh" >/dev/null
+
+echo
+echo "console push: held TLS requests (?wait=300, If-None-Match), then one publish; ulimit -n $(ulimit -n)"
+echo "uptime at start: $UPTIME_START ($(nproc) CPUs)"
+results=()
+for n in $AGENTS; do
+  : >"$W/console.out"
+  bench_console "$W/data" "$W/tls"
+  echo
+  echo "== $n agents (console pid $CONSOLE_PID, $CONSOLE_URL), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  timeout 300 "$EXAMPLES/push_load" "$CONSOLE_ADDR" "$W/tls/ca.pem" "$n" 300 "$SETTLE_SECS" "$CONSOLE_PID" \
+    "$W/publish.sh" | tee "$W/push-$n" || bench_die "push_load failed for $n agents"
+  kill -TERM "$CONSOLE_PID" && wait "$CONSOLE_PID" || true
+  pct="$(sed -n 's/.*within 1 s [0-9]* = \([0-9.]*\) %.*/\1/p' "$W/push-$n")"
+  p50="$(sed -n 's/^latency: p50 \([0-9.]*\) s.*/\1/p' "$W/push-$n")"
+  p99="$(sed -n 's/^latency: .*p99 \([0-9.]*\) s.*/\1/p' "$W/push-$n")"
+  held="$(sed -n 's/^console RSS: \([0-9.]*\) MiB while holding.*/\1/p' "$W/push-$n")"
+  hwm="$(sed -n 's/^console RSS: .*peak (VmHWM) \([0-9.]*\) MiB.*/\1/p' "$W/push-$n")"
+  results+=("$n $pct $p50 $p99 $held $hwm")
+  sleep 2
+done
+
+verdict() { if awk "BEGIN {exit !($1)}"; then echo met; else echo MISSED; fi; }
+echo
+echo "summary (times from publish's return; share of all agents):"
+printf '  %7s %12s %8s %8s %16s %14s\n' agents within_1s p50_s p99_s console_rss_held console_peak
+for r in "${results[@]}"; do
+  read -r n pct p50 p99 held hwm <<<"$r"
+  printf '  %7s %10s %% %8s %8s %12s MiB %10s MiB   within 1 s >= %s %%: %s; RSS <= %s MiB: %s\n' \
+    "$n" "$pct" "$p50" "$p99" "$held" "$hwm" "$TARGET_PCT" "$(verdict "$pct >= $TARGET_PCT")" \
+    "$TARGET_RSS_MIB" "$(verdict "$hwm <= $TARGET_RSS_MIB")"
+done
+echo "  load average: start $LOAD_START, end $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
+echo "  uptime at end: $(uptime)"
