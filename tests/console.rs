@@ -6,82 +6,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderMap;
 use sha2::{Digest, Sha256};
-use tokio::runtime::Runtime;
 
+use crate::support::https::Http;
 use crate::support::live::ConsoleProcess;
 use crate::support::tls::{TestCa, make_test_ca};
 use crate::support::{World, run, run_ok};
-
-/// An HTTPS client that trusts the test CA, with a runtime to drive it.
-struct Http {
-    /// Runs the requests.
-    rt: Runtime,
-    /// The client.
-    client: reqwest::Client,
-}
-
-/// What a request got back.
-#[derive(Debug)]
-struct Reply {
-    /// HTTP status.
-    status: u16,
-    /// Response headers.
-    headers: HeaderMap,
-    /// The whole body.
-    body: Vec<u8>,
-}
-
-impl Reply {
-    /// A header as text ("" if absent).
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-impl Http {
-    fn new(ca: &TestCa) -> Http {
-        let pem = fs::read(&ca.ca_pem).expect("ca.pem");
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
-        Http {
-            rt: Runtime::new().expect("runtime"),
-            client,
-        }
-    }
-
-    fn get(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
-        self.rt.block_on(send(self.client.get(url), headers))
-    }
-
-    fn post(&self, url: &str, body: impl Into<reqwest::Body>) -> Reply {
-        self.rt
-            .block_on(send(self.client.post(url).body(body), &[]))
-    }
-}
-
-async fn send(mut request: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Reply {
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.expect("body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
 
 /// A world with a TLS CA and a console data folder holding release 1.0.0.
 fn published_world() -> (World, PathBuf, TestCa) {
@@ -163,15 +93,12 @@ fn a_held_request_returns_the_new_manifest_as_soon_as_it_is_published() {
     let etag = first.header("etag").to_string();
 
     const WAIT: Duration = Duration::from_secs(5);
-    let request = http
-        .client
-        .get(console.url_of(&format!(
-            "/v1/channels/stable/release.json?wait={}",
-            WAIT.as_secs()
-        )))
-        .header("if-none-match", etag.clone());
+    let url = console.url_of(&format!(
+        "/v1/channels/stable/release.json?wait={}",
+        WAIT.as_secs()
+    ));
     let started = Instant::now();
-    let held = http.rt.spawn(send(request, &[]));
+    let held = http.spawn_get(&url, &[("if-none-match", &etag)]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         !held.is_finished(),
@@ -179,7 +106,7 @@ fn a_held_request_returns_the_new_manifest_as_soon_as_it_is_published() {
     );
 
     world.publish(&data, &world.payload("1.1.0", 3, 1000), "1.1.0", &[]);
-    let reply = http.rt.block_on(held).expect("held request");
+    let reply = http.finish(held);
     let waited = started.elapsed();
     let on_disk = fs::read(manifest_file(&data)).expect("manifest");
     assert_eq!(reply.status, 200, "{}", console.stderr());
@@ -426,21 +353,14 @@ fn sigterm_ends_held_requests_and_exits_0() {
         .get(&console.url_of("/v1/channels/stable/release.json"), &[])
         .header("etag")
         .to_string();
-    let request = http
-        .client
-        .get(console.url_of("/v1/channels/stable/release.json?wait=300"))
-        .header("if-none-match", etag);
-    let held = http
-        .rt
-        .spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+    let held = http.spawn_get(
+        &console.url_of("/v1/channels/stable/release.json?wait=300"),
+        &[("if-none-match", &etag)],
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(!held.is_finished());
 
     assert_eq!(console.terminate(), Some(0), "{}", console.stderr());
-    let status = http.rt.block_on(held).expect("held request");
-    assert_eq!(
-        status.ok(),
-        Some(304),
-        "a held request ends with 304 on shutdown"
-    );
+    let status = http.finish(held).status;
+    assert_eq!(status, 304, "a held request ends with 304 on shutdown");
 }

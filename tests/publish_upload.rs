@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::runtime::Runtime;
 
+use crate::support::https::{Http, Reply};
 use crate::support::live::ConsoleProcess;
 use crate::support::tls::{TestCa, make_test_ca};
 use crate::support::{Run, World, assert_fails_with, bankswap, run, tree};
@@ -169,67 +169,6 @@ impl Uploads {
     }
 }
 
-/// An HTTPS client that trusts the test CA, with a runtime to drive it.
-struct Http {
-    /// Runs the requests.
-    rt: Runtime,
-    /// The client.
-    client: reqwest::Client,
-}
-
-/// What a request got back.
-#[derive(Debug)]
-struct Reply {
-    /// HTTP status.
-    status: u16,
-    /// The whole body.
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    /// The `error` of an admin refusal.
-    fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .expect("{\"error\": ...}")
-            .to_string()
-    }
-}
-
-impl Http {
-    fn new(ca: &TestCa) -> Http {
-        let pem = fs::read(&ca.ca_pem).expect("ca.pem");
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
-        Http {
-            rt: Runtime::new().expect("runtime"),
-            client,
-        }
-    }
-
-    fn send(&self, method: Method, url: &str, token: Option<&str>, body: &[u8]) -> Reply {
-        let mut request = self.client.request(method, url).body(body.to_vec());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        self.rt.block_on(async {
-            let response = request.send().await.expect("request");
-            let status = response.status().as_u16();
-            let body = response.bytes().await.expect("body").to_vec();
-            Reply { status, body }
-        })
-    }
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -284,22 +223,11 @@ fn publish_console_uploads_releases_that_are_served_and_pushed() {
         "\"{}\"",
         sha256_hex(&fs::read(up.data.join("v1/channels/stable/release.json")).expect("manifest"))
     );
-    let held = up
-        .http
-        .client
-        .get(
-            up.console
-                .url_of("/v1/channels/stable/release.json?wait=60"),
-        )
-        .header("if-none-match", etag)
-        .timeout(Duration::from_secs(90));
-    let held = up.http.rt.spawn(async move {
-        let response = held.send().await.expect("held request");
-        (
-            response.status().as_u16(),
-            response.bytes().await.expect("body"),
-        )
-    });
+    let held = up.http.spawn_get(
+        &up.console
+            .url_of("/v1/channels/stable/release.json?wait=60"),
+        &[("if-none-match", &etag)],
+    );
     let payload = up.w.payload("2.0.0", 1, 100);
     fs::write(
         payload.join("data/noise.bin"),
@@ -327,7 +255,8 @@ fn publish_console_uploads_releases_that_are_served_and_pushed() {
     let out: Run = cmd.output().expect("bankswap runs").into();
     assert_eq!(out.code, 0, "{out:?}\nconsole: {}", up.console.stderr());
     assert!(out.stdout.contains("2.0.0 as sequence 2"), "{}", out.stdout);
-    let (status, body) = up.http.rt.block_on(held).expect("held task");
+    let reply = up.http.finish(held);
+    let (status, body) = (reply.status, reply.body);
     assert_eq!(status, 200);
     assert!(
         started.elapsed() < Duration::from_secs(30),

@@ -311,5 +311,6 @@ impl Snapshot {
         }
     }
 }
+pub mod https;
 pub mod live;
 pub mod tls;
