@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export BANKSWAP_CRASH_TRIALS="${1:-200}"
 export BANKSWAP_CRASH_SEED="${2:-0x5eedba4c}"
-cargo test --release --locked --test main crash::sigkill_during_apply -- --nocapture
+cargo test --locked --test main crash::sigkill_during_apply -- --nocapture
