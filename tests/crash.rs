@@ -33,12 +33,18 @@ fn sigkill_during_apply_leaves_one_whole_version() {
     w.init(&template, &data1);
     let trees = [("1.0.0", tree(&v1)), ("1.1.0", tree(&v2))];
 
-    // How long an uninterrupted apply takes here, to spread the kills over it.
-    let probe = w.path("probe");
-    copy_dir(&template, &probe);
-    let started = Instant::now();
-    assert_eq!(w.apply(&probe, &data2).code, 0);
-    let window = started.elapsed().mul_f64(1.3).max(Duration::from_millis(5));
+    // How long an uninterrupted apply takes here, under the trials' own conditions
+    // (a fresh copy of the template just written, which the apply's sync flushes),
+    // to spread the kills over the whole of it: the longest of three, plus half.
+    let mut longest = Duration::ZERO;
+    for probe in 0..3 {
+        let root = w.path(&format!("probe-{probe}"));
+        copy_dir(&template, &root);
+        let started = Instant::now();
+        assert_eq!(w.apply(&root, &data2).code, 0);
+        longest = longest.max(started.elapsed());
+    }
+    let window = longest.mul_f64(1.5).max(Duration::from_millis(5));
 
     let mut outcomes = [0usize; 2];
     for trial in 0..trials {
