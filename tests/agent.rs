@@ -255,14 +255,7 @@ fn broken_download_resumes_with_range() {
     let live = Live::new();
     live.publish_sleeper("1.0.0");
     // 2.0.0 carries 4 MiB of incompressible data.
-    let dir = live.w.path("payloads/2.0.0");
-    fs::create_dir_all(dir.join("bin")).expect("dir");
-    fs::write(dir.join("bin/app"), "#!/bin/sh\nexec sleep 1000\n").expect("script");
-    fs::set_permissions(
-        dir.join("bin/app"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let dir = live.w.script_payload("2.0.0", "exec sleep 1000");
     let mut noise = vec![0u8; 4 << 20];
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for b in &mut noise {
@@ -335,7 +328,6 @@ fn killed_during_staging_ends_in_one_whole_version() {
     let mut agent = live.agent("root", FAST_TRIAL);
     agent.wait_committed("1.0.0");
     let dir = live.w.payload("2.0.0", 400, 64 * 1024);
-    fs::write(dir.join("bin/app"), "#!/bin/sh\nexec sleep 1000\n").expect("script");
     live.w.publish(&live.data, &dir, "2.0.0", &[]);
     agent.wait_log("staging");
     agent.kill9();

@@ -72,14 +72,7 @@ impl Drop for Nginx {
 }
 
 fn publish_sleeper(w: &World, data: &Path, version: &str) {
-    let dir = w.path(&format!("payloads/{version}"));
-    fs::create_dir_all(dir.join("bin")).expect("payload");
-    fs::write(dir.join("bin/app"), "#!/bin/sh\nexec sleep 1000\n").expect("script");
-    fs::set_permissions(
-        dir.join("bin/app"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let dir = w.script_payload(version, "exec sleep 1000");
     w.publish(data, &dir, version, &[]);
 }
 

@@ -8,18 +8,21 @@ BENCH_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bench_log() { printf 'bench: %s\n' "$*" >&2; }
 bench_die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 
+# With BANKSWAP_BIN=PATH, uses that binary (sets BIN) and succeeds; else fails.
+bench_given_bin() {
+  [ -n "${BANKSWAP_BIN:-}" ] || return 1
+  BIN="$(realpath "$BANKSWAP_BIN")"
+  [ -x "$BIN" ] || bench_die "BANKSWAP_BIN=$BANKSWAP_BIN is not an executable"
+  bench_log "using $BIN (BANKSWAP_BIN; not rebuilt)"
+}
+
 # Installs the tools (zstd, GNU time, ...) and builds the release binary; sets BIN.
 # BANKSWAP_BIN=PATH benchmarks that binary instead of building one.
 bench_build() {
   "$BENCH_REPO/scripts/setup-test-deps.sh"
   command -v sha256sum >/dev/null || bench_die "sha256sum not found (coreutils)"
   command -v python3 >/dev/null || bench_die "python3 not found (it generates the payload)"
-  if [ -n "${BANKSWAP_BIN:-}" ]; then
-    BIN="$(realpath "$BANKSWAP_BIN")"
-    [ -x "$BIN" ] || bench_die "BANKSWAP_BIN=$BANKSWAP_BIN is not an executable"
-    bench_log "using $BIN (BANKSWAP_BIN; not rebuilt)"
-    return
-  fi
+  if bench_given_bin; then return; fi
   bench_log "building: cargo build --release --locked"
   (cd "$BENCH_REPO" && cargo build --release --locked --quiet)
   BIN="$BENCH_REPO/target/release/bankswap"
@@ -149,11 +152,7 @@ bench_build_all() {
   "$BENCH_REPO/scripts/setup-test-deps.sh"
   command -v python3 >/dev/null || bench_die "python3 not found"
   local dir example
-  if [ -n "${BANKSWAP_BIN:-}" ]; then
-    BIN="$(realpath "$BANKSWAP_BIN")"
-    [ -x "$BIN" ] || bench_die "BANKSWAP_BIN=$BANKSWAP_BIN is not an executable"
-    bench_log "using $BIN (BANKSWAP_BIN; not rebuilt)"
-  else
+  if ! bench_given_bin; then
     bench_log "building: cargo build --release --locked --workspace, and the examples $*"
     local args=()
     for example in "$@"; do args+=(--example "$example"); done

@@ -298,14 +298,7 @@ impl Live {
 
     /// Publishes a payload whose `bin/app` runs `script` (sh), as `version`.
     pub fn publish_script(&self, version: &str, script: &str) {
-        let dir = self.w.path(&format!("payloads/{version}"));
-        fs::create_dir_all(dir.join("bin")).expect("payload");
-        fs::write(dir.join("bin/app"), format!("#!/bin/sh\n{script}\n")).expect("script");
-        fs::set_permissions(
-            dir.join("bin/app"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod");
+        let dir = self.w.script_payload(version, script);
         self.w.publish(&self.data, &dir, version, &[]);
     }
 

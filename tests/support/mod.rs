@@ -144,16 +144,22 @@ impl World {
         run_ok(["keygen".to_string(), "--out".into(), self.keys(name)]);
     }
 
-    /// A payload folder for `version`: an entrypoint script and `files` data files of `size` bytes.
-    pub fn payload(&self, version: &str, files: usize, size: usize) -> PathBuf {
+    /// A payload folder for `version` whose entrypoint `bin/app` runs `script` (sh).
+    pub fn script_payload(&self, version: &str, script: &str) -> PathBuf {
         let dir = self.path(&format!("payloads/{version}"));
         fs::create_dir_all(dir.join("bin")).expect("payload dir");
-        fs::create_dir_all(dir.join("data")).expect("payload dir");
-        let script = format!(
-            "#!/bin/sh\necho \"hello from {version} in $BANKSWAP_BANK\"\nexec sleep 1000\n"
-        );
-        fs::write(dir.join("bin/app"), script).expect("script");
+        fs::write(dir.join("bin/app"), format!("#!/bin/sh\n{script}\n")).expect("script");
         fs::set_permissions(dir.join("bin/app"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        dir
+    }
+
+    /// A payload folder for `version`: an entrypoint script and `files` data files of `size` bytes.
+    pub fn payload(&self, version: &str, files: usize, size: usize) -> PathBuf {
+        let dir = self.script_payload(
+            version,
+            &format!("echo \"hello from {version} in $BANKSWAP_BANK\"\nexec sleep 1000"),
+        );
+        fs::create_dir_all(dir.join("data")).expect("payload dir");
         fs::write(dir.join("VERSION"), format!("{version}\n")).expect("version file");
         for i in 0..files {
             let byte = (i as u8).wrapping_add(version.len() as u8);
