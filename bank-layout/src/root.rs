@@ -169,13 +169,29 @@ impl Root {
     /// `highest_sequence` raised to the bank's sequence, `product` pinned if unset.
     /// The bank must hold a record ([`LayoutError::NoRecord`]).
     pub fn activate(&mut self, bank: BankId, now: u64) -> Result<(), LayoutError> {
+        self.switch_to(bank, Some(now))
+    }
+
+    /// Makes `bank` active and committed in one write, for an update whose health
+    /// nobody watches (an offline `apply`): a crash leaves the old version or the
+    /// new one committed, never a trial that no supervisor would end.
+    pub fn activate_committed(&mut self, bank: BankId) -> Result<(), LayoutError> {
+        self.switch_to(bank, None)
+    }
+
+    /// One state write making `bank` active; on trial since `trial_started` if given.
+    fn switch_to(&mut self, bank: BankId, trial_started: Option<u64>) -> Result<(), LayoutError> {
         let record = self
             .bank_record(bank)
             .ok_or(LayoutError::NoRecord { bank })?;
         let mut state = self.state.clone();
         state.active = bank;
-        state.phase = Phase::Trial;
-        state.trial_started = Some(now);
+        state.phase = if trial_started.is_some() {
+            Phase::Trial
+        } else {
+            Phase::Committed
+        };
+        state.trial_started = trial_started;
         state.pending = None;
         state.highest_sequence = state.highest_sequence.max(record.sequence);
         if state.product.is_none() {

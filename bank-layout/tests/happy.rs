@@ -388,3 +388,19 @@ fn roots_and_errors_can_cross_threads() {
     send::<Root>();
     error::<LayoutError>();
 }
+
+#[test]
+fn activate_committed_is_one_write_with_no_trial() {
+    let (_dir, mut root) = running();
+    let v2 = Artifact::new(app("2.0.0"), ArchiveFormat::TarZst);
+    assert_eq!(stage(&mut root, &v2, "2.0.0", 2).unwrap(), BankId::Bank2);
+    root.activate_committed(BankId::Bank2).unwrap();
+    let state = Root::read_state(root.dir()).unwrap();
+    assert_eq!(
+        (state.active, state.phase),
+        (BankId::Bank2, Phase::Committed)
+    );
+    assert_eq!(state.trial_started, None);
+    assert_eq!(state.highest_sequence, 2);
+    assert!(matches!(root.activate_committed(BankId::Bank1), Ok(())));
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{Context, anyhow};
-use bank_layout::{ArchiveFormat, BankId, BankRecord, Phase, Root, StageSpec};
+use bank_layout::{ArchiveFormat, BankId, BankRecord, Root, StageSpec};
 use signing::{ArtifactFormat, Expectations, Manifest, ReleaseError, VerifiedRelease};
 use tracing::warn;
 
@@ -115,12 +115,6 @@ pub fn install(
         .with_context(|| format!("bundle {}: reading the signature", bundle.display()))?;
     let release = match verify(root, setup, &manifest_bytes, &signature, now) {
         Err(ReleaseError::NotNewer { version, running }) if version == running => {
-            // An apply interrupted between activation and commit left this very release on
-            // trial; applying it again offline is the admin confirming it.
-            if root.state().phase == Phase::Trial {
-                root.commit()
-                    .context("committing the release left on trial")?;
-            }
             return Ok(Installed::UpToDate {
                 version: running.to_string(),
             });
@@ -156,9 +150,10 @@ pub fn install(
         )
         .with_context(|| format!("artifact {}", artifact_path.display()))?;
     progress.finish();
-    root.activate(bank, clock::unix(now))
+    // Offline, nobody watches the new version's health: it is committed in the same
+    // write that activates it (the admin can `rollback`).
+    root.activate_committed(bank)
         .context("activating the new bank")?;
-    root.commit().context("committing the new bank")?;
     Ok(Installed::Swapped {
         bank,
         release: Box::new(release),
