@@ -5,14 +5,14 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::support::live::{Live, wait_for};
+use crate::support::live::{AgentProcess, Live, wait_for};
 use crate::support::run_ok;
 
 /// Upper bound of the request loop, so it always stops by itself.
@@ -30,12 +30,22 @@ fn hello_payload() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// The port the agent bound for its `http` socket, from its `listening ... bound=` log
+/// line. The config asks for port 0: a port picked by the test and bound later by the
+/// agent could be taken meanwhile by another test running in parallel.
+fn bound_port(agent: &AgentProcess) -> u16 {
+    agent.wait_log("listening name=http");
+    let log = agent.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("listening name=http"))
+        .expect("listening line");
+    line.split("bound=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no bound port in `{line}`"))
 }
 
 /// Publishes hello-payload as `version`.
@@ -47,9 +57,9 @@ fn publish_hello(live: &Live, version: &str) {
         .publish_with(&live.data, &dir, version, "bin/hello-payload", &[]);
 }
 
-fn listen_config(port: u16, extra: &str) -> String {
+fn listen_config(extra: &str) -> String {
     format!(
-        "[[listen]]\nname = \"http\"\naddress = \"127.0.0.1:{port}\"\n[health]\nnotify = true\ngrace = \"10s\"\n{extra}"
+        "[[listen]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[health]\nnotify = true\ngrace = \"10s\"\n{extra}"
     )
 }
 
@@ -138,8 +148,8 @@ impl Load {
 fn three_updates_and_a_rollback_under_load_fail_no_request() {
     let live = Live::new();
     publish_hello(&live, "1.0.0");
-    let port = free_port();
-    let agent = live.agent("root", &listen_config(port, ""));
+    let agent = live.agent("root", &listen_config(""));
+    let port = bound_port(&agent);
     agent.wait_committed("1.0.0");
     wait_for("hello-payload answering", || get(port).is_ok());
 
@@ -181,11 +191,11 @@ fn three_updates_and_a_rollback_under_load_fail_no_request() {
 fn a_payload_that_never_gets_ready_is_rolled_back_while_the_old_one_serves() {
     let live = Live::new();
     publish_hello(&live, "1.0.0");
-    let port = free_port();
     let agent = live.agent(
         "root",
-        &listen_config(port, "").replace("grace = \"10s\"", "grace = \"2s\""),
+        &listen_config("").replace("grace = \"10s\"", "grace = \"2s\""),
     );
+    let port = bound_port(&agent);
     agent.wait_committed("1.0.0");
     wait_for("hello-payload answering", || get(port).is_ok());
 
@@ -227,11 +237,8 @@ fn a_payload_gets_its_sockets_names_and_pid() {
             out.display()
         ),
     );
-    let (p1, p2) = (free_port(), free_port());
-    let extra = format!(
-        "[[listen]]\nname = \"http\"\naddress = \"127.0.0.1:{p1}\"\n[[listen]]\nname = \"admin\"\naddress = \"127.0.0.1:{p2}\"\n[health]\ngrace = \"1s\"\n"
-    );
-    let agent = live.agent("root", &extra);
+    let extra = "[[listen]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[[listen]]\nname = \"admin\"\naddress = \"127.0.0.1:0\"\n[health]\ngrace = \"1s\"\n";
+    let agent = live.agent("root", extra);
     agent.wait_committed("1.0.0");
     wait_for("the payload wrote its environment", || {
         fs::read_to_string(&out).is_ok_and(|t| t.contains("sockets"))
@@ -265,11 +272,11 @@ fn the_watchdog_restarts_a_hung_payload() {
 fn an_admin_rollback_during_an_overlapped_trial_keeps_the_serving_generation() {
     let live = Live::new();
     publish_hello(&live, "1.0.0");
-    let port = free_port();
     let agent = live.agent(
         "root",
-        &listen_config(port, "").replace("grace = \"10s\"", "grace = \"60s\""),
+        &listen_config("").replace("grace = \"10s\"", "grace = \"60s\""),
     );
+    let port = bound_port(&agent);
     agent.wait_committed("1.0.0");
     wait_for("hello-payload answering", || get(port).is_ok());
     let starts_of_v1 = || agent.log().matches("running version=1.0.0").count();

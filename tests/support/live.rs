@@ -223,9 +223,26 @@ impl AgentProcess {
 
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str) {
-        wait_for(&format!("`{needle}` in the agent log"), || {
+        self.wait_until(&format!("`{needle}` in the agent log"), || {
             self.log().contains(needle)
         });
+    }
+
+    /// Waits for `condition`; on timeout, fails with the agent's status and log tail.
+    pub fn wait_until(&self, what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !condition() {
+            if Instant::now() > deadline {
+                let log = self.log();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                panic!(
+                    "timed out waiting for {what}\nstatus: {}\nagent log (tail):\n{tail}",
+                    self.status()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `status --json` through the agent's control socket; null before the agent made its root.
@@ -241,7 +258,7 @@ impl AgentProcess {
 
     /// Waits until status says `version` is committed.
     pub fn wait_committed(&self, version: &str) {
-        wait_for(&format!("{version} committed"), || {
+        self.wait_until(&format!("{version} committed"), || {
             let s = self.status();
             s["active_version"] == version && s["phase"] == "committed"
         });
