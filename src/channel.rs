@@ -5,6 +5,7 @@
 //! BASE/v1/channels/{channel}/release.json           the manifest
 //! BASE/v1/channels/{channel}/release.json.minisig   its signature
 //! BASE/v1/channels/{channel}/history/{seq}.json     every manifest ever published (+ .minisig)
+//! BASE/v1/channels/{channel}/keys.json              the key rotation record, if any (+ .minisig)
 //! BASE/v1/artifacts/{sha256}.tar.zst                the payload archives
 //! ```
 
@@ -14,8 +15,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-/// The largest signature file read (a minisig is ~300 bytes; a trusted comment may be long).
-pub const MAX_SIGNATURE_BYTES: u64 = 8 * 1024;
+/// The largest signature file read: the one limit of the signing crate
+/// ([`signing::MAX_SIGNATURE_BYTES`]), as the `u64` that [`read_capped`] takes.
+/// A smaller cap here once made the agent refuse valid signatures with long
+/// trusted comments as malformed.
+pub const MAX_SIGNATURE_BYTES: u64 = signing::MAX_SIGNATURE_BYTES as u64;
 
 /// The file names of one channel under one base folder.
 #[derive(Debug, Clone)]
@@ -47,6 +51,44 @@ impl ChannelDir {
     /// The current manifest's signature.
     pub fn signature(&self) -> PathBuf {
         self.dir.join("release.json.minisig")
+    }
+
+    /// The channel's key rotation record (`publish --rotate-key`).
+    pub fn keys(&self) -> PathBuf {
+        self.dir.join("keys.json")
+    }
+
+    /// The key rotation record's signature.
+    pub fn keys_signature(&self) -> PathBuf {
+        self.dir.join("keys.json.minisig")
+    }
+
+    /// The sequence of the current rotation record (0 when there is none):
+    /// a new record must exceed it. Read unverified: this is the
+    /// publisher's own folder, and agents verify what they apply.
+    pub fn rotation_sequence(&self) -> anyhow::Result<u64> {
+        let path = self.keys();
+        match read_capped(&path, signing::MAX_ROTATION_BYTES as u64) {
+            Ok(bytes) => signing::RotationRecord::from_json(&bytes)
+                .map(|record| record.sequence)
+                .with_context(|| format!("reading {}", path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Writes a signed rotation record, each file atomically: the signature
+    /// first, then the record (a reader that sees the new record finds its
+    /// signature; one that pairs the new signature with the old record
+    /// refuses it, retries, and changes nothing).
+    pub fn write_rotation(&self, record: &[u8], signature: &[u8]) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        for (path, content) in [(self.keys_signature(), signature), (self.keys(), record)] {
+            bank_layout::write_atomic(&path, content)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// The folder of past manifests.

@@ -74,7 +74,7 @@ pub enum Command {
         file: PathBuf,
     },
     /// Pack, sign and publish a release into a console data folder or up to a console.
-    Publish(PublishArgs),
+    Publish(Box<PublishArgs>),
     /// The supervisor: runs the payload from the active bank and keeps it updated.
     Run {
         /// Agent config file.
@@ -218,13 +218,13 @@ pub struct PublishArgs {
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
     /// The folder to pack as the release payload.
-    #[arg(long, value_name = "DIR", required_unless_present = "rollback_to")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["rollback_to", "rotate_key", "revoke"])]
     pub payload: Option<PathBuf>,
     /// The payload's version (semver).
-    #[arg(long, value_name = "V", required_unless_present = "rollback_to")]
+    #[arg(long, value_name = "V", required_unless_present_any = ["rollback_to", "rotate_key", "revoke"])]
     pub version: Option<String>,
     /// The command to run, relative to the bank, with its arguments split on spaces.
-    #[arg(long, value_name = "CMD", required_unless_present = "rollback_to")]
+    #[arg(long, value_name = "CMD", required_unless_present_any = ["rollback_to", "rotate_key", "revoke"])]
     pub entrypoint: Option<String>,
     /// The channel to publish on.
     #[arg(long, value_name = "C", default_value = "stable")]
@@ -264,6 +264,22 @@ pub struct PublishArgs {
     /// Re-sign the historical release of version V with a new sequence (a fleet rollback).
     #[arg(long, value_name = "V", conflicts_with_all = ["payload", "version", "entrypoint"])]
     pub rollback_to: Option<String>,
+    /// Publish a key rotation record instead of a release: --key endorses
+    /// this public key, and agents that trust --key trust it too.
+    #[arg(
+        long,
+        value_name = "NEW.pub",
+        conflicts_with_all = ["payload", "version", "entrypoint", "rollback_to", "rollout", "downgrade"]
+    )]
+    pub rotate_key: Option<PathBuf>,
+    /// In a key rotation record: revoke this public key (repeatable); agents
+    /// then refuse what it signs.
+    #[arg(
+        long,
+        value_name = "OLD.pub",
+        conflicts_with_all = ["payload", "version", "entrypoint", "rollback_to", "rollout", "downgrade"]
+    )]
+    pub revoke: Vec<PathBuf>,
 }
 
 #[cfg(test)]

@@ -87,6 +87,15 @@ pub enum ReleaseError {
         /// The ids of the keys that are trusted.
         trusted: Vec<KeyId>,
     },
+    /// The signature is by a key that a verified rotation record revoked.
+    #[error(
+        "signed by key {key_id}, which a key rotation record revoked; \
+         publish the release again with a trusted key"
+    )]
+    RevokedKey {
+        /// The revoked key's id, found in the signature.
+        key_id: KeyId,
+    },
     /// The signature by a trusted key does not match the manifest bytes or
     /// the trusted comment.
     #[error("signature by key {key_id} does not match the manifest (tampered or corrupted)")]
@@ -152,6 +161,89 @@ pub enum ReleaseError {
         /// The sequence at or below which the version is bad (from the
         /// matching [`BadVersion`](crate::BadVersion)).
         sequence: u64,
+    },
+}
+
+/// Why a key rotation record was refused. The variants follow the order in
+/// which [`verify_rotation`](crate::verify_rotation) checks its rules; a
+/// refused record changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RotationError {
+    /// The record is larger than the size cap.
+    #[error("rotation record is {size} bytes, more than the {limit}-byte limit")]
+    TooLarge {
+        /// The record's size in bytes.
+        size: usize,
+        /// The cap ([`MAX_ROTATION_BYTES`](crate::MAX_ROTATION_BYTES)).
+        limit: usize,
+    },
+    /// The signature file cannot be read.
+    #[error("malformed signature: {reason}")]
+    MalformedSignature {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The signing key was revoked by an earlier record.
+    #[error("rotation record signed by revoked key {key_id}")]
+    RevokedKey {
+        /// The revoked key's id.
+        key_id: KeyId,
+    },
+    /// The record is signed by a key that is not trusted now.
+    #[error(
+        "rotation record signed by untrusted key {key_id}; trusted: {}",
+        KeyIdList(trusted)
+    )]
+    UnknownKey {
+        /// The key id found in the signature.
+        key_id: KeyId,
+        /// The ids of the keys that are trusted.
+        trusted: Vec<KeyId>,
+    },
+    /// The signature by a trusted key does not match the record.
+    #[error("rotation record signature by key {key_id} does not verify (tampered or corrupted)")]
+    BadSignature {
+        /// The trusted key that was tried.
+        key_id: KeyId,
+    },
+    /// The signed record is not valid JSON of the record's shape.
+    #[error("malformed rotation record: {reason}")]
+    Malformed {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The record is for another channel.
+    #[error("rotation record is for channel {found:?}, expected {expected:?}")]
+    WrongChannel {
+        /// The channel this agent follows.
+        expected: String,
+        /// The channel named in the record.
+        found: String,
+    },
+    /// The record's sequence is not above the highest applied.
+    #[error(
+        "rotation record sequence {sequence} is not above {highest} already applied (replayed record)"
+    )]
+    Replayed {
+        /// The record's sequence.
+        sequence: u64,
+        /// The highest rotation sequence applied.
+        highest: u64,
+    },
+    /// The record endorses a key it also revokes, or one revoked before.
+    #[error("rotation record endorses key {key_id}, which is revoked; revocation is for good")]
+    EndorsesRevoked {
+        /// The key both endorsed and revoked.
+        key_id: KeyId,
+    },
+    /// The record revokes the key that signs it without endorsing a successor.
+    #[error(
+        "rotation record revokes its own signing key {key_id} without endorsing a replacement \
+         (that would lock the fleet out); add --rotate-key NEW.pub"
+    )]
+    SelfRevocation {
+        /// The signing key.
+        key_id: KeyId,
     },
 }
 

@@ -16,7 +16,9 @@
 //! ([`SecretKey`]), `signature.rs` ([`Signature`], [`prehash`]),
 //! `manifest.rs` ([`Manifest`] and its parts), `wire_time.rs` (RFC 3339 and
 //! duration wire formats), `policy.rs` ([`verify_release`] and its
-//! [`Expectations`]), `error.rs` ([`SigningError`], [`ReleaseError`]).
+//! [`Expectations`]), `keyring.rs` ([`KeyRing`]: configured, endorsed and
+//! revoked keys), `rotation.rs` ([`RotationRecord`], [`verify_rotation`]),
+//! `error.rs` ([`SigningError`], [`ReleaseError`], [`RotationError`]).
 
 #![deny(missing_docs)]
 // Unit tests may unwrap (STYLE: `unwrap_used` is allowed in tests); the
@@ -24,20 +26,31 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
+mod keyring;
 mod keys;
 mod manifest;
 mod policy;
+mod rotation;
 mod secret_key;
 mod signature;
 mod wire_time;
 
-pub use error::{ReleaseError, SigningError};
+pub use error::{ReleaseError, RotationError, SigningError};
+pub use keyring::KeyRing;
 pub use keys::{KeyId, PublicKey};
-pub use manifest::{Artifact, ArtifactFormat, Entrypoint, MANIFEST_SCHEMA, Manifest, Rollout};
+pub use manifest::{
+    Artifact, ArtifactFormat, Entrypoint, MANIFEST_SCHEMA, Manifest, ReleaseKind, Rollout,
+};
 pub use policy::{
     BadVersion, Expectations, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, VerifiedRelease,
     verify_release,
 };
+pub use rotation::{
+    MAX_ROTATION_BYTES, ROTATION_SCHEMA, RotationRecord, VerifiedRotation, verify_rotation,
+};
 pub use secret_key::SecretKey;
 pub use signature::{Signature, prehash};
-pub use wire_time::{format_rfc3339, parse_rfc3339};
+pub use wire_time::{
+    EARLIEST_TIME_SECS, LATEST_TIME_SECS, MAX_DURATION, check_duration, check_time, format_rfc3339,
+    parse_duration, parse_rfc3339,
+};

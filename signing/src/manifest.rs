@@ -1,8 +1,12 @@
 //! The release manifest (SPEC §4): its JSON shape and the checks a manifest
 //! must pass on its own, before any policy looks at it.
 //!
-//! Unknown fields are refused everywhere: a field this agent does not know
-//! could carry a rule it would silently ignore.
+//! Manifests grow (SPEC §4): fields this agent does not know are ignored
+//! (they are signed, and a new field only ever adds a check for newer
+//! agents), but a `schema` newer than [`MANIFEST_SCHEMA`] is refused with an
+//! error that says to update the agent first. Every time and duration is
+//! bounded (see `wire_time.rs`), so no signed value can overflow or panic
+//! the code that computes with it.
 
 use std::time::{Duration, SystemTime};
 
@@ -10,17 +14,29 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ReleaseError;
-use crate::wire_time::{human_duration, rfc3339};
+use crate::wire_time::{check_duration, check_time, human_duration, rfc3339};
 
 /// The manifest schema this crate reads and writes.
 pub const MANIFEST_SCHEMA: u32 = 1;
 
 /// A channel's release manifest, as published in `release.json`.
+///
+/// Times lie within the years 1970..=9999 and durations are at most
+/// [`MAX_DURATION`](crate::MAX_DURATION): [`Manifest::from_json`] refuses
+/// anything else, so callers may add them freely.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Schema version; must be [`MANIFEST_SCHEMA`].
+    /// Schema version; must be [`MANIFEST_SCHEMA`] (a newer one is refused
+    /// with "update the agent first").
     pub schema: u32,
+    /// What the release carries: a payload (the default) or a build of the
+    /// agent itself (SPEC §9).
+    #[serde(default, skip_serializing_if = "ReleaseKind::is_payload")]
+    pub kind: ReleaseKind,
+    /// The platform the release is built for (e.g. `"linux-x86_64"`);
+    /// `None` runs anywhere. An agent ignores releases for another platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
     /// The product the payload is for (e.g. `"acme-connector"`).
     pub product: String,
     /// The channel this manifest was published on (e.g. `"stable"`).
@@ -47,9 +63,26 @@ pub struct Manifest {
     pub downgrade: bool,
 }
 
+/// What a release carries (`kind` on the wire).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseKind {
+    /// A payload for the banks (`"payload"`, the default).
+    #[default]
+    Payload,
+    /// A build of the agent itself (`"agent"`, SPEC §9).
+    Agent,
+}
+
+impl ReleaseKind {
+    /// `true` for [`ReleaseKind::Payload`] (left out of the JSON).
+    pub fn is_payload(&self) -> bool {
+        *self == ReleaseKind::Payload
+    }
+}
+
 /// The payload archive a manifest points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Artifact {
     /// `https://…` URL, or a relative path under `{base}/v1/`.
     pub path: String,
@@ -59,6 +92,15 @@ pub struct Artifact {
     pub sha256: String,
     /// Archive format.
     pub format: ArtifactFormat,
+    /// Total bytes of the regular files in the archive: staging never
+    /// writes more, and checks free space for it first (SPEC §13).
+    /// `publish` fills it; older manifests may lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpacked_size: Option<u64>,
+    /// Number of entries (files, folders, links) in the archive: staging
+    /// never creates more. `publish` fills it; older manifests may lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
 }
 
 /// The archive formats a payload may use.
@@ -77,7 +119,6 @@ pub enum ArtifactFormat {
 
 /// The command to start from the unpacked payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Entrypoint {
     /// Program path, relative to the bank (e.g. `"bin/connector"`).
     pub command: String,
@@ -88,12 +129,12 @@ pub struct Entrypoint {
 
 /// A window over which the fleet picks up a release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Rollout {
     /// When the window opens (RFC 3339 on the wire).
     #[serde(with = "rfc3339")]
     pub start: SystemTime,
-    /// How long the window lasts (humantime on the wire, e.g. `"6h"`).
+    /// How long the window lasts (humantime on the wire, e.g. `"6h"`), at
+    /// most [`MAX_DURATION`](crate::MAX_DURATION).
     #[serde(with = "human_duration")]
     pub duration: Duration,
 }
@@ -114,24 +155,54 @@ impl Manifest {
         }
     }
 
-    /// Parses manifest JSON and [`validate`](Self::validate)s it.
+    /// Parses manifest JSON and [`validate`](Self::validate)s it. The
+    /// schema is read first, so a newer manifest says "update the agent"
+    /// rather than failing on a field it changed. Errors name the field
+    /// (`rollout.duration: …`).
     pub fn from_json(json: &[u8]) -> Result<Manifest, ReleaseError> {
+        let malformed = |reason: String| ReleaseError::Malformed { reason };
+        let schema: SchemaOnly =
+            serde_json::from_slice(json).map_err(|e| malformed(e.to_string()))?;
+        check_schema(schema.schema).map_err(malformed)?;
         let manifest: Manifest =
-            serde_json::from_slice(json).map_err(|e| ReleaseError::Malformed {
-                reason: e.to_string(),
-            })?;
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(json))
+                .map_err(|e| malformed(path_error(&e)))?;
         manifest.validate()?;
         Ok(manifest)
     }
 
     /// Checks what the types alone do not: the schema, the sha256 spelling,
-    /// a safe artifact path, a non-empty command and a non-zero size.
+    /// a safe artifact path, a non-empty command, a non-zero size, a sane
+    /// platform name, and that every time and duration is within bounds
+    /// (for a manifest built in code rather than parsed).
     pub fn validate(&self) -> Result<(), ReleaseError> {
         let malformed = |reason: String| Err(ReleaseError::Malformed { reason });
-        if self.schema != MANIFEST_SCHEMA {
+        if let Err(why) = check_schema(self.schema) {
+            return malformed(why);
+        }
+        let mut times = vec![
+            ("published_at", self.published_at),
+            ("expires_at", self.expires_at),
+        ];
+        if let Some(rollout) = &self.rollout {
+            times.push(("rollout.start", rollout.start));
+            if let Err(why) = check_duration(rollout.duration) {
+                return malformed(format!(
+                    "rollout.duration {} {why}",
+                    humantime::format_duration(rollout.duration)
+                ));
+            }
+        }
+        for (field, time) in times {
+            if let Err(why) = check_time(time) {
+                return malformed(format!("{field} {why}"));
+            }
+        }
+        if let Some(platform) = &self.platform
+            && !is_platform_name(platform)
+        {
             return malformed(format!(
-                "schema {} is not supported (expected {MANIFEST_SCHEMA})",
-                self.schema
+                "platform {platform:?} is not a platform name (letters, digits, '-', '_')"
             ));
         }
         let sha = &self.artifact.sha256;
@@ -155,6 +226,48 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Just the schema, read before anything else.
+#[derive(Deserialize)]
+struct SchemaOnly {
+    /// The manifest's schema.
+    schema: u32,
+}
+
+/// A schema this crate reads: exactly [`MANIFEST_SCHEMA`]; a newer one
+/// needs a newer agent.
+fn check_schema(schema: u32) -> Result<(), String> {
+    if schema > MANIFEST_SCHEMA {
+        return Err(format!(
+            "schema {schema} is newer than this agent's ({MANIFEST_SCHEMA}): update the agent first"
+        ));
+    }
+    if schema != MANIFEST_SCHEMA {
+        return Err(format!(
+            "schema {schema} is not supported (expected {MANIFEST_SCHEMA})"
+        ));
+    }
+    Ok(())
+}
+
+/// A serde error with the path of the field it is about
+/// (`rollout.duration: 500000000000y exceeds the 10-year maximum …`).
+pub(crate) fn path_error(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = err.path().to_string();
+    if path == "." {
+        err.inner().to_string()
+    } else {
+        format!("{path}: {}", err.inner())
+    }
+}
+
+/// A platform name: 1 to 64 ASCII letters, digits, `-` and `_`.
+fn is_platform_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// An artifact path is an `https://` URL or a relative path made only of
@@ -292,19 +405,173 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_refused_at_every_level() {
-        assert_malformed(edited(|v| v["extra"] = 1.into()), "unknown field");
+    fn unknown_fields_are_ignored_at_every_level() {
+        let m = edited(|v| {
+            v["extra"] = 1.into();
+            v["artifact"]["index"] = "artifacts/x.index".into();
+            v["entrypoint"]["env"] = 1.into();
+            v["rollout"]["jitter"] = 1.into();
+        })
+        .unwrap();
+        assert_eq!(m, example());
+    }
+
+    #[test]
+    fn a_newer_schema_says_to_update_the_agent_first() {
+        // Read before the rest: a newer manifest may have changed any field.
         assert_malformed(
-            edited(|v| v["artifact"]["mode"] = 1.into()),
-            "unknown field",
+            edited(|v| {
+                v["schema"] = 2.into();
+                v["artifact"] = "changed in schema 2".into();
+            }),
+            "schema 2 is newer than this agent's (1): update the agent first",
         );
         assert_malformed(
-            edited(|v| v["entrypoint"]["env"] = 1.into()),
-            "unknown field",
+            edited(|v| v["schema"] = 0.into()),
+            "schema 0 is not supported",
         );
+    }
+
+    #[test]
+    fn kind_platform_and_unpacked_sizes_round_trip() {
+        let m = example();
+        assert_eq!(
+            (m.kind, m.platform.as_deref()),
+            (ReleaseKind::Payload, None)
+        );
+        assert_eq!((m.artifact.unpacked_size, m.artifact.entries), (None, None));
+        let text = String::from_utf8(m.to_json()).unwrap();
+        assert!(
+            !text.contains("kind") && !text.contains("platform"),
+            "{text}"
+        );
+        assert!(!text.contains("unpacked_size") && !text.contains("entries"));
+
+        let agent = edited(|v| {
+            v["kind"] = "agent".into();
+            v["platform"] = "linux-x86_64".into();
+            v["artifact"]["unpacked_size"] = 104_857_600.into();
+            v["artifact"]["entries"] = 2000.into();
+        })
+        .unwrap();
+        assert_eq!(agent.kind, ReleaseKind::Agent);
+        assert_eq!(agent.platform.as_deref(), Some("linux-x86_64"));
+        assert_eq!(agent.artifact.unpacked_size, Some(104_857_600));
+        assert_eq!(agent.artifact.entries, Some(2000));
+        assert_eq!(Manifest::from_json(&agent.to_json()).unwrap(), agent);
+
+        assert_malformed(edited(|v| v["kind"] = "kernel".into()), "kind");
+        assert_malformed(edited(|v| v["platform"] = "".into()), "platform");
+        assert_malformed(edited(|v| v["platform"] = "linux x86".into()), "platform");
         assert_malformed(
-            edited(|v| v["rollout"]["jitter"] = 1.into()),
-            "unknown field",
+            edited(|v| v["artifact"]["entries"] = (-1).into()),
+            "artifact.entries",
+        );
+    }
+
+    #[test]
+    fn extreme_times_and_durations_are_typed_errors_naming_the_field() {
+        let cases: [(&str, &str, serde_json::Value, &str); 12] = [
+            (
+                "rollout",
+                "duration",
+                "500000000000y".into(),
+                "rollout.duration: 500000000000y exceeds the 10-year maximum",
+            ),
+            (
+                "rollout",
+                "duration",
+                "10000y".into(),
+                "rollout.duration: 10000y exceeds",
+            ),
+            (
+                "rollout",
+                "duration",
+                "18446744073709551615s".into(),
+                "rollout.duration: ",
+            ),
+            (
+                "rollout",
+                "duration",
+                "-1s".into(),
+                "rollout.duration: bad duration",
+            ),
+            ("rollout", "duration", u64::MAX.into(), "rollout.duration: "),
+            (
+                "rollout",
+                "start",
+                "10000-01-01T00:00:00Z".into(),
+                "rollout.start: ",
+            ),
+            (
+                "rollout",
+                "start",
+                "-0001-01-01T00:00:00Z".into(),
+                "rollout.start: ",
+            ),
+            (
+                "",
+                "expires_at",
+                "1969-12-31T23:59:59Z".into(),
+                "expires_at: ",
+            ),
+            ("", "expires_at", u64::MAX.into(), "expires_at: "),
+            (
+                "",
+                "published_at",
+                "+9999-12-31T23:59:59Z".into(),
+                "published_at: ",
+            ),
+            (
+                "",
+                "published_at",
+                "99999-12-31T23:59:59Z".into(),
+                "published_at: ",
+            ),
+            ("", "sequence", "18446744073709551616".into(), "sequence: "),
+        ];
+        for (parent, field, value, needle) in cases {
+            let result = edited(|v| {
+                let target = if parent.is_empty() { v } else { &mut v[parent] };
+                target[field] = value.clone();
+            });
+            assert_malformed(result, needle);
+        }
+        // The edge itself is fine: the last second of 9999 with a 10-year window.
+        let m = edited(|v| {
+            v["expires_at"] = "9999-12-31T23:59:59Z".into();
+            v["rollout"]["start"] = "9999-12-31T23:59:59Z".into();
+            v["rollout"]["duration"] = "10y".into();
+        })
+        .unwrap();
+        let rollout = m.rollout.unwrap();
+        assert!(rollout.start.checked_add(rollout.duration).is_some());
+    }
+
+    #[test]
+    fn validate_bounds_a_manifest_built_in_code() {
+        let last = crate::parse_rfc3339("9999-12-31T23:59:59Z").unwrap();
+        let mut m = example();
+        m.expires_at = last + Duration::from_secs(86_400);
+        let err = m.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("expires_at is after 9999-12-31T23:59:59Z"),
+            "{err}"
+        );
+        let mut m = example();
+        m.rollout.as_mut().unwrap().duration = Duration::from_secs(u64::MAX);
+        let err = m.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("rollout.duration") && err.contains("10-year maximum"),
+            "{err}"
+        );
+        let mut m = example();
+        m.published_at = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("published_at")
         );
     }
 

@@ -20,8 +20,10 @@ use crate::wire_time::format_rfc3339;
 /// can make the agent read and parse (SPEC §4).
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 
-/// Largest signature file accepted, in bytes. minisign caps the trusted
-/// comment at 8 KiB; the other three lines are under 300 bytes.
+/// Largest signature file accepted, in bytes: the one limit every reader of
+/// a `.minisig` uses (the binary re-exports it as
+/// `channel::MAX_SIGNATURE_BYTES`). minisign caps the trusted comment at
+/// 8 KiB; the other three lines are under 300 bytes, and the rest is room.
 pub const MAX_SIGNATURE_BYTES: usize = 16 * 1024;
 
 /// A version this agent marked bad: it stays refused for every manifest with
@@ -38,8 +40,14 @@ pub struct BadVersion {
 /// What the agent knows and expects, against which a release is checked.
 #[derive(Debug, Clone)]
 pub struct Expectations<'a> {
-    /// Keys whose signatures are accepted.
+    /// Keys whose signatures are accepted ([`KeyRing::trusted`](crate::KeyRing::trusted)
+    /// once rotation records are applied).
     pub trusted_keys: &'a [PublicKey],
+    /// Ids of keys revoked by rotation records
+    /// ([`KeyRing::revoked_ids`](crate::KeyRing::revoked_ids)): a release they
+    /// signed fails with [`ReleaseError::RevokedKey`], even if a caller
+    /// still lists the key as trusted.
+    pub revoked_keys: &'a [KeyId],
     /// The product this agent runs; `None` on a fresh root accepts any.
     pub product: Option<&'a str>,
     /// The channel this agent follows.
@@ -79,7 +87,13 @@ pub fn verify_release(
     }
 
     // 2. "signature by a trusted key": over exactly the bytes received.
+    //    SPEC §13: "a revoked key is refused", whoever still lists it.
     let signature = parse_signature(signature)?;
+    if expect.revoked_keys.contains(&signature.key_id()) {
+        return Err(ReleaseError::RevokedKey {
+            key_id: signature.key_id(),
+        });
+    }
     let key = signature
         .verify(expect.trusted_keys, manifest)
         .map_err(signature_error)?;
@@ -151,15 +165,23 @@ pub fn verify_release(
 
 /// Reads the signature file, within [`MAX_SIGNATURE_BYTES`].
 fn parse_signature(bytes: &[u8]) -> Result<Signature, ReleaseError> {
-    let malformed = |reason: String| ReleaseError::MalformedSignature { reason };
+    read_signature(bytes).map_err(|reason| ReleaseError::MalformedSignature { reason })
+}
+
+/// Reads a signature file (of a release or a rotation record) within
+/// [`MAX_SIGNATURE_BYTES`]; the error says why it is malformed.
+pub(crate) fn read_signature(bytes: &[u8]) -> Result<Signature, String> {
     if bytes.len() > MAX_SIGNATURE_BYTES {
-        return Err(malformed(format!(
+        return Err(format!(
             "{} bytes, more than the {MAX_SIGNATURE_BYTES}-byte limit",
             bytes.len()
-        )));
+        ));
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| malformed("not UTF-8 text".to_owned()))?;
-    Signature::parse(text).map_err(signature_error)
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    Signature::parse(text).map_err(|e| match e {
+        SigningError::Malformed { reason, .. } => reason,
+        other => other.to_string(),
+    })
 }
 
 /// Maps a signature-level error to the release error the policy reports.

@@ -150,6 +150,7 @@ fn verify_release_accepts_a_manifest_signed_by_the_minisign_tool() {
     let trusted = [public("unencrypted.pub")];
     let expect = Expectations {
         trusted_keys: &trusted,
+        revoked_keys: &[],
         product: Some("acme-connector"),
         channel: "stable",
         highest_sequence: 0,

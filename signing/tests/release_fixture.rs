@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use semver::Version;
 use signing::{
-    Artifact, ArtifactFormat, BadVersion, Entrypoint, Expectations, Manifest, PublicKey,
-    ReleaseError, SecretKey, VerifiedRelease, parse_rfc3339, verify_release,
+    Artifact, ArtifactFormat, BadVersion, Entrypoint, Expectations, KeyId, Manifest, PublicKey,
+    ReleaseError, ReleaseKind, SecretKey, VerifiedRelease, parse_rfc3339, verify_release,
 };
 
 /// Parses an RFC 3339 test time.
@@ -31,6 +31,8 @@ impl Publisher {
     pub(crate) fn new() -> Publisher {
         let manifest = Manifest {
             schema: 1,
+            kind: ReleaseKind::Payload,
+            platform: None,
             product: "acme-connector".into(),
             channel: "stable".into(),
             sequence: 10,
@@ -42,6 +44,8 @@ impl Publisher {
                 size: 1234,
                 sha256: "ab".repeat(32),
                 format: ArtifactFormat::TarZst,
+                unpacked_size: Some(4096),
+                entries: Some(3),
             },
             entrypoint: Entrypoint {
                 command: "bin/connector".into(),
@@ -76,6 +80,7 @@ impl Publisher {
 /// sequence 5, and it is 2026-11-23T00:00:00Z.
 pub(crate) struct Agent {
     pub(crate) keys: Vec<PublicKey>,
+    pub(crate) revoked: Vec<KeyId>,
     pub(crate) product: Option<String>,
     pub(crate) highest_sequence: u64,
     pub(crate) running: Option<Version>,
@@ -91,6 +96,7 @@ impl Agent {
                 SecretKey::generate().unwrap().public_key(),
                 publisher.key.public_key(),
             ],
+            revoked: Vec::new(),
             product: Some("acme-connector".into()),
             highest_sequence: 5,
             running: Some(version("1.1.0")),
@@ -106,6 +112,7 @@ impl Agent {
     ) -> Result<VerifiedRelease, ReleaseError> {
         let expect = Expectations {
             trusted_keys: &self.keys,
+            revoked_keys: &self.revoked,
             product: self.product.as_deref(),
             channel: "stable",
             highest_sequence: self.highest_sequence,

@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use semver::Version;
-use signing::{BadVersion, MAX_MANIFEST_BYTES, ReleaseError};
+use signing::{
+    BadVersion, KeyRing, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, ReleaseError, RotationRecord,
+    verify_rotation,
+};
 
-use crate::release_fixture::{setup, version};
+use crate::release_fixture::{Agent, Publisher, setup, time, version};
 
 #[test]
 fn accepts_a_good_release() {
@@ -59,6 +62,72 @@ fn unknown_key() {
         "signed by unknown key {}; trusted: ",
         publisher.key.key_id()
     )));
+}
+
+#[test]
+fn revoked_key_is_refused_even_when_still_listed_as_trusted() {
+    let (publisher, mut agent) = setup();
+    agent.revoked.push(publisher.key.key_id());
+    let err = agent.check(&publisher.publish(|_| {})).unwrap_err();
+    assert_eq!(
+        err,
+        ReleaseError::RevokedKey {
+            key_id: publisher.key.key_id()
+        }
+    );
+    assert!(err.to_string().contains("revoked"), "{err}");
+}
+
+#[test]
+fn a_key_endorsed_by_a_rotation_record_signs_releases() {
+    let (old, _) = setup();
+    let new = Publisher::new();
+    let ring = KeyRing::new(vec![old.key.public_key()]);
+    let record = RotationRecord {
+        channel: "stable".into(),
+        sequence: 1,
+        endorse: vec![new.key.public_key()],
+        revoke: vec![old.key.public_key()],
+        published_at: time("2026-11-22T10:00:00Z"),
+    };
+    let bytes = record.to_json();
+    let signature = old.key.sign(&bytes, "file:keys.json").to_file_string();
+    let ring = verify_rotation(&bytes, signature.as_bytes(), &ring, "stable")
+        .unwrap()
+        .ring;
+    let mut agent = Agent::trusting(&new);
+    agent.keys = ring.trusted();
+    agent.revoked = ring.revoked_ids();
+    agent.check(&new.publish(|_| {})).unwrap();
+    let err = agent.check(&old.publish(|_| {})).unwrap_err();
+    assert_eq!(
+        err,
+        ReleaseError::RevokedKey {
+            key_id: old.key.key_id()
+        }
+    );
+}
+
+#[test]
+fn a_long_trusted_comment_within_the_signature_cap_verifies() {
+    let (publisher, agent) = setup();
+    let manifest = publisher.manifest.to_json();
+    // minisign allows 8 KiB of trusted comment; the cap leaves room above it.
+    let comment = "c".repeat(12 * 1024);
+    let signature = publisher.key.sign(&manifest, &comment).to_file_string();
+    assert!(signature.len() > 8 * 1024 && signature.len() <= MAX_SIGNATURE_BYTES);
+    agent
+        .check(&(manifest.clone(), signature.into_bytes()))
+        .unwrap();
+    let too_long = publisher
+        .key
+        .sign(&manifest, &"c".repeat(MAX_SIGNATURE_BYTES))
+        .to_file_string();
+    let err = agent.check(&(manifest, too_long.into_bytes())).unwrap_err();
+    assert!(
+        matches!(err, ReleaseError::MalformedSignature { .. }),
+        "{err}"
+    );
 }
 
 #[test]

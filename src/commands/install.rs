@@ -8,13 +8,14 @@ use std::time::SystemTime;
 
 use anyhow::{Context, anyhow};
 use bank_layout::{ArchiveFormat, BankId, BankRecord, Root, StageSpec};
-use signing::{ArtifactFormat, Expectations, Manifest, ReleaseError, VerifiedRelease};
+use signing::{ArtifactFormat, Expectations, KeyRing, Manifest, ReleaseError, VerifiedRelease};
 use tracing::warn;
 
 use crate::agent_id;
 use crate::channel::{ChannelDir, MAX_SIGNATURE_BYTES, read_capped};
 use crate::cli::SetupArgs;
 use crate::clock;
+use crate::keyring;
 use crate::progress::Progress;
 use crate::setup::{self, ReleaseSetup};
 
@@ -109,11 +110,15 @@ pub fn install(
     now: SystemTime,
 ) -> anyhow::Result<Installed> {
     let channel = ChannelDir::new(bundle, &setup.channel);
+    // A rotation record in the bundle is applied (and persisted) first: the
+    // release may be signed by the key it endorses.
+    let ring = keyring::accept_rotation(root.dir(), &channel, &setup.channel, &setup.trusted_keys)
+        .with_context(|| format!("bundle {}", bundle.display()))?;
     let manifest_bytes = read_capped(&channel.manifest(), signing::MAX_MANIFEST_BYTES as u64)
         .with_context(|| format!("bundle {}: reading the manifest", bundle.display()))?;
     let signature = read_capped(&channel.signature(), MAX_SIGNATURE_BYTES)
         .with_context(|| format!("bundle {}: reading the signature", bundle.display()))?;
-    let release = match verify(root, setup, &manifest_bytes, &signature, now) {
+    let release = match verify_with(root, setup, &ring, &manifest_bytes, &signature, now) {
         Err(ReleaseError::NotNewer { version, running }) if version == running => {
             return Ok(Installed::UpToDate {
                 version: running.to_string(),
@@ -160,10 +165,24 @@ pub fn install(
     })
 }
 
-/// Runs the one verification policy with what this root knows.
+/// Runs the one verification policy with what this root knows, trusting
+/// the root's key ring (configured keys plus `ROOT/keys.json`).
 pub fn verify(
     root: &Root,
     setup: &ReleaseSetup,
+    manifest: &[u8],
+    signature: &[u8],
+    now: SystemTime,
+) -> Result<VerifiedRelease, ReleaseError> {
+    let ring = keyring::load_or_trust_nothing(root.dir(), &setup.trusted_keys);
+    verify_with(root, setup, &ring, manifest, signature, now)
+}
+
+/// [`verify`] with the key ring given.
+fn verify_with(
+    root: &Root,
+    setup: &ReleaseSetup,
+    ring: &KeyRing,
     manifest: &[u8],
     signature: &[u8],
     now: SystemTime,
@@ -186,7 +205,8 @@ pub fn verify(
         manifest,
         signature,
         &Expectations {
-            trusted_keys: &setup.trusted_keys,
+            trusted_keys: &ring.trusted(),
+            revoked_keys: &ring.revoked_ids(),
             product: state.product.as_deref(),
             channel: &setup.channel,
             highest_sequence: state.highest_sequence,

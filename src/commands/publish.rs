@@ -5,18 +5,23 @@
 //! Every manifest stays in the channel's history, so `--rollback-to` can
 //! re-sign an old one with a new sequence.
 //!
+//! `--rotate-key NEW.pub [--revoke OLD.pub]` publishes a key rotation
+//! record instead (`rotate.rs`).
+//!
 //! `pack.rs` is the deterministic packer; `upload.rs` the console client.
 
 mod pack;
+mod rotate;
 mod upload;
 
 use std::fs;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow};
 use signing::{
-    Artifact, ArtifactFormat, Entrypoint, MANIFEST_SCHEMA, Manifest, Rollout, SecretKey, Signature,
+    Artifact, ArtifactFormat, Entrypoint, MANIFEST_SCHEMA, Manifest, ReleaseKind, Rollout,
+    SecretKey, Signature,
 };
 
 use self::pack::pack_artifact;
@@ -25,7 +30,7 @@ use crate::channel::ChannelDir;
 use crate::cli::PublishArgs;
 use crate::clock;
 use crate::commands::keys::read_secret_key;
-use crate::config::{check_channel, parse_duration};
+use crate::config::check_channel;
 use crate::console::{HistoryEntry, read_token_file};
 use crate::error::UsageError;
 
@@ -39,13 +44,18 @@ const TOKEN_ENV: &str = "BANKSWAP_TOKEN";
 pub fn run(args: &PublishArgs) -> anyhow::Result<()> {
     check_channel(&args.channel).map_err(UsageError::new)?;
     let secret = read_secret_key(&args.key)?;
-    let expires = parse_duration("--expires", &args.expires).map_err(UsageError::new)?;
+    if args.rotate_key.is_some() || !args.revoke.is_empty() {
+        return rotate::run(args, &secret);
+    }
+    let expires = flag_duration("--expires", &args.expires)?;
+    if expires.is_zero() {
+        return Err(UsageError::new("--expires 0: a release must stay valid for some time").into());
+    }
     let rollout = args
         .rollout
         .as_deref()
-        .map(|r| parse_duration("--rollout", r))
-        .transpose()
-        .map_err(UsageError::new)?;
+        .map(|r| flag_duration("--rollout", r))
+        .transpose()?;
     let target = Target::open(args)?;
     let known = target.known(&secret)?;
     let mut manifest = match &args.rollback_to {
@@ -55,12 +65,18 @@ pub fn run(args: &PublishArgs) -> anyhow::Result<()> {
     let now = clock::now_seconds();
     manifest.sequence = known.sequence + 1;
     manifest.published_at = now;
-    manifest.expires_at = now + expires;
+    manifest.expires_at = now
+        .checked_add(expires)
+        .ok_or_else(|| anyhow!("the clock is beyond the times a manifest can carry"))?;
     manifest.rollout = rollout.map(|duration| Rollout {
         start: now,
         duration,
     });
     manifest.downgrade = args.downgrade || args.rollback_to.is_some();
+    // Never sign what agents would refuse (a clock past 9999, a bad field).
+    manifest
+        .validate()
+        .context("the manifest to sign is not valid")?;
     let (bytes, signature) = sign(&secret, &manifest);
     target.write_release(&manifest, &bytes, &signature)?;
     println!(
@@ -231,6 +247,8 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
     };
     Ok(Manifest {
         schema: MANIFEST_SCHEMA,
+        kind: ReleaseKind::Payload,
+        platform: None,
         product,
         channel: args.channel.clone(),
         sequence: 0,
@@ -242,6 +260,8 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
             size: packed.size,
             sha256: packed.sha256,
             format: ArtifactFormat::TarZst,
+            unpacked_size: Some(packed.unpacked_size),
+            entries: Some(packed.entries),
         },
         entrypoint: Entrypoint {
             command,
@@ -250,6 +270,12 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
         rollout: None,
         downgrade: false,
     })
+}
+
+/// A duration flag, within the bounds a manifest may carry
+/// ([`signing::MAX_DURATION`]): a bad one is a usage error (exit 2).
+fn flag_duration(flag: &str, value: &str) -> Result<Duration, UsageError> {
+    signing::parse_duration(value).map_err(|why| UsageError::new(format!("{flag}: {why}")))
 }
 
 /// The admin token: `--token`, `--token-file`, or `BANKSWAP_TOKEN`.

@@ -113,6 +113,7 @@ fn accept(
         .map_err(|e| AdminError::internal("cannot read the channel", e))?;
     let expect = Expectations {
         trusted_keys,
+        revoked_keys: &[],
         product: None,
         channel,
         highest_sequence: current,

@@ -3,7 +3,7 @@
 //! contents and modes (sorted entries, fixed owners and times).
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -21,6 +21,19 @@ pub struct Packed {
     pub sha256: String,
     /// Its size in bytes.
     pub size: u64,
+    /// Total bytes of the regular files packed (`artifact.unpacked_size`).
+    pub unpacked_size: u64,
+    /// Number of entries packed: files, folders and links (`artifact.entries`).
+    pub entries: u64,
+}
+
+/// What the packed tree holds, counted while packing.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Bytes of regular files written.
+    bytes: u64,
+    /// Entries written.
+    entries: u64,
 }
 
 impl Packed {
@@ -42,7 +55,8 @@ pub fn pack_artifact(payload: &Path, artifacts: &Path) -> anyhow::Result<Packed>
     };
     let encoder = zstd::Encoder::new(&mut sink, ZSTD_LEVEL)?;
     let mut builder = tar::Builder::new(encoder);
-    append_tree(&mut builder, payload, Path::new(""))
+    let mut tally = Tally::default();
+    append_tree(&mut builder, payload, Path::new(""), &mut tally)
         .with_context(|| format!("packing {}", payload.display()))?;
     builder.into_inner()?.finish()?;
     let HashingWriter {
@@ -58,11 +72,23 @@ pub fn pack_artifact(payload: &Path, artifacts: &Path) -> anyhow::Result<Packed>
     temp.persist(&file)
         .with_context(|| format!("writing {}", file.display()))?;
     File::open(artifacts)?.sync_all()?;
-    Ok(Packed { file, sha256, size })
+    Ok(Packed {
+        file,
+        sha256,
+        size,
+        unpacked_size: tally.bytes,
+        entries: tally.entries,
+    })
 }
 
 /// Appends a folder's entries in sorted order with fixed owners and times: same input, same bytes.
-fn append_tree<W: Write>(builder: &mut tar::Builder<W>, base: &Path, rel: &Path) -> io::Result<()> {
+/// Counts into `tally` what it appends.
+fn append_tree<W: Write>(
+    builder: &mut tar::Builder<W>,
+    base: &Path,
+    rel: &Path,
+    tally: &mut Tally,
+) -> io::Result<()> {
     let mut entries = fs::read_dir(base.join(rel))?.collect::<Result<Vec<_>, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -77,15 +103,23 @@ fn append_tree<W: Write>(builder: &mut tar::Builder<W>, base: &Path, rel: &Path)
             header.set_entry_type(tar::EntryType::Directory);
             header.set_size(0);
             builder.append_data(&mut header, &path, io::empty())?;
-            append_tree(builder, base, &path)?;
+            tally.entries += 1;
+            append_tree(builder, base, &path, tally)?;
         } else if meta.file_type().is_symlink() {
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_size(0);
             builder.append_link(&mut header, &path, fs::read_link(entry.path())?)?;
+            tally.entries += 1;
         } else if meta.is_file() {
             header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(meta.len());
-            builder.append_data(&mut header, &path, File::open(entry.path())?)?;
+            // The size is the one read from the open file: what is packed is
+            // what is counted, even if the file changes under us.
+            let file = File::open(entry.path())?;
+            let len = file.metadata()?.len();
+            header.set_size(len);
+            builder.append_data(&mut header, &path, file.take(len))?;
+            tally.entries += 1;
+            tally.bytes += len;
         } else {
             return Err(io::Error::other(format!(
                 "{}: only files, folders and symlinks can be published",
@@ -134,5 +168,19 @@ mod tests {
         assert_eq!((&one.sha256, one.size), (&two.sha256, two.size));
         assert_eq!(one.file.file_name(), Some(one.name().as_ref()));
         assert_eq!(fs::read(&one.file).unwrap(), fs::read(&two.file).unwrap());
+    }
+
+    #[test]
+    fn packing_counts_entries_and_file_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("payload");
+        fs::create_dir_all(payload.join("bin/empty")).unwrap();
+        fs::write(payload.join("bin/app"), "#!/bin/sh\n").unwrap();
+        fs::write(payload.join("data"), vec![7u8; 5000]).unwrap();
+        std::os::unix::fs::symlink("bin/app", payload.join("link")).unwrap();
+        let packed = pack_artifact(&payload, &dir.path().join("a")).unwrap();
+        // bin, bin/app, bin/empty, data, link
+        assert_eq!(packed.entries, 5);
+        assert_eq!(packed.unpacked_size, 10 + 5000);
     }
 }
