@@ -118,45 +118,58 @@ pub fn accept_rotation(
     name: &str,
     configured: &[PublicKey],
 ) -> anyhow::Result<KeyRing> {
-    let ring = load(root, configured)?;
     let record_path = channel.keys();
     let record = match read_capped(&record_path, signing::MAX_ROTATION_BYTES as u64) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ring),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return load(root, configured),
         Err(e) => return Err(e).with_context(|| format!("reading {}", record_path.display())),
     };
+    let signature_path = channel.keys_signature();
+    let signature = || {
+        read_capped(&signature_path, MAX_SIGNATURE_BYTES).with_context(|| {
+            format!(
+                "rotation record {}: reading its signature",
+                record_path.display()
+            )
+        })
+    };
+    apply_rotation(root, name, configured, &record, signature)
+        .with_context(|| format!("rotation record {}", record_path.display()))
+}
+
+/// Applies a channel's rotation record (bytes as downloaded or read) to the
+/// ring of `root`, with the rules of [`accept_rotation`]; `signature` is
+/// asked for only when the record is new. The online checker can call this
+/// with the `keys.json` it fetched.
+pub fn apply_rotation(
+    root: &Path,
+    channel: &str,
+    configured: &[PublicKey],
+    record: &[u8],
+    signature: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<KeyRing> {
+    let ring = load(root, configured)?;
     // A record at or below the applied sequence is one this root has seen
     // (typically the very record that revoked its own signer on handing
     // over): skip it before its signature is checked, or that revoked
     // signer would fail every later apply from the same bundle. Skipping on
     // unverified bytes is safe: it changes nothing, which is all a forger
     // could get by deleting the file.
-    if let Ok(unverified) = signing::RotationRecord::from_json(&record)
+    if let Ok(unverified) = signing::RotationRecord::from_json(record)
         && unverified.sequence <= ring.sequence()
     {
         return Ok(ring);
     }
-    let signature_path = channel.keys_signature();
-    let signature = read_capped(&signature_path, MAX_SIGNATURE_BYTES).with_context(|| {
-        format!(
-            "rotation record {}: reading its signature",
-            record_path.display()
-        )
-    })?;
-    match signing::verify_rotation(&record, &signature, &ring, name) {
-        Ok(verified) => {
-            save(root, &verified.ring)?;
-            info!(
-                sequence = verified.record.sequence,
-                signer = %verified.key_id,
-                endorsed = verified.record.endorse.len(),
-                revoked = verified.record.revoke.len(),
-                "key rotation applied"
-            );
-            Ok(verified.ring)
-        }
-        Err(e) => Err(e).with_context(|| format!("rotation record {}", record_path.display())),
-    }
+    let verified = signing::verify_rotation(record, &signature()?, &ring, channel)?;
+    save(root, &verified.ring)?;
+    info!(
+        sequence = verified.record.sequence,
+        signer = %verified.key_id,
+        endorsed = verified.record.endorse.len(),
+        revoked = verified.record.revoke.len(),
+        "key rotation applied"
+    );
+    Ok(verified.ring)
 }
 
 /// The ring to verify online releases with: the persisted ring, or, if

@@ -292,3 +292,74 @@ fn marked_bad_and_cleared_by_a_higher_sequence() {
         .check(&publisher.publish(|m| m.version = version("1.2.1")))
         .unwrap();
 }
+
+#[test]
+fn extreme_times_and_durations_are_typed_errors_never_panics() {
+    let (publisher, agent) = setup();
+    let times = [
+        "9999-12-31T23:59:59Z",
+        "10000-01-01T00:00:00Z",
+        "+10000-01-01T00:00:00Z",
+        "-0001-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "0000-01-01T00:00:00Z",
+        "18446744073709551615",
+        "9999-99-99T99:99:99Z",
+        "",
+    ];
+    let durations = [
+        "1d",
+        "10y",
+        "10y 1s",
+        "500000000000y",
+        "18446744073709551615s",
+        "18446744073709551616s",
+        "-1s",
+        "0",
+        "1e400s",
+    ];
+    let json = |m: &signing::Manifest| -> serde_json::Value {
+        serde_json::from_slice(&m.to_json()).unwrap()
+    };
+    let mut cases = Vec::new();
+    for time in times {
+        for field in ["published_at", "expires_at"] {
+            let mut value = json(&publisher.manifest);
+            value[field] = time.into();
+            cases.push(value);
+        }
+    }
+    // Every duration against the edge of the range and just past it.
+    for time in [
+        "2026-11-22T10:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "10000-01-01T00:00:00Z",
+    ] {
+        for duration in durations {
+            let mut value = json(&publisher.manifest);
+            value["rollout"] = serde_json::json!({ "start": time, "duration": duration });
+            cases.push(value);
+        }
+    }
+    for value in [serde_json::Value::from(u64::MAX), (-1).into(), 1e300.into()] {
+        for field in ["published_at", "expires_at", "sequence"] {
+            let mut case = json(&publisher.manifest);
+            case[field] = value.clone();
+            cases.push(case);
+        }
+    }
+    for case in cases {
+        let signed = publisher.sign_bytes(case.to_string().as_bytes());
+        match agent.check(&signed) {
+            // Whatever passes can be computed with: start + duration is representable.
+            Ok(release) => {
+                if let Some(rollout) = release.manifest.rollout {
+                    assert!(rollout.start.checked_add(rollout.duration).is_some());
+                }
+            }
+            Err(ReleaseError::Malformed { reason }) => assert!(!reason.is_empty()),
+            Err(ReleaseError::Expired { expires_at }) => assert!(!expires_at.is_empty()),
+            Err(other) => panic!("{case}: unexpected {other}"),
+        }
+    }
+}
