@@ -6,6 +6,7 @@ mod console;
 mod crash;
 mod demo;
 mod hostile;
+mod idle_push;
 mod install;
 mod interop;
 mod offline;

@@ -140,6 +140,7 @@ impl Agent {
                 console: console.clone(),
                 channel: config.channel.clone(),
                 poll_interval: config.poll_interval,
+                timeouts: config.timeouts.clone(),
             },
             check_now.clone(),
             check_tx,
@@ -148,6 +149,7 @@ impl Agent {
             http.clone(),
             console.clone(),
             agent_id.clone(),
+            config.timeouts.request,
             report_rx,
         ));
         info!(agent_id, root = %config.root.display(), console, channel = config.channel, "agent starting");

@@ -152,7 +152,12 @@ impl Agent {
             fetch::url(&self.console, &m.artifact.path)
         };
         info!(version = %m.version, sequence = m.sequence, url, size = m.artifact.size, bank = %root.idle_bank(), "staging");
-        let stream = ArtifactStream::open(self.http.clone(), url, m.artifact.size);
+        let stream = ArtifactStream::open(
+            self.http.clone(),
+            url,
+            m.artifact.size,
+            self.config.timeouts.clone(),
+        );
         let record = bank_record(
             m,
             pending.manifest.as_bytes(),
