@@ -433,9 +433,19 @@ fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Durat
     value.map_or(Ok(default), |v| parse_duration(key, &v))
 }
 
-/// Parses a human duration such as `30s`, `5m` or `6h`.
+/// The longest duration any setting (or `publish --rollout`/`--expires`) takes:
+/// far beyond any sensible interval, and small enough that adding it to any
+/// time the clock can hold stays inside year 9999 arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parses a human duration such as `30s`, `5m` or `6h` (at most [`MAX_DURATION`]).
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value).map_err(|e| format!("{key} = \"{value}\": {e}"))
+    let parsed =
+        humantime::parse_duration(value).map_err(|e| format!("{key} = \"{value}\": {e}"))?;
+    if parsed > MAX_DURATION {
+        return Err(format!("{key} = \"{value}\": longer than 100 years"));
+    }
+    Ok(parsed)
 }
 
 fn one_line(text: &str) -> String {
@@ -476,6 +486,14 @@ mod tests {
         )
         .expect_err("bad duration");
         assert!(err.contains("max_delay"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let err = parse_duration("--rollout", "10000y").expect_err("too long");
+        assert!(err.contains("100 years"), "{err}");
+        assert!(parse_duration("--rollout", "500000000000y").is_err());
+        assert_eq!(parse_duration("x", "6h"), Ok(Duration::from_secs(6 * 3600)));
     }
 
     #[test]

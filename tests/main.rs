@@ -2,6 +2,7 @@
 //! would, on real files in a temporary folder.
 
 mod agent;
+mod clock;
 mod console;
 mod crash;
 mod demo;

@@ -274,7 +274,7 @@ impl Agent {
         let wait = clock::from_unix(pending.not_before)
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        Some(Instant::now() + wait)
+        Instant::now().checked_add(wait) // None: beyond what the clock holds, never due
     }
 
     // ----- the payload -------------------------------------------------------------------
