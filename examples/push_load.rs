@@ -2,15 +2,18 @@
 //! once, then a publish; when does each learn of it?
 //!
 //! ```text
-//! push_load ADDR CA_PEM AGENTS WAIT_S SETTLE_S CONSOLE_PID PUBLISH_CMD [ARG ...]
+//! push_load ADDR CA_PEM AGENTS WAIT_S HOLD_S CONSOLE_PID PUBLISH_CMD [ARG ...]
 //! ```
 //!
 //! Reads the current ETag of `/v1/channels/stable/release.json` from the
 //! console at ADDR (`127.0.0.1:PORT`, certificate for `localhost` signed by
 //! CA_PEM), then opens AGENTS TLS connections (100 every 50 ms), each sending
 //! one raw HTTP/1.1 `GET /v1/channels/stable/release.json?wait=WAIT_S` with
-//! `If-None-Match: ETAG`: what a held agent sends. Once every request is
-//! written it waits SETTLE_S seconds (the console parks them), reads the
+//! `If-None-Match: ETAG`: what a held agent sends. A 304 (the console ended
+//! the hold at its max wait) is answered at once with the same request on the
+//! same connection, as an agent does. Once every request is written it holds
+//! them HOLD_S seconds (longer than every timeout, so a publish finds agents
+//! that have been idle through all of them), reads the
 //! console's memory (`/proc/CONSOLE_PID/status`), runs PUBLISH_CMD, and records
 //! when each connection receives its response's status line, relative to the
 //! moment PUBLISH_CMD returned (the manifest is in place then). It prints one
@@ -53,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 7 {
         bail!(
-            "usage: push_load ADDR CA_PEM AGENTS WAIT_S SETTLE_S CONSOLE_PID PUBLISH_CMD [ARG ...]"
+            "usage: push_load ADDR CA_PEM AGENTS WAIT_S HOLD_S CONSOLE_PID PUBLISH_CMD [ARG ...]"
         );
     }
     let threads = std::env::var("CLIENT_THREADS")
@@ -91,6 +94,22 @@ async fn exchange(
     request: &[u8],
     written: impl FnOnce(),
 ) -> anyhow::Result<String> {
+    let mut held = hold(connector, addr, request, written, |_| {}).await?;
+    Ok(std::mem::take(&mut held.1))
+}
+
+/// Holds `request` on one TLS connection the way an agent does: every 304
+/// (the console's hold ended at its max wait) is answered at once by the same
+/// request on the same connection, `reheld` counting them; returns the first
+/// other response head and when it arrived. `written` is called once, after
+/// the first request is sent.
+async fn hold(
+    connector: &TlsConnector,
+    addr: &str,
+    request: &[u8],
+    written: impl FnOnce(),
+    reheld: impl Fn(usize),
+) -> anyhow::Result<(Instant, String)> {
     let tcp = TcpStream::connect(addr).await?;
     let mut tls = connector
         .connect(ServerName::try_from("localhost")?, tcp)
@@ -98,18 +117,27 @@ async fn exchange(
     tls.write_all(request).await?;
     tls.flush().await?;
     written();
-    let mut head = Vec::with_capacity(1024);
+    let mut buffer = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
-        let n = tls.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("closed before a response");
+        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let n = tls.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("closed before a response");
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+        // A 304 has no body: what follows its head belongs to the next response.
+        buffer.drain(..end + 4);
+        if head.lines().next().is_some_and(|l| l.contains(" 304 ")) {
+            reheld(1);
+            tls.write_all(request).await?;
+            tls.flush().await?;
+            continue;
         }
-        head.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            head.truncate(end);
-            return Ok(String::from_utf8_lossy(&head).into_owned());
-        }
+        return Ok((Instant::now(), head));
     }
 }
 
@@ -147,7 +175,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
     let addr: Arc<str> = args[0].as_str().into();
     let agents: usize = args[2].parse().context("AGENTS")?;
     let wait: u64 = args[3].parse().context("WAIT_S")?;
-    let settle = Duration::from_secs(args[4].parse().context("SETTLE_S")?);
+    let settle = Duration::from_secs(args[4].parse().context("HOLD_S")?);
     let console_pid = args[5].clone();
     let publish = &args[6..];
     let connector = connector(&args[1])?;
@@ -176,27 +204,31 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let written = Arc::new(AtomicUsize::new(0));
+    let reheld = Arc::new(AtomicUsize::new(0));
     let ramp = Instant::now();
     for i in 0..agents {
         if i > 0 && i % RAMP_STEP == 0 {
             tokio::time::sleep(RAMP_PAUSE).await;
         }
-        let (connector, addr, request, tx, written) = (
+        let (connector, addr, request, tx, written, reheld) = (
             connector.clone(),
             addr.clone(),
             request.clone(),
             tx.clone(),
             written.clone(),
+            reheld.clone(),
         );
         tokio::spawn(async move {
             let done = || {
                 written.fetch_add(1, Ordering::Relaxed);
             };
-            let outcome = match exchange(&connector, &addr, &request, done).await {
-                Ok(head) => Outcome::Status(
-                    Instant::now(),
-                    head.lines().next().unwrap_or("").to_string(),
-                ),
+            let again = |n| {
+                reheld.fetch_add(n, Ordering::Relaxed);
+            };
+            let outcome = match hold(&connector, &addr, &request, done, again).await {
+                Ok((at, head)) => {
+                    Outcome::Status(at, head.lines().next().unwrap_or("").to_string())
+                }
                 Err(e) => Outcome::Failed(format!("{e:#}")),
             };
             let _ = tx.send(outcome);
@@ -208,11 +240,16 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let held = written.load(Ordering::Relaxed);
     println!(
-        "ramp: {held} of {agents} held requests written in {:.1} s (TLS, one connection each); settling {} s",
+        "ramp: {held} of {agents} held requests written in {:.1} s (TLS, one connection each); holding {} s",
         ramp.elapsed().as_secs_f64(),
         settle.as_secs()
     );
     tokio::time::sleep(settle).await;
+    println!(
+        "held {} s: {} holds ended by the console's max wait (304) and were held again at once",
+        settle.as_secs(),
+        reheld.load(Ordering::Relaxed)
+    );
 
     let mut early = Vec::new();
     while let Ok(outcome) = rx.try_recv() {

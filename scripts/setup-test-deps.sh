@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need beyond the Rust toolchain, from
 # Debian's packages: minisign (interop tests), nginx (a static release host),
-# zstd, GNU time (peak RSS), util-linux (unshare, flock), curl. Idempotent;
+# zstd, GNU time (peak RSS), util-linux (unshare, flock), curl, faketime (a
+# clock before 1970 for tests/clock.rs). Idempotent;
 # run as root or with sudo.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ command -v zstd >/dev/null || need+=(zstd)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v flock >/dev/null || need+=(util-linux)
 command -v curl >/dev/null || need+=(curl)
+command -v faketime >/dev/null || need+=(faketime)
 [ -x /usr/bin/time ] || need+=(time)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
 

@@ -143,6 +143,9 @@ pub struct ServeArgs {
     /// --admin-token-file.
     #[arg(long, value_name = "KEY.pub", requires = "admin_token_file")]
     pub trust: Vec<String>,
+    /// The longest a push request (`?wait=`) is held, e.g. `5m` (the default).
+    #[arg(long, value_name = "DURATION")]
+    pub max_wait: Option<String>,
 }
 
 /// `bankswap console fleet`.

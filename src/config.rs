@@ -21,6 +21,26 @@ pub const DEFAULT_CHANNEL: &str = "stable";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// The largest random delay before a swap (fleet members never swap together).
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// Connecting (TCP and TLS) to the console must not hang an agent.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole of an ordinary request (a manifest that is not held, a signature,
+/// a report): they are a few KiB, so this bounds a console that drips them.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A held push request may take its `wait` plus this before it is cut: room
+/// for the console's answer to travel after the hold ends.
+pub const DEFAULT_HELD_MARGIN: Duration = Duration::from_secs(30);
+/// The longest hold the agent asks for: intermediaries commonly cut idle
+/// requests at 5 min, and the console caps `wait` there too.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+/// The whole of one artifact request; a longer download is resumed with
+/// `Range` by a new request, so this only bounds one connection's life.
+pub const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// The slowest transfer an artifact download tolerates, in bytes per second
+/// over `rate_window`: 1 KiB/s still moves 100 MiB in a day, a drip does not.
+pub const DEFAULT_MIN_RATE: u64 = 1024;
+/// The window over which the transfer rate is measured (and the longest a
+/// download may go without a byte).
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// The config file as written, before validation.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +64,8 @@ struct RawConfig {
     proxy: Option<RawProxy>,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    timeouts: RawTimeouts,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +117,18 @@ struct RawLog {
     syslog: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<String>,
+    request: Option<String>,
+    held_margin: Option<String>,
+    max_wait: Option<String>,
+    download: Option<String>,
+    min_rate: Option<u64>,
+    rate_window: Option<String>,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -133,6 +167,70 @@ pub struct AgentConfig {
     pub proxy: Option<ProxyConfig>,
     /// Logging.
     pub log: LogConfig,
+    /// Network limits (`[timeouts]`).
+    pub timeouts: Timeouts,
+}
+
+/// `[timeouts]`: every network limit of the agent. Each request has its own
+/// deadline (a held push request `wait + held_margin`, an artifact request
+/// `download` and a floor rate); the client has no blanket read timeout, which
+/// would cut a held request that rightly sends nothing for minutes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect and TLS handshake.
+    pub connect: Duration,
+    /// The whole of a manifest (not held), signature or report request.
+    pub request: Duration,
+    /// What a held request may take beyond its `wait`.
+    pub held_margin: Duration,
+    /// The longest `wait` asked of the console.
+    pub max_wait: Duration,
+    /// The whole of one artifact request (the next one resumes).
+    pub download: Duration,
+    /// Artifact bytes per second, averaged over `rate_window`, below which the
+    /// request is cut (and resumed).
+    pub min_rate: u64,
+    /// The window of `min_rate`.
+    pub rate_window: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            request: DEFAULT_REQUEST_TIMEOUT,
+            held_margin: DEFAULT_HELD_MARGIN,
+            max_wait: DEFAULT_MAX_WAIT,
+            download: DEFAULT_DOWNLOAD_TIMEOUT,
+            min_rate: DEFAULT_MIN_RATE,
+            rate_window: DEFAULT_RATE_WINDOW,
+        }
+    }
+}
+
+impl Timeouts {
+    fn parse(raw: RawTimeouts) -> Result<Timeouts, String> {
+        let timeouts = Timeouts {
+            connect: duration("timeouts.connect", raw.connect, DEFAULT_CONNECT_TIMEOUT)?,
+            request: duration("timeouts.request", raw.request, DEFAULT_REQUEST_TIMEOUT)?,
+            held_margin: duration("timeouts.held_margin", raw.held_margin, DEFAULT_HELD_MARGIN)?,
+            max_wait: duration("timeouts.max_wait", raw.max_wait, DEFAULT_MAX_WAIT)?,
+            download: duration("timeouts.download", raw.download, DEFAULT_DOWNLOAD_TIMEOUT)?,
+            min_rate: raw.min_rate.unwrap_or(DEFAULT_MIN_RATE),
+            rate_window: duration("timeouts.rate_window", raw.rate_window, DEFAULT_RATE_WINDOW)?,
+        };
+        for (key, value) in [
+            ("timeouts.connect", timeouts.connect),
+            ("timeouts.request", timeouts.request),
+            ("timeouts.download", timeouts.download),
+            ("timeouts.rate_window", timeouts.rate_window),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{key} must be longer than 0s"));
+            }
+        }
+        Ok(timeouts)
+    }
 }
 
 /// `[payload]`.
@@ -275,6 +373,7 @@ impl AgentConfig {
                 format: raw.log.format.unwrap_or_default(),
                 syslog: raw.log.syslog,
             },
+            timeouts: Timeouts::parse(raw.timeouts)?,
         })
     }
 }
@@ -316,13 +415,37 @@ fn check_console_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// A URL fit for an error message: any `user:password@` is replaced by `***@`,
+/// even in a URL too malformed to parse, so no error ever prints a secret.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, String> {
     value.map_or(Ok(default), |v| parse_duration(key, &v))
 }
 
-/// Parses a human duration such as `30s`, `5m` or `6h`.
+/// The longest duration any setting (or `publish --rollout`/`--expires`) takes:
+/// far beyond any sensible interval, and small enough that adding it to any
+/// time the clock can hold stays inside year 9999 arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parses a human duration such as `30s`, `5m` or `6h` (at most [`MAX_DURATION`]).
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value).map_err(|e| format!("{key} = \"{value}\": {e}"))
+    let parsed =
+        humantime::parse_duration(value).map_err(|e| format!("{key} = \"{value}\": {e}"))?;
+    if parsed > MAX_DURATION {
+        return Err(format!("{key} = \"{value}\": longer than 100 years"));
+    }
+    Ok(parsed)
 }
 
 fn one_line(text: &str) -> String {
@@ -363,6 +486,14 @@ mod tests {
         )
         .expect_err("bad duration");
         assert!(err.contains("max_delay"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let err = parse_duration("--rollout", "10000y").expect_err("too long");
+        assert!(err.contains("100 years"), "{err}");
+        assert!(parse_duration("--rollout", "500000000000y").is_err());
+        assert_eq!(parse_duration("x", "6h"), Ok(Duration::from_secs(6 * 3600)));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! would, on real files in a temporary folder.
 
 mod agent;
+mod clock;
 mod console;
 mod crash;
 mod demo;
 mod hostile;
+mod idle_push;
 mod install;
 mod interop;
 mod offline;

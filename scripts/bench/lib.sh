@@ -170,13 +170,13 @@ bench_build_all() {
   done
 }
 
-# bench_console DATA TLS_DIR: starts `bankswap console serve` on 127.0.0.1:0 over
+# bench_console DATA TLS_DIR [ARG...]: starts `bankswap console serve` (with ARGs) on 127.0.0.1:0 over
 # DATA with TLS_DIR/server.{pem,key}, logging to $W/console.log; waits for its
 # address; sets CONSOLE_URL (https://127.0.0.1:PORT), CONSOLE_ADDR and CONSOLE_PID.
 bench_console() {
   : >"$W/console.out"
   BANKSWAP_LOG=info "$BIN" console serve --data "$1" --listen 127.0.0.1:0 \
-    --tls-cert "$2/server.pem" --tls-key "$2/server.key" >"$W/console.out" 2>>"$W/console.log" &
+    --tls-cert "$2/server.pem" --tls-key "$2/server.key" "${@:3}" >"$W/console.out" 2>>"$W/console.log" &
   CONSOLE_PID=$!
   bench_track "$CONSOLE_PID"
   bench_wait "the console's address" 20 grep -q '^listening on https://' "$W/console.out"

@@ -6,7 +6,12 @@
 # load client (examples/push_load.rs) that opens that many TLS connections
 # (100 every 50 ms), each holding what an agent sends when it waits for a push:
 # `GET /v1/channels/stable/release.json?wait=300` with `If-None-Match: <current
-# ETag>`. Once all are written and SETTLE_SECS passed, it runs `bankswap publish`
+# ETag>`. The console runs with `--max-wait MAX_WAIT`: each hold ends with a 304
+# after it, and the client asks again at once on the same connection, as an
+# agent does. Once all are written and HOLD_SECS passed (longer than MAX_WAIT
+# and than every client and server timeout: the agent's request and held
+# margin, 30 s; the console's header and handshake timeouts, 30 s and 10 s),
+# it runs `bankswap publish`
 # (a tiny payload, next version) and records when each connection receives its
 # response's status line, counted from the moment publish returned (the new
 # manifest is in place; the console notices it within its 100 ms stat poll).
@@ -21,17 +26,27 @@
 #
 # Usage: scripts/bench/push.sh
 #   AGENTS="5000 10000"  held agents per measurement (one fresh console each)
-#   SETTLE_SECS=5        pause after every request is written, before the publish
+#   MAX_WAIT=5           the console's --max-wait, seconds (short-limit mode; FULL=1: 300)
+#   HOLD_SECS=40         hold after every request is written, before the publish
+#                        (must exceed MAX_WAIT and 30 s; FULL=1: 330)
 #   CLIENT_THREADS=1     the load client's tokio worker threads
 #   BENCH_DIR=DIR        parent of the work folder (default /var/tmp); removed on exit
 #   BANKSWAP_BIN=P       use this binary (and examples/push_load next to it)
 # Raises the open-file limit (ulimit -n) to what AGENTS needs, if the hard limit allows.
-# Bounded: each measurement is killed after 300 s; all processes are stopped on exit.
+# Bounded: each measurement is killed after HOLD_SECS + 300 s; all processes are stopped on exit.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 AGENTS="${AGENTS:-5000 10000}"
-SETTLE_SECS="${SETTLE_SECS:-5}"
+if [[ "${FULL:-0}" == 1 ]]; then
+  MAX_WAIT="${MAX_WAIT:-300}"
+  HOLD_SECS="${HOLD_SECS:-330}"
+fi
+MAX_WAIT="${MAX_WAIT:-5}"
+HOLD_SECS="${HOLD_SECS:-40}"
+# The longest client or server timeout a held agent must outlive (agent
+# [timeouts] request and held_margin, console header timeout), seconds.
+LONGEST_TIMEOUT=30
 TARGET_PCT=99
 TARGET_RSS_MIB=256
 max_agents=0
@@ -39,7 +54,10 @@ for n in $AGENTS; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || bench_die "AGENTS must be positive integers, not '$n'"
   if ((n > max_agents)); then max_agents=$n; fi
 done
-[[ "$SETTLE_SECS" =~ ^[0-9]+$ ]] || bench_die "SETTLE_SECS must be a number"
+[[ "$MAX_WAIT" =~ ^[1-9][0-9]*$ ]] || bench_die "MAX_WAIT must be a positive number of seconds"
+[[ "$HOLD_SECS" =~ ^[0-9]+$ ]] || bench_die "HOLD_SECS must be a number"
+((HOLD_SECS > MAX_WAIT && HOLD_SECS > LONGEST_TIMEOUT)) ||
+  bench_die "HOLD_SECS=$HOLD_SECS must exceed MAX_WAIT=$MAX_WAIT and every timeout ($LONGEST_TIMEOUT s)"
 
 need=$((max_agents + 1024))
 if (($(ulimit -n) < need)); then
@@ -72,15 +90,16 @@ echo 0 >"$W/next"
 "$W/publish.sh" >/dev/null
 
 echo
-echo "console push: held TLS requests (?wait=300, If-None-Match), then one publish; ulimit -n $(ulimit -n)"
+echo "console push: held TLS requests (?wait=300, If-None-Match; console --max-wait ${MAX_WAIT}s, re-held at once),"
+echo "held ${HOLD_SECS}s, then one publish; ulimit -n $(ulimit -n)"
 echo "uptime at start: $UPTIME_START ($(nproc) CPUs)"
 results=()
 for n in $AGENTS; do
   : >"$W/console.out"
-  bench_console "$W/data" "$W/tls"
+  bench_console "$W/data" "$W/tls" --max-wait "${MAX_WAIT}s"
   echo
   echo "== $n agents (console pid $CONSOLE_PID, $CONSOLE_URL), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  timeout 300 "$EXAMPLES/push_load" "$CONSOLE_ADDR" "$W/tls/ca.pem" "$n" 300 "$SETTLE_SECS" "$CONSOLE_PID" \
+  timeout $((HOLD_SECS + 300)) "$EXAMPLES/push_load" "$CONSOLE_ADDR" "$W/tls/ca.pem" "$n" 300 "$HOLD_SECS" "$CONSOLE_PID" \
     "$W/publish.sh" | tee "$W/push-$n" || bench_die "push_load failed for $n agents"
   kill -TERM "$CONSOLE_PID" && wait "$CONSOLE_PID" || true
   pct="$(sed -n 's/.*within 1 s [0-9]* = \([0-9.]*\) %.*/\1/p' "$W/push-$n")"
@@ -94,7 +113,7 @@ done
 
 verdict() { if awk "BEGIN {exit !($1)}"; then echo met; else echo MISSED; fi; }
 echo
-echo "summary (times from publish's return; share of all agents):"
+echo "summary (held ${HOLD_SECS}s through console --max-wait ${MAX_WAIT}s first; times from publish's return; share of all agents):"
 printf '  %7s %12s %8s %8s %16s %14s\n' agents within_1s p50_s p99_s console_rss_held console_peak
 for r in "${results[@]}"; do
   read -r n pct p50 p99 held hwm <<<"$r"

@@ -10,9 +10,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::agent::fetch::{self, Checked, MAX_WAIT};
+use crate::agent::fetch::{self, Checked};
 use crate::agent::schedule::jittered;
 use crate::commands::StatusReport;
+use crate::config::Timeouts;
 
 /// First pause after a failed check; doubles up to the poll interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -27,8 +28,10 @@ pub struct CheckerSettings {
     pub console: String,
     /// Channel followed.
     pub channel: String,
-    /// Time between checks (and the push wait).
+    /// Time between checks (and the push wait, up to `timeouts.max_wait`).
     pub poll_interval: Duration,
+    /// Deadlines of the requests (`[timeouts]`).
+    pub timeouts: Timeouts,
 }
 
 /// Runs forever: check, hand the outcome to the core, wait (or be woken by `check_now`).
@@ -43,10 +46,10 @@ pub async fn run_checker(
     loop {
         let started = Instant::now();
         // Jittered per request, so that a fleet's held requests do not end together.
-        let wait = jittered(settings.poll_interval, rand::random()).min(MAX_WAIT);
+        let wait = jittered(settings.poll_interval, rand::random()).min(settings.timeouts.max_wait);
         let held = etag.is_some();
         let outcome = tokio::select! {
-            r = fetch::check(&http, &settings.console, &settings.channel, etag.as_deref(), wait) => r,
+            r = fetch::check(&http, &settings.console, &settings.channel, etag.as_deref(), wait, &settings.timeouts) => r,
             () = check_now.notified() => {
                 debug!("check requested; asking again without waiting");
                 etag = None;
@@ -100,10 +103,13 @@ pub async fn run_checker(
 
 /// Posts the status to `{console}/v1/agents/{id}/report` whenever it changes. A console
 /// that has no such endpoint (a static host: 404/405) is remembered and not asked again.
+/// Each POST has its own deadline (`timeout`, `[timeouts] request`): a stuck console
+/// cannot hold the reporter.
 pub async fn run_reporter(
     http: reqwest::Client,
     console: String,
     agent_id: String,
+    timeout: Duration,
     mut reports: watch::Receiver<Option<StatusReport>>,
 ) {
     let url = fetch::url(&console, &format!("agents/{agent_id}/report"));
@@ -119,7 +125,7 @@ pub async fn run_reporter(
                 "previous_version": report.previous_version,
                 "sequence": report.sequence,
             });
-            match http.post(&url).json(&body).send().await {
+            match http.post(&url).timeout(timeout).json(&body).send().await {
                 Ok(r)
                     if matches!(
                         r.status(),
@@ -130,7 +136,9 @@ pub async fn run_reporter(
                     return;
                 }
                 Ok(r) => debug!(url, status = %r.status(), "report sent"),
-                Err(e) => debug!(url, error = %fetch::describe(&e), "report not sent"),
+                Err(e) => {
+                    debug!(url, error = %fetch::describe_cut(&e, timeout, "request"), "report not sent");
+                }
             }
         }
         if reports.changed().await.is_err() {

@@ -140,6 +140,7 @@ impl Agent {
                 console: console.clone(),
                 channel: config.channel.clone(),
                 poll_interval: config.poll_interval,
+                timeouts: config.timeouts.clone(),
             },
             check_now.clone(),
             check_tx,
@@ -148,6 +149,7 @@ impl Agent {
             http.clone(),
             console.clone(),
             agent_id.clone(),
+            config.timeouts.request,
             report_rx,
         ));
         info!(agent_id, root = %config.root.display(), console, channel = config.channel, "agent starting");
@@ -272,7 +274,7 @@ impl Agent {
         let wait = clock::from_unix(pending.not_before)
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        Some(Instant::now() + wait)
+        Instant::now().checked_add(wait) // None: beyond what the clock holds, never due
     }
 
     // ----- the payload -------------------------------------------------------------------

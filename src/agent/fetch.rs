@@ -11,30 +11,27 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_NONE_MATCH, RANGE};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::channel::MAX_SIGNATURE_BYTES;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, Timeouts, redact_url};
 
-/// Connecting to the console must not hang an agent.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A stalled transfer (no byte for this long) is broken; the artifact stream resumes it.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// The console holds a push request at most this long (it caps `wait` itself too).
-pub const MAX_WAIT: Duration = Duration::from_secs(300);
-/// Resumes tried in a row without a byte of progress before staging gives up.
+/// Resumes tried in a row without good progress before staging gives up (a
+/// cut for dripping below the floor rate counts even if it moved some bytes).
 const MAX_RESUMES: u32 = 8;
-/// First pause before a resume; doubles per failed try.
+/// First pause before a resume; doubles per failed try, up to the rate window.
 const RESUME_BACKOFF: Duration = Duration::from_millis(250);
 /// Chunks buffered between the network and the stager (bounded memory).
 const CHUNK_QUEUE: usize = 16;
 
-/// Builds the HTTPS client of the agent.
+/// Builds the HTTPS client of the agent. It has a connect timeout but no read
+/// or overall timeout: each request sets its own (a held push request sends
+/// nothing for minutes, and must not be cut for it).
 pub fn client(config: &AgentConfig) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
+        .connect_timeout(config.timeouts.connect)
         .user_agent(concat!("bankswap/", env!("CARGO_PKG_VERSION")));
     for path in &config.ca_certs {
         let pem =
@@ -46,8 +43,9 @@ pub fn client(config: &AgentConfig) -> anyhow::Result<reqwest::Client> {
         }
     }
     if let Some(proxy) = &config.proxy {
-        let mut p = reqwest::Proxy::all(&proxy.url)
-            .with_context(|| format!("[proxy] url {}", proxy.url))?;
+        // Never echo the URL as written: it may carry credentials.
+        let mut p = reqwest::Proxy::all(proxy.url.as_str())
+            .map_err(|e| anyhow!("[proxy] url {}: {e}", redact_url(proxy.url.as_str())))?;
         if let Some(user) = &proxy.username {
             let password = match &proxy.password_file {
                 Some(f) => std::fs::read_to_string(f)
@@ -92,18 +90,26 @@ pub async fn check(
     channel: &str,
     etag: Option<&str>,
     wait: Duration,
+    timeouts: &Timeouts,
 ) -> anyhow::Result<Checked> {
     let manifest_url = url(base, &format!("channels/{channel}/release.json"));
-    let mut request = http.get(&manifest_url).timeout(wait + READ_TIMEOUT);
+    // A held request may stay silent for all of `wait`: its deadline is that
+    // plus a margin, never the limit of an ordinary request.
+    let (limit, key) = match etag {
+        Some(_) => (
+            wait.saturating_add(timeouts.held_margin),
+            "max_wait + held_margin",
+        ),
+        None => (timeouts.request, "request"),
+    };
+    let failed = |e: reqwest::Error| anyhow!("{manifest_url}: {}", describe_cut(&e, limit, key));
+    let mut request = http.get(&manifest_url).timeout(limit);
     if let Some(etag) = etag {
         request = request
             .header(IF_NONE_MATCH, etag)
             .query(&[("wait", wait.as_secs())]);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| anyhow!("{manifest_url}: {}", describe(&e)))?;
+    let response = request.send().await.map_err(failed)?;
     if response.status() == StatusCode::NOT_MODIFIED {
         return Ok(Checked::Unchanged);
     }
@@ -113,15 +119,26 @@ pub async fn check(
         .get(ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let manifest = read_capped(response, signing::MAX_MANIFEST_BYTES as u64, &manifest_url).await?;
+    let manifest = read_capped(response, signing::MAX_MANIFEST_BYTES as u64)
+        .await
+        .map_err(failed)?;
     let sig_url = format!("{manifest_url}.minisig");
+    let failed = |e: reqwest::Error| {
+        anyhow!(
+            "{sig_url}: {}",
+            describe_cut(&e, timeouts.request, "request")
+        )
+    };
     let response = http
         .get(&sig_url)
+        .timeout(timeouts.request)
         .send()
         .await
-        .map_err(|e| anyhow!("{sig_url}: {}", describe(&e)))?;
+        .map_err(failed)?;
     let response = ok_status(response, &sig_url)?;
-    let signature = read_capped(response, MAX_SIGNATURE_BYTES, &sig_url).await?;
+    let signature = read_capped(response, MAX_SIGNATURE_BYTES)
+        .await
+        .map_err(failed)?;
     Ok(Checked::Release {
         manifest,
         signature,
@@ -139,17 +156,9 @@ fn ok_status(response: reqwest::Response, url: &str) -> anyhow::Result<reqwest::
 }
 
 /// Reads a body, stopping one byte past `limit` so the caller can report "too large".
-async fn read_capped(
-    mut response: reqwest::Response,
-    limit: u64,
-    url: &str,
-) -> anyhow::Result<Vec<u8>> {
+async fn read_capped(mut response: reqwest::Response, limit: u64) -> reqwest::Result<Vec<u8>> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| anyhow!("{url}: {}", describe(&e)))?
-    {
+    while let Some(chunk) = response.chunk().await? {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > limit {
             body.truncate(limit as usize + 1);
@@ -157,6 +166,16 @@ async fn read_capped(
         }
     }
     Ok(body)
+}
+
+/// Like [`describe`], but a timeout says which limit cut the request: a
+/// console that drips its answer gets a clear error, not "operation timed out".
+pub fn describe_cut(err: &reqwest::Error, limit: Duration, key: &str) -> String {
+    if err.is_timeout() {
+        format!("no complete answer within {limit:?} ([timeouts] {key})")
+    } else {
+        describe(err)
+    }
 }
 
 /// One line for a reqwest error, with its causes (reqwest's own Display hides them).
@@ -182,12 +201,17 @@ pub struct ArtifactStream {
 }
 
 impl ArtifactStream {
-    /// Starts fetching `url` on the current runtime.
-    pub fn open(http: reqwest::Client, url: String, size: u64) -> ArtifactStream {
+    /// Starts fetching `url` on the current runtime, within `timeouts`.
+    pub fn open(
+        http: reqwest::Client,
+        url: String,
+        size: u64,
+        timeouts: Timeouts,
+    ) -> ArtifactStream {
         let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
         tokio::spawn(async move {
-            if let Err(err) = pump(&http, &url, size, &tx).await {
-                let _ = tx.send(Err(io::Error::other(err.to_string()))).await;
+            if let Err(err) = pump(&http, &url, size, &timeouts, &tx).await {
+                let _ = tx.send(Err(io::Error::other(format!("{err:#}")))).await;
             }
         });
         ArtifactStream {
@@ -213,20 +237,21 @@ impl Read for ArtifactStream {
     }
 }
 
-/// Fetches `url` into `tx`, resuming with `Range` after errors.
+/// Fetches `url` into `tx`, resuming with `Range` after errors. Statuses that
+/// asking again will not change (403, 404, 410, …) end it at once.
 async fn pump(
     http: &reqwest::Client,
     url: &str,
     size: u64,
+    timeouts: &Timeouts,
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> anyhow::Result<()> {
-    let limit = size + 1;
+    let limit = size.saturating_add(1);
     let mut offset = 0u64;
     let mut failures = 0u32;
     let mut resumes = 0u32;
     loop {
-        let before = offset;
-        match fetch_from(http, url, offset, limit, tx).await {
+        match fetch_from(http, url, offset, limit, timeouts, tx).await {
             Ok(Fetch::Done(n)) => {
                 offset += n;
                 if resumes > 0 {
@@ -240,18 +265,25 @@ async fn pump(
                 return Ok(());
             }
             Ok(Fetch::ReceiverGone) => return Ok(()),
-            Err((n, err)) => {
-                offset += n;
-                if offset > before {
+            Err(cut) => {
+                if let Cut::Refused(status) = cut.why {
+                    bail!("artifact {url} answered {status}");
+                }
+                offset += cut.delivered;
+                // A drip moves a few bytes per cut: that is no progress.
+                if cut.delivered > 0 && !matches!(cut.why, Cut::Slow) {
                     failures = 0;
                 }
                 failures += 1;
+                let err = cut.error;
                 if failures > MAX_RESUMES {
-                    bail!("{url}: {err:#} (gave up after {MAX_RESUMES} tries without progress)");
+                    bail!("artifact {url}: {err} ({MAX_RESUMES} tries in a row; giving up)");
                 }
                 resumes += 1;
-                let pause = RESUME_BACKOFF * 2u32.saturating_pow(failures - 1);
-                warn!(url, offset, error = %format!("{err:#}"), "artifact download broken; resuming");
+                let pause = RESUME_BACKOFF
+                    .saturating_mul(2u32.saturating_pow(failures - 1))
+                    .min(timeouts.rate_window);
+                warn!(url, offset, error = %err, "artifact download broken; resuming");
                 tokio::time::sleep(pause).await;
             }
         }
@@ -266,25 +298,121 @@ enum Fetch {
     ReceiverGone,
 }
 
+/// Why a request was cut short.
+enum Cut {
+    /// An answer that asking again will not change.
+    Refused(StatusCode),
+    /// Slower than `[timeouts] min_rate` over a window.
+    Slow,
+    /// Anything else (a broken connection, a deadline, a wrong answer): resumed.
+    Broken,
+}
+
+/// A request cut short: what it delivered, and why.
+struct Cutoff {
+    /// Bytes delivered before the cut.
+    delivered: u64,
+    /// What kind of cut.
+    why: Cut,
+    /// One line for the log and the error.
+    error: String,
+}
+
+impl Cutoff {
+    fn new(delivered: u64, why: Cut, error: impl Into<String>) -> Cutoff {
+        Cutoff {
+            delivered,
+            why,
+            error: error.into(),
+        }
+    }
+}
+
+/// Measures the transfer rate over consecutive windows of `[timeouts] rate_window`.
+struct RateFloor {
+    /// When the current window began.
+    start: Instant,
+    /// Bytes received in the current window.
+    bytes: u64,
+    /// Window length.
+    window: Duration,
+    /// Bytes a window must bring (`min_rate × window`).
+    needed: u64,
+    /// The floor, bytes per second (for the message).
+    min_rate: u64,
+}
+
+impl RateFloor {
+    fn new(timeouts: &Timeouts) -> RateFloor {
+        RateFloor {
+            start: Instant::now(),
+            bytes: 0,
+            window: timeouts.rate_window,
+            needed: (timeouts.min_rate as f64 * timeouts.rate_window.as_secs_f64()) as u64,
+            min_rate: timeouts.min_rate,
+        }
+    }
+
+    /// When the current window ends.
+    fn end(&self) -> Instant {
+        self.start + self.window
+    }
+
+    /// Time the stager kept us waiting is not the network's fault.
+    fn exclude(&mut self, blocked: Duration) {
+        self.start += blocked;
+    }
+
+    /// Counts `n` bytes; at the end of a window, checks it brought enough.
+    fn add(&mut self, n: u64, now: Instant) -> Result<(), String> {
+        self.bytes = self.bytes.saturating_add(n);
+        if now < self.end() {
+            return Ok(());
+        }
+        if self.bytes < self.needed {
+            return Err(format!(
+                "{} bytes in {:?}, below the floor of {} B/s ([timeouts] min_rate)",
+                self.bytes, self.window, self.min_rate
+            ));
+        }
+        self.start = now;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
 /// One request from `offset`; on error, returns the bytes it did deliver.
 async fn fetch_from(
     http: &reqwest::Client,
     url: &str,
     offset: u64,
     limit: u64,
+    timeouts: &Timeouts,
     tx: &mpsc::Sender<io::Result<Bytes>>,
-) -> Result<Fetch, (u64, anyhow::Error)> {
+) -> Result<Fetch, Cutoff> {
+    let deadline = Instant::now() + timeouts.download;
     let mut request = http.get(url);
     if offset > 0 {
         request = request.header(RANGE, format!("bytes={offset}-"));
     }
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| (0, anyhow!(describe(&e))))?;
+    let answer = timeouts.request.min(timeouts.download);
+    let mut response = match tokio::time::timeout(answer, request.send()).await {
+        Err(_) => {
+            return Err(Cutoff::new(
+                0,
+                Cut::Broken,
+                format!("no answer within {answer:?} ([timeouts] request)"),
+            ));
+        }
+        Ok(Err(e)) => return Err(Cutoff::new(0, Cut::Broken, describe(&e))),
+        Ok(Ok(response)) => response,
+    };
     let status = response.status();
     if offset > 0 && status == StatusCode::RANGE_NOT_SATISFIABLE {
         return Ok(Fetch::Done(0)); // nothing after `offset`: the stager decides if that is short
+    }
+    if is_final(status) {
+        return Err(Cutoff::new(0, Cut::Refused(status), status.to_string()));
     }
     let expected = if offset > 0 {
         StatusCode::PARTIAL_CONTENT
@@ -292,9 +420,10 @@ async fn fetch_from(
         StatusCode::OK
     };
     if status != expected {
-        return Err((
+        return Err(Cutoff::new(
             0,
-            anyhow!("the server answered {status} (wanted {expected})"),
+            Cut::Broken,
+            format!("the server answered {status} (wanted {expected})"),
         ));
     }
     if offset > 0 {
@@ -304,31 +433,68 @@ async fn fetch_from(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !range.starts_with(&format!("bytes {offset}-")) {
-            return Err((
+            return Err(Cutoff::new(
                 0,
-                anyhow!("the server answered Content-Range `{range}` for bytes={offset}-"),
+                Cut::Broken,
+                format!("the server answered Content-Range `{range}` for bytes={offset}-"),
             ));
         }
     }
     let mut delivered = 0u64;
+    let mut floor = RateFloor::new(timeouts);
     loop {
-        match response.chunk().await {
-            Ok(Some(mut chunk)) => {
+        let next = tokio::time::timeout_at(floor.end().min(deadline), response.chunk()).await;
+        let now = Instant::now();
+        match next {
+            Err(_) if now >= deadline => {
+                return Err(Cutoff::new(
+                    delivered,
+                    Cut::Broken,
+                    format!(
+                        "not finished within {:?} ([timeouts] download)",
+                        timeouts.download
+                    ),
+                ));
+            }
+            Err(_) => {
+                if let Err(slow) = floor.add(0, now) {
+                    return Err(Cutoff::new(delivered, Cut::Slow, slow));
+                }
+            }
+            Ok(Ok(Some(mut chunk))) => {
                 let room = limit - offset - delivered;
                 if chunk.len() as u64 > room {
                     chunk.truncate(room as usize);
                 }
-                delivered += chunk.len() as u64;
+                let n = chunk.len() as u64;
+                delivered += n;
+                if let Err(slow) = floor.add(n, now) {
+                    return Err(Cutoff::new(delivered, Cut::Slow, slow));
+                }
+                let sent = Instant::now();
                 if tx.send(Ok(chunk)).await.is_err() {
                     return Ok(Fetch::ReceiverGone);
                 }
+                floor.exclude(sent.elapsed());
                 if offset + delivered >= limit {
                     debug!(url, "artifact limit reached");
                     return Ok(Fetch::Done(delivered));
                 }
             }
-            Ok(None) => return Ok(Fetch::Done(delivered)),
-            Err(e) => return Err((delivered, anyhow!(describe(&e)))),
+            Ok(Ok(None)) => return Ok(Fetch::Done(delivered)),
+            Ok(Err(e)) => return Err(Cutoff::new(delivered, Cut::Broken, describe(&e))),
         }
     }
+}
+
+/// Statuses that asking again will not change: the host refuses, or has no
+/// such file. Reported at once instead of retried (408 and 429 are worth a retry).
+fn is_final(status: StatusCode) -> bool {
+    status.is_client_error()
+        && !matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT
+                | StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::RANGE_NOT_SATISFIABLE
+        )
 }

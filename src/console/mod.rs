@@ -63,6 +63,10 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     if tls.is_none() {
         warn!("serving plain HTTP (--insecure-http): for local tests only");
     }
+    let max_wait = match &args.max_wait {
+        Some(text) => crate::config::parse_duration("--max-wait", text).map_err(UsageError::new)?,
+        None => push::DEFAULT_MAX_WAIT,
+    };
     let admin = match &args.admin_token_file {
         Some(file) => Some(Arc::new(admin::Admin::load(file, &args.trust)?)),
         None => None,
@@ -82,6 +86,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         data: args.data.clone(),
         tls,
         admin,
+        max_wait,
     };
     let result = runtime.block_on(server::run(config, shutdown_signal()));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

@@ -29,6 +29,11 @@ use crate::channel::read_capped;
 /// agents must learn of a publish (SPEC §8), for a few µs of work per channel.
 pub const POLL_PERIOD: Duration = Duration::from_millis(100);
 
+/// The longest a request is held unless `console serve --max-wait` says
+/// otherwise: agents reconnect after it, so a longer hold saves little, and
+/// intermediaries commonly cut idle requests at 5 min.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+
 /// The largest manifest served: agents refuse anything larger (SPEC §4).
 pub const MAX_MANIFEST_BYTES: u64 = signing::MAX_MANIFEST_BYTES as u64;
 
@@ -93,16 +98,31 @@ struct Watched {
 }
 
 /// The set of watched channels, shared by the request handlers and the poll task.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Watcher {
     /// Channel name → its watch. Entries go away when nobody waits any more.
     channels: Arc<Mutex<HashMap<String, Watched>>>,
+    /// The longest a request is held, whatever its `?wait=` asks.
+    max_wait: Duration,
+}
+
+impl Default for Watcher {
+    fn default() -> Watcher {
+        Watcher {
+            channels: Arc::default(),
+            max_wait: DEFAULT_MAX_WAIT,
+        }
+    }
 }
 
 impl Watcher {
-    /// Starts the poll task; it ends when `stop` is cancelled.
-    pub fn start(stop: CancellationToken) -> Watcher {
-        let watcher = Watcher::default();
+    /// Starts the poll task; it ends when `stop` is cancelled. Requests are
+    /// held at most `max_wait`.
+    pub fn start(stop: CancellationToken, max_wait: Duration) -> Watcher {
+        let watcher = Watcher {
+            max_wait,
+            ..Watcher::default()
+        };
         let poller = watcher.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL_PERIOD);
@@ -120,6 +140,11 @@ impl Watcher {
             debug!("manifest watcher stopped");
         });
         watcher
+    }
+
+    /// The longest a request is held.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
     }
 
     /// Subscribes to the manifest at `path` of `channel`. The receiver's

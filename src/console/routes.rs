@@ -38,10 +38,6 @@ use super::{artifacts, page, reports};
 use crate::channel::{ChannelDir, MAX_SIGNATURE_BYTES, signature_path};
 use crate::config::check_channel;
 
-/// The longest a request may be held: agents reconnect after it, so a longer
-/// hold saves little, and intermediaries commonly cut idle requests at 5 min.
-pub const MAX_WAIT: Duration = Duration::from_secs(300);
-
 /// Manifests may be cached, but must be revalidated: that is how agents poll.
 const REVALIDATE: &str = "no-cache";
 
@@ -113,7 +109,7 @@ async fn manifest(
     drop(headers);
     let until = query
         .wait
-        .map(|s| Instant::now() + Duration::from_secs(s).min(MAX_WAIT));
+        .map(|s| Instant::now() + Duration::from_secs(s).min(state.watcher.max_wait()));
     // Subscribe before reading: a publish between the read and the wait still wakes us.
     let receiver = match (&held, until) {
         (Some(_), Some(_)) => Some(state.watcher.subscribe(&name, dir.manifest())),

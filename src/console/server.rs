@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Upload settings (`--admin-token-file`, `--trust`); `None` disables uploads.
     pub admin: Option<Arc<Admin>>,
+    /// The longest a push request is held (`--max-wait`).
+    pub max_wait: Duration,
 }
 
 /// Binds, prints the bound address, and serves until `shutdown` completes.
@@ -70,7 +72,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let stop = CancellationToken::new();
     let state = AppState {
         data: config.data.clone(),
-        watcher: Watcher::start(stop.clone()),
+        watcher: Watcher::start(stop.clone(), config.max_wait),
         store,
         stop: stop.clone(),
         admin: config.admin.clone(),

@@ -79,13 +79,19 @@ impl Agent {
     ) {
         let m = &release.manifest;
         let Some(root) = &mut self.root else { return };
-        if root
+        if let Some(p) = root
             .state()
             .pending
             .as_ref()
-            .is_some_and(|p| p.sequence == m.sequence)
+            .filter(|p| p.sequence == m.sequence)
         {
-            return; // already scheduled: a restart neither re-rolls nor forgets it
+            let slack = STAGE_RETRY.max(self.config.poll_interval);
+            let (rollout, max_delay) = (m.rollout.as_ref(), self.config.max_delay);
+            let at = clock::from_unix(p.not_before);
+            if !schedule::made_under_a_clock_ahead(at, now, rollout, max_delay, slack) {
+                return; // already scheduled: a restart neither re-rolls nor forgets it
+            }
+            warn!(version = %m.version, not_before = %clock::rfc3339(at), "the schedule was made under a clock far ahead; deriving it again");
         }
         let not_before = schedule::not_before(
             now,
@@ -152,7 +158,12 @@ impl Agent {
             fetch::url(&self.console, &m.artifact.path)
         };
         info!(version = %m.version, sequence = m.sequence, url, size = m.artifact.size, bank = %root.idle_bank(), "staging");
-        let stream = ArtifactStream::open(self.http.clone(), url, m.artifact.size);
+        let stream = ArtifactStream::open(
+            self.http.clone(),
+            url,
+            m.artifact.size,
+            self.config.timeouts.clone(),
+        );
         let record = bank_record(
             m,
             pending.manifest.as_bytes(),
