@@ -14,6 +14,7 @@ mod error;
 mod logging;
 mod private_ca;
 mod progress;
+mod sd_notify;
 mod setup;
 mod supervisor;
 

@@ -8,6 +8,7 @@ mod demo;
 mod hostile;
 mod install;
 mod interop;
+mod notify;
 mod offline;
 mod proxy;
 mod publish_upload;
