@@ -3,6 +3,7 @@
 
 mod agent;
 mod agent_id;
+mod build_info;
 mod channel;
 mod cli;
 mod clock;

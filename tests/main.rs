@@ -10,6 +10,7 @@ mod install;
 mod interop;
 mod notify;
 mod offline;
+mod package;
 mod proxy;
 mod publish_upload;
 mod static_host;

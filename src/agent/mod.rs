@@ -6,7 +6,7 @@
 mod checker;
 pub mod control;
 mod core;
-mod fetch;
+pub mod fetch;
 mod schedule;
 
 use std::path::Path;

@@ -168,9 +168,19 @@ pub fn verify(
     signature: &[u8],
     now: SystemTime,
 ) -> Result<VerifiedRelease, ReleaseError> {
-    let state = root.state();
+    verify_against(root.state(), setup, manifest, signature, now)
+}
+
+/// [`verify`] against a state read without taking the root (`bankswap doctor`).
+pub fn verify_against(
+    state: &bank_layout::State,
+    setup: &ReleaseSetup,
+    manifest: &[u8],
+    signature: &[u8],
+    now: SystemTime,
+) -> Result<VerifiedRelease, ReleaseError> {
     let running = state
-        .version_of(root.active_bank())
+        .version_of(state.active)
         .and_then(|v| semver::Version::parse(v).ok());
     let bad_versions: Vec<signing::BadVersion> = state
         .bad_versions

@@ -1,6 +1,8 @@
 //! One `run` per command of SPEC §6.
 
 mod control;
+mod doctor;
+mod generate;
 pub mod install;
 mod keys;
 mod publish;
@@ -34,6 +36,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Run { config } => crate::agent::run(&config),
         Command::Check { root } => control::check(&root),
         Command::Demo => crate::demo::run(),
+        Command::Doctor { config } => doctor::run(&config),
+        Command::Generate { what } => generate::run(&what),
     }
 }
 
