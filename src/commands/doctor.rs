@@ -77,7 +77,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         Ok(config) => config,
         Err(err) => {
             let text = err.to_string();
-            let name = if text.contains("trusted_keys") {
+            let name = if text.contains("trusted_keys") || text.contains("trusted key") {
                 "trusted keys"
             } else {
                 "config"
@@ -322,10 +322,13 @@ fn connect(addr: SocketAddr, what: &str) -> Outcome {
     }
 }
 
-/// Names the exact TLS problem from a failed request's causes.
+/// Names the exact TLS problem from a failed request's causes: the typed rustls
+/// error where the chain exposes it, else rustls' own wording (an `io::Error`
+/// in the chain hides its inner error from `source()`).
 fn explain_tls(err: &reqwest::Error, host: &str) -> Problem {
     let text = fetch::describe(err);
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut typed = None;
     while let Some(cause) = source {
         let rustls_error = cause.downcast_ref::<rustls::Error>().or_else(|| {
             cause
@@ -334,43 +337,87 @@ fn explain_tls(err: &reqwest::Error, host: &str) -> Problem {
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         });
         if let Some(rustls::Error::InvalidCertificate(cert)) = rustls_error {
-            return match cert {
-                CertificateError::UnknownIssuer => Problem {
-                    what: format!("the certificate of {host} is signed by an unknown CA"),
-                    fix: "add the CA certificate (PEM) to [tls] ca_certs".into(),
-                },
+            typed = Some(match cert {
+                CertificateError::UnknownIssuer => TlsProblem::UnknownCa,
                 CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => Problem {
-                    what: format!("the certificate is not valid for the host name {host}"),
-                    fix: "use the name the certificate was made for in `console`, or reissue it (console cert --name)".into(),
-                },
-                CertificateError::Expired | CertificateError::ExpiredContext { .. } => Problem {
-                    what: format!("the certificate of {host} has expired"),
-                    fix: "renew the console's certificate (console cert --out DIR renews with the kept CA)".into(),
-                },
-                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                    Problem {
-                        what: format!("the certificate of {host} is not valid yet"),
-                        fix: "check this machine's clock".into(),
-                    }
+                | CertificateError::NotValidForNameContext { .. } => TlsProblem::WrongName,
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    TlsProblem::Expired
                 }
-                other => Problem {
-                    what: format!("the certificate of {host} is refused: {other:?}"),
-                    fix: "check the console's certificate".into(),
-                },
-            };
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    TlsProblem::NotYetValid
+                }
+                _ => TlsProblem::Other,
+            });
+            break;
         }
         source = cause.source();
     }
-    if text.contains("407") || text.to_lowercase().contains("proxy auth") {
-        return Problem {
-            what: format!("the proxy refused the credentials: {text}"),
-            fix: "check [proxy] username and password_file".into(),
-        };
-    }
+    let problem = typed.unwrap_or_else(|| TlsProblem::from_text(&text));
+    let (what, fix) = match problem {
+        TlsProblem::UnknownCa => (
+            format!("the certificate of {host} is signed by an unknown CA"),
+            "add the CA certificate (PEM) to [tls] ca_certs",
+        ),
+        TlsProblem::WrongName => (
+            format!("the certificate is not valid for the host name {host}"),
+            "use the name the certificate was made for in `console`, or reissue it (console cert --name)",
+        ),
+        TlsProblem::Expired => (
+            format!("the certificate of {host} has expired"),
+            "renew the console's certificate (console cert --out DIR renews it with the kept CA)",
+        ),
+        TlsProblem::NotYetValid => (
+            format!("the certificate of {host} is not valid yet"),
+            "check this machine's clock",
+        ),
+        TlsProblem::ProxyAuth => (
+            format!("the proxy refused the credentials: {text}"),
+            "check [proxy] username and password_file",
+        ),
+        TlsProblem::Other => (text, "check the console URL, [tls] ca_certs and [proxy]"),
+    };
     Problem {
-        what: text,
-        fix: "check the console URL, [tls] ca_certs and [proxy]".into(),
+        what,
+        fix: fix.into(),
+    }
+}
+
+/// What a failed HTTPS request ran into.
+enum TlsProblem {
+    /// The chain ends at a CA nobody trusts here.
+    UnknownCa,
+    /// The certificate names other hosts.
+    WrongName,
+    /// Past its notAfter.
+    Expired,
+    /// Before its notBefore (usually this clock).
+    NotYetValid,
+    /// The proxy answered 407.
+    ProxyAuth,
+    /// Anything else, described as it came.
+    Other,
+}
+
+impl TlsProblem {
+    /// From rustls' and reqwest's messages.
+    fn from_text(text: &str) -> TlsProblem {
+        let lower = text.to_lowercase();
+        if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+            TlsProblem::UnknownCa
+        } else if lower.contains("not valid for name") || lower.contains("notvalidforname") {
+            TlsProblem::WrongName
+        } else if lower.contains("certificate expired")
+            || lower.contains("invalid peer certificate: expired")
+        {
+            TlsProblem::Expired
+        } else if lower.contains("not valid yet") || lower.contains("notvalidyet") {
+            TlsProblem::NotYetValid
+        } else if lower.contains("407") || lower.contains("proxy auth") {
+            TlsProblem::ProxyAuth
+        } else {
+            TlsProblem::Other
+        }
     }
 }
 

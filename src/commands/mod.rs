@@ -44,9 +44,19 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 /// `bankswap console cert`: a private CA and a server certificate for `console serve`.
 fn make_cert(out: &std::path::Path, names: &[String]) -> anyhow::Result<()> {
     let files = crate::private_ca::make_ca(out, names)?;
+    if files.renewed {
+        println!(
+            "renewed the server certificate with the CA kept in {}",
+            files.ca_key.display()
+        );
+    }
     println!(
         "CA certificate (agents: [tls] ca_certs): {}",
         files.ca_pem.display()
+    );
+    println!(
+        "CA key (keep it; renews the server certificate): {}",
+        files.ca_key.display()
     );
     println!(
         "server certificate (--tls-cert): {}",
