@@ -460,7 +460,8 @@ fn parse_http_date(text: &str) -> Option<SystemTime> {
     ];
     let mut parts = text.split_whitespace().skip(1);
     let day: u32 = parts.next()?.parse().ok()?;
-    let month = MONTHS.iter().position(|m| Some(*m) == parts.next())? + 1;
+    let month_name = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month_name)? + 1;
     let year: u32 = parts.next()?.parse().ok()?;
     let time = parts.next()?;
     if parts.next()? != "GMT" {
