@@ -29,7 +29,10 @@ fn main() -> ExitCode {
         restore_default_sigpipe();
     }
     logging::init_for_command(&cli.command);
-    match commands::run(cli.command) {
+    let result = commands::run(cli.command);
+    // Queued log lines first (bounded: a stalled log sink does not hold up the exit).
+    logging::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => error::report(&err),
     }

@@ -90,7 +90,11 @@ fn all_checks_pass_against_a_live_console() {
         assert!(line(&out, name).starts_with("ok    "), "{}", out.stdout);
     }
     assert!(line(&out, "manifest").contains("1.0.0"), "{}", out.stdout);
-    assert!(line(&out, "clock").contains("of the console"), "{}", out.stdout);
+    assert!(
+        line(&out, "clock").contains("of the console"),
+        "{}",
+        out.stdout
+    );
     // Read-only: doctor took no lock and wrote nothing the agent owns.
     assert!(!out.stdout.contains("FAIL"), "{}", out.stdout);
 }

@@ -9,6 +9,7 @@ mod doctor;
 mod hostile;
 mod install;
 mod interop;
+mod logs;
 mod notify;
 mod offline;
 mod package;
