@@ -278,3 +278,46 @@ fn missing_root_says_init() {
         out.stdout
     );
 }
+
+#[test]
+fn unreachable_proxy_fails_before_the_console() {
+    let live = live_with_release();
+    let config = config(
+        &live.w,
+        &live.console.url,
+        Some(&live.ca.ca_pem),
+        &live.w.public("release"),
+    );
+    let mut text = fs::read_to_string(&config).expect("config");
+    text.push_str("[proxy]\nurl = \"http://127.0.0.1:1\"\n");
+    fs::write(&config, text).expect("config");
+    init(&config);
+    let out = doctor(&config);
+    assert_check_fails(
+        &out,
+        "proxy tcp",
+        "cannot connect to the proxy at 127.0.0.1:1",
+    );
+}
+
+#[test]
+fn syslog_server_not_listening_fails() {
+    let live = live_with_release();
+    let config = config(
+        &live.w,
+        &live.console.url,
+        Some(&live.ca.ca_pem),
+        &live.w.public("release"),
+    );
+    let mut text = fs::read_to_string(&config).expect("config");
+    text.push_str("[log]\nsyslog = \"tcp://127.0.0.1:1\"\n");
+    fs::write(&config, text).expect("config");
+    init(&config);
+    let out = doctor(&config);
+    assert_check_fails(&out, "syslog", "cannot connect to the syslog server");
+    assert!(
+        line(&out, "manifest").starts_with("ok    "),
+        "{}",
+        out.stdout
+    );
+}

@@ -234,6 +234,7 @@ fn dpkg(root: &Path, args: &[&str], deb: Option<&Path>) -> String {
         .args([
             "--force-script-chrootless",
             "--force-depends",
+            "--force-not-root",
             "--log=/dev/null",
         ])
         .args(args);
