@@ -2,6 +2,7 @@
 # Installs bankswap as a systemd service on this machine:
 #   /usr/local/bin/bankswap, /etc/systemd/system/bankswap.service,
 #   /etc/bankswap/ (config; agent.toml.example), /var/lib/bankswap/ (the data root).
+# The Debian package (scripts/package.sh) is the way in on Debian and Ubuntu.
 # Usage: scripts/install.sh [--prefix DIR] [--binary PATH]
 #   --prefix DIR   write everything under DIR instead of / (for packaging or a look first)
 #   --binary PATH  the bankswap binary to install (default: target/release/bankswap, built if missing)
@@ -24,36 +25,11 @@ install -d -m 0755 "$prefix/usr/local/bin" "$prefix/etc/systemd/system"
 install -d -m 0750 "$prefix/etc/bankswap"
 install -d -m 0700 "$prefix/var/lib/bankswap"
 install -m 0755 "$binary" "$prefix/usr/local/bin/bankswap"
-cat > "$prefix/etc/systemd/system/bankswap.service" <<'UNIT'
-[Unit]
-Description=bankswap agent: runs the payload from an A/B bank and keeps it updated
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-ExecStart=/usr/local/bin/bankswap run --config /etc/bankswap/agent.toml
-# The agent stops its payload itself on SIGTERM (payload.stop_timeout, 30 s by
-# default); systemd kills whatever is left only after that.
-KillMode=mixed
-TimeoutStopSec=90
-Restart=always
-RestartSec=2
-Environment=BANKSWAP_LOG=info
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-cat > "$prefix/etc/bankswap/agent.toml.example" <<'CONF'
-console = "https://console.example.com"
-channel = "stable"
-root = "/var/lib/bankswap"
-trusted_keys = ["/etc/bankswap/release.pub"]
-poll_interval = "5m"
-max_delay = "15m"
-
-[health]
-grace = "30s"
-CONF
+# The same unit and example config as the Debian package, with this script's binary path.
+sed 's|/usr/bin/bankswap|/usr/local/bin/bankswap|g' packaging/bankswap.service \
+  > "$prefix/etc/systemd/system/bankswap.service"
+chmod 0644 "$prefix/etc/systemd/system/bankswap.service"
+install -m 0644 packaging/agent.toml.example "$prefix/etc/bankswap/agent.toml.example"
 echo "installed bankswap under ${prefix:-/}"
 if [ ! -e "$prefix/etc/bankswap/agent.toml" ]; then
   echo "next: write /etc/bankswap/agent.toml (see agent.toml.example), copy release.pub, then:"

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need beyond the Rust toolchain, from
 # Debian's packages: minisign (interop tests), nginx (a static release host),
-# zstd, GNU time (peak RSS), util-linux (unshare, flock), curl, faketime (a
-# clock before 1970 for tests/clock.rs). Idempotent;
-# run as root or with sudo.
+# zstd, GNU time (peak RSS), util-linux (unshare, flock), curl, faketime (clock
+# tests); for the package
+# tests dpkg-dev (dpkg-deb, dpkg-shlibdeps), systemd (systemd-analyze) and
+# man-db (the unit's man: link); and cargo-deb from crates.io. Idempotent; run
+# as root or with sudo. Every apt-get waits for the dpkg lock (another apt run
+# on a shared machine) instead of failing.
 set -euo pipefail
 
 need=()
@@ -15,13 +18,23 @@ command -v curl >/dev/null || need+=(curl)
 command -v faketime >/dev/null || need+=(faketime)
 [ -x /usr/bin/time ] || need+=(time)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
+command -v dpkg-deb >/dev/null || need+=(dpkg)
+command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v man >/dev/null || need+=(man-db)
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  apt=(apt-get -o DPkg::Lock::Timeout=600 -qq)
+  echo "setup-test-deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo "${apt[@]}" update
+  $sudo "${apt[@]}" install -y --no-install-recommends "${need[@]}" >/dev/null
 fi
-sudo=""
-if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-echo "setup-test-deps: installing ${need[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+
+# The package tests build the .deb with cargo-deb (scripts/package.sh).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "setup-test-deps: installing cargo-deb" >&2
+  cargo install --locked --quiet cargo-deb
+fi

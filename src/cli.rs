@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 /// bankswap: a supervisor that keeps a payload service up to date from signed
 /// releases, with two banks, atomic swaps and instant rollback.
 #[derive(Debug, Parser)]
-#[command(name = "bankswap", version, about)]
+#[command(name = "bankswap", version = crate::build_info::VERSION, about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -19,6 +19,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the data root; optionally install a first release from a bundle, offline.
+    #[command(
+        after_help = "Examples:\n  bankswap init --config /etc/bankswap/agent.toml\n  bankswap init --root /var/lib/bankswap --trust release.pub --bundle /media/usb/releases"
+    )]
     Init {
         /// Where verification settings and the root come from.
         #[command(flatten)]
@@ -28,6 +31,9 @@ pub enum Command {
         bundle: Option<PathBuf>,
     },
     /// Offline update from a release folder, verified like an online one.
+    #[command(
+        after_help = "Examples:\n  bankswap apply --bundle /media/usb/releases\n  bankswap apply --root ./root --trust release.pub --channel beta --bundle ./releases"
+    )]
     Apply {
         /// Where verification settings and the root come from.
         #[command(flatten)]
@@ -37,6 +43,9 @@ pub enum Command {
         bundle: PathBuf,
     },
     /// Show the running version, both banks and the last error.
+    #[command(
+        after_help = "Examples:\n  bankswap status\n  bankswap status --json | jq .active_version\n  bankswap status --root ./root"
+    )]
     Status {
         /// Where the root comes from.
         #[command(flatten)]
@@ -46,18 +55,23 @@ pub enum Command {
         json: bool,
     },
     /// Swap back to the version in the other bank.
+    #[command(after_help = "Examples:\n  bankswap rollback\n  bankswap rollback --root ./root")]
     Rollback {
         /// Where the root comes from.
         #[command(flatten)]
         root: RootArgs,
     },
     /// Write PREFIX.key (secret) and PREFIX.pub in minisign's formats.
+    #[command(
+        after_help = "Example:\n  bankswap keygen --out keys/release   # keys/release.key (0600), keys/release.pub"
+    )]
     Keygen {
         /// Path prefix of the two files.
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
     },
     /// Sign FILE with a minisign secret key; writes FILE.minisig.
+    #[command(after_help = "Example:\n  bankswap sign --key keys/release.key release.json")]
     Sign {
         /// The secret key file.
         #[arg(long, value_name = "FILE")]
@@ -66,6 +80,7 @@ pub enum Command {
         file: PathBuf,
     },
     /// Check FILE.minisig against a minisign public key.
+    #[command(after_help = "Example:\n  bankswap verify --pub keys/release.pub release.json")]
     Verify {
         /// The public key file (or the bare base64 key).
         #[arg(long = "pub", value_name = "FILE")]
@@ -74,14 +89,21 @@ pub enum Command {
         file: PathBuf,
     },
     /// Pack, sign and publish a release into a console data folder or up to a console.
+    #[command(
+        after_help = "Examples:\n  bankswap publish --key keys/release.key --payload ./build --version 1.4.2 \\\n      --entrypoint 'bin/app --serve' --to /srv/console-data\n  bankswap publish --key keys/release.key --rollback-to 1.4.1 --console https://console.example.com --token-file token"
+    )]
     Publish(Box<PublishArgs>),
     /// The supervisor: runs the payload from the active bank and keeps it updated.
+    #[command(
+        after_help = "Examples:\n  bankswap run                       # /etc/bankswap/agent.toml\n  systemctl start bankswap           # the same, as a service (Type=notify)"
+    )]
     Run {
         /// Agent config file.
         #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Ask the running agent to check for a release now.
+    #[command(after_help = "Examples:\n  bankswap check\n  bankswap check --root ./root")]
     Check {
         /// Where the root comes from.
         #[command(flatten)]
@@ -94,17 +116,61 @@ pub enum Command {
         command: ConsoleCommand,
     },
     /// The whole story on loopback, narrated.
+    #[command(after_help = "Example:\n  bankswap demo")]
     Demo,
+    /// Check the config, keys, root, network path to the console, TLS trust,
+    /// the signed manifest, the clock and syslog: one line per check.
+    #[command(
+        after_help = "Exit status: 0 when every check passes, 1 when one fails.\n\nExamples:\n  bankswap doctor\n  bankswap doctor --config ./agent.toml"
+    )]
+    Doctor {
+        /// Agent config file.
+        #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Write the man pages or shell completions (used to build the package).
+    #[command(hide = true)]
+    Generate {
+        /// What to write.
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
+}
+
+/// `bankswap generate ...` (hidden): files made from this command line.
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// bankswap.1 and one bankswap-COMMAND.1 per subcommand, into DIR.
+    Man {
+        /// The output folder.
+        dir: PathBuf,
+    },
+    /// bankswap.bash, _bankswap (zsh) and bankswap.fish, into DIR.
+    Completions {
+        /// The output folder.
+        dir: PathBuf,
+    },
 }
 
 /// `bankswap console ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConsoleCommand {
     /// Serve a console data folder over HTTPS.
+    #[command(
+        after_help = "Example:\n  bankswap console serve --data /srv/console-data --listen 0.0.0.0:8443 \\\n      --tls-cert tls/server.pem --tls-key tls/server.key"
+    )]
     Serve(ServeArgs),
     /// Show the latest report of every agent.
+    #[command(
+        after_help = "Examples:\n  bankswap console fleet --data /srv/console-data\n  bankswap console fleet --console https://console.example.com --ca-cert tls/ca.pem --json"
+    )]
     Fleet(FleetArgs),
     /// Make a private CA and a server certificate signed by it, for `console serve`.
+    /// The CA (10 years) and its key (0600) are kept in DIR; run again to renew the
+    /// server certificate (1 year) with the same CA, so agents keep trusting it.
+    #[command(
+        after_help = "Example:\n  bankswap console cert --out tls --name console.example.com --name 10.0.0.5"
+    )]
     Cert {
         /// Folder for ca.pem, server.pem and server.key.
         #[arg(long, value_name = "DIR")]
@@ -184,10 +250,11 @@ impl Command {
     }
 }
 
-/// Flags that locate the root only (`status`, `rollback`).
+/// Flags that locate the root only (`status`, `rollback`, `check`).
 #[derive(Debug, Args)]
 pub struct RootArgs {
-    /// Agent config file (its `root` is used).
+    /// Agent config file (its `root` is used)
+    /// [default: /etc/bankswap/agent.toml, when it exists]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Data root; overrides the config's.
@@ -294,5 +361,18 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn root_flags_name_the_default_config() {
+        let mut command = Cli::command();
+        for name in ["status", "check", "rollback"] {
+            let sub = command.find_subcommand_mut(name).expect(name);
+            let help = sub.render_long_help().to_string();
+            assert!(
+                help.contains(&format!("[default: {}", crate::config::DEFAULT_CONFIG)),
+                "{name}: {help}"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod agent;
 mod agent_id;
+mod build_info;
 mod channel;
 mod cli;
 mod clock;
@@ -15,6 +16,7 @@ mod keyring;
 mod logging;
 mod private_ca;
 mod progress;
+mod sd_notify;
 mod setup;
 mod supervisor;
 
@@ -28,7 +30,10 @@ fn main() -> ExitCode {
         restore_default_sigpipe();
     }
     logging::init_for_command(&cli.command);
-    match commands::run(cli.command) {
+    let result = commands::run(cli.command);
+    // Queued log lines first (bounded: a stalled log sink does not hold up the exit).
+    logging::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => error::report(&err),
     }

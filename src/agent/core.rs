@@ -190,6 +190,11 @@ impl Agent {
         Ok(agent)
     }
 
+    /// Every status the core publishes (for the service manager's STATUS line).
+    pub fn status_updates(&self) -> watch::Receiver<Option<StatusReport>> {
+        self.report.subscribe()
+    }
+
     /// Handles events until `shutdown` resolves, then stops the payload.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);

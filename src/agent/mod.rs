@@ -6,10 +6,11 @@
 mod checker;
 pub mod control;
 mod core;
-mod fetch;
+pub mod fetch;
 mod schedule;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ use tracing::info;
 use crate::config::AgentConfig;
 use crate::error::UsageError;
 use crate::logging;
+use crate::sd_notify::{self, Notifier};
 
 /// How long shutdown waits for background work (a staging thread) to notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -37,27 +39,39 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let notifier = Arc::new(Notifier::from_env());
     let result = runtime.block_on(async {
         let agent = core::Agent::start(config, console).await?;
-        agent.run(shutdown_signal()).await
+        sd_notify::serve_agent(&notifier, agent.status_updates());
+        agent.run(shutdown_signal(config_path, &notifier)).await
     });
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     info!("agent stopped");
     result
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (and tells systemd it is stopping). SIGHUP
+/// re-reads and validates the config, without stopping.
+async fn shutdown_signal(config_path: &Path, notifier: &Notifier) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         // Without signal handlers the agent can still be stopped by SIGKILL; never return early.
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: stopping"),
-        _ = int.recv() => info!("SIGINT: stopping"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
+            _ = hup.recv() => {
+                sd_notify::reload_requested(config_path, notifier);
+                continue;
+            }
+        }
+        notifier.stopping();
+        return;
     }
 }

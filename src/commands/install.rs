@@ -118,7 +118,7 @@ pub fn install(
         .with_context(|| format!("bundle {}: reading the manifest", bundle.display()))?;
     let signature = read_capped(&channel.signature(), MAX_SIGNATURE_BYTES)
         .with_context(|| format!("bundle {}: reading the signature", bundle.display()))?;
-    let release = match verify_with(root, setup, &ring, &manifest_bytes, &signature, now) {
+    let release = match verify_with(root.state(), setup, &ring, &manifest_bytes, &signature, now) {
         Err(ReleaseError::NotNewer { version, running }) if version == running => {
             return Ok(Installed::UpToDate {
                 version: running.to_string(),
@@ -179,21 +179,32 @@ pub fn verify(
     now: SystemTime,
 ) -> Result<VerifiedRelease, ReleaseError> {
     let ring = keyring::load_or_trust_nothing(root.dir(), &setup.trusted_keys);
-    verify_with(root, setup, &ring, manifest, signature, now)
+    verify_with(root.state(), setup, &ring, manifest, signature, now)
 }
 
-/// [`verify`] with the key ring given.
+/// [`verify`] against a state read without taking the root (`bankswap doctor`).
+pub fn verify_against(
+    state: &bank_layout::State,
+    setup: &ReleaseSetup,
+    manifest: &[u8],
+    signature: &[u8],
+    now: SystemTime,
+) -> Result<VerifiedRelease, ReleaseError> {
+    let ring = keyring::load_or_trust_nothing(&setup.root, &setup.trusted_keys);
+    verify_with(state, setup, &ring, manifest, signature, now)
+}
+
+/// [`verify`] with the state and key ring given.
 fn verify_with(
-    root: &Root,
+    state: &bank_layout::State,
     setup: &ReleaseSetup,
     ring: &KeyRing,
     manifest: &[u8],
     signature: &[u8],
     now: SystemTime,
 ) -> Result<VerifiedRelease, ReleaseError> {
-    let state = root.state();
     let running = state
-        .version_of(root.active_bank())
+        .version_of(state.active)
         .and_then(|v| semver::Version::parse(v).ok());
     let bad_versions: Vec<signing::BadVersion> = state
         .bad_versions

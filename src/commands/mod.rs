@@ -1,6 +1,8 @@
 //! One `run` per command of SPEC §6.
 
 mod control;
+mod doctor;
+mod generate;
 pub mod install;
 mod keys;
 mod publish;
@@ -34,15 +36,27 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Run { config } => crate::agent::run(&config),
         Command::Check { root } => control::check(&root),
         Command::Demo => crate::demo::run(),
+        Command::Doctor { config } => doctor::run(&config),
+        Command::Generate { what } => generate::run(&what),
     }
 }
 
 /// `bankswap console cert`: a private CA and a server certificate for `console serve`.
 fn make_cert(out: &std::path::Path, names: &[String]) -> anyhow::Result<()> {
     let files = crate::private_ca::make_ca(out, names)?;
+    if files.renewed {
+        println!(
+            "renewed the server certificate with the CA kept in {}",
+            files.ca_key.display()
+        );
+    }
     println!(
         "CA certificate (agents: [tls] ca_certs): {}",
         files.ca_pem.display()
+    );
+    println!(
+        "CA key (keep it; renews the server certificate): {}",
+        files.ca_key.display()
     );
     println!(
         "server certificate (--tls-cert): {}",

@@ -1,0 +1,323 @@
+//! `bankswap doctor` (SPEC §12): one line per check, `ok` or `FAIL` with the
+//! fix, exit 1 when any fails. One test per failure that loopback can make,
+//! and an all-green run against a live console.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+
+use crate::support::live::{ConsoleProcess, Live};
+use crate::support::tls::TestCa;
+use crate::support::{Run, World, run, run_ok};
+
+/// Writes an agent config; `ca` is the `[tls] ca_certs` entry, if any.
+fn config(w: &World, console: &str, ca: Option<&Path>, key: &str) -> PathBuf {
+    let path = w.path("agent.toml");
+    let tls = ca.map_or_else(String::new, |ca| {
+        format!("[tls]\nca_certs = [\"{}\"]\n", ca.display())
+    });
+    fs::write(
+        &path,
+        format!(
+            "console = \"{console}\"\nroot = \"{}\"\ntrusted_keys = [\"{key}\"]\n{tls}",
+            w.path("root").display(),
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn doctor(config: &Path) -> Run {
+    run(["doctor", "--config", &config.display().to_string()])
+}
+
+/// The line of check `name`; asserts it exists.
+fn line<'a>(out: &'a Run, name: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find(|l| l[6.min(l.len())..].starts_with(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no `{name}` line:\n{}", out.stdout))
+}
+
+/// Asserts exit 1 and that check `name` failed saying `needle`.
+fn assert_check_fails(out: &Run, name: &str, needle: &str) {
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let l = line(out, name);
+    assert!(
+        l.starts_with("FAIL  ") && l.contains(needle) && l.contains("fix: "),
+        "{name}: want FAIL with `{needle}` and a fix, got `{l}`"
+    );
+}
+
+/// A live console with release 1.0.0, and an initialised root.
+fn live_with_release() -> Live {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    live
+}
+
+fn init(config: &Path) {
+    run_ok(["init", "--config", &config.display().to_string()]);
+}
+
+#[test]
+fn all_checks_pass_against_a_live_console() {
+    let live = live_with_release();
+    let config = config(
+        &live.w,
+        &live.console.url,
+        Some(&live.ca.ca_pem),
+        &live.w.public("release"),
+    );
+    init(&config);
+    let out = doctor(&config);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    for name in [
+        "config",
+        "trusted keys",
+        "root",
+        "dns",
+        "tcp",
+        "tls",
+        "clock",
+        "manifest",
+        "syslog",
+    ] {
+        assert!(line(&out, name).starts_with("ok    "), "{}", out.stdout);
+    }
+    assert!(line(&out, "manifest").contains("1.0.0"), "{}", out.stdout);
+    assert!(
+        line(&out, "clock").contains("of the console"),
+        "{}",
+        out.stdout
+    );
+    // Read-only: doctor took no lock and wrote nothing the agent owns.
+    assert!(!out.stdout.contains("FAIL"), "{}", out.stdout);
+}
+
+#[test]
+fn a_renewed_server_certificate_is_still_trusted_with_the_kept_ca() {
+    let mut live = live_with_release();
+    let config = config(
+        &live.w,
+        &live.console.url,
+        Some(&live.ca.ca_pem),
+        &live.w.public("release"),
+    );
+    init(&config);
+    let ca_before = fs::read(&live.ca.ca_pem).expect("ca.pem");
+    let cert_before = fs::read(&live.ca.cert_pem).expect("server.pem");
+    let tls = live.w.path("tls");
+    let out = run_ok(["console", "cert", "--out", &tls.display().to_string()]);
+    assert!(out.stdout.contains("renewed"), "{}", out.stdout);
+    assert_eq!(
+        fs::read(&live.ca.ca_pem).expect("ca.pem"),
+        ca_before,
+        "the CA changed"
+    );
+    assert_ne!(
+        fs::read(&live.ca.cert_pem).expect("server.pem"),
+        cert_before
+    );
+    assert_eq!(
+        fs::metadata(tls.join("ca.key"))
+            .expect("ca.key")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let addr = live.console.addr.clone();
+    live.console.terminate();
+    live.console = ConsoleProcess::start(&live.data, &live.ca, &addr, &live.w.path("console.log"));
+    let out = doctor(&config);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn unknown_ca_says_add_it_to_tls_ca_certs() {
+    let live = live_with_release();
+    let config = config(&live.w, &live.console.url, None, &live.w.public("release"));
+    init(&config);
+    let out = doctor(&config);
+    assert_check_fails(&out, "tls", "unknown CA");
+    assert!(
+        line(&out, "tls").contains("[tls] ca_certs"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn wrong_host_name_is_named() {
+    let w = World::new();
+    let tls = w.path("tls");
+    run_ok([
+        "console",
+        "cert",
+        "--out",
+        &tls.display().to_string(),
+        "--name",
+        "other.example",
+    ]);
+    let ca = TestCa {
+        ca_pem: tls.join("ca.pem"),
+        cert_pem: tls.join("server.pem"),
+        key_pem: tls.join("server.key"),
+    };
+    fs::create_dir_all(w.path("data")).expect("data");
+    let console =
+        ConsoleProcess::start(&w.path("data"), &ca, "127.0.0.1:0", &w.path("console.log"));
+    let config = config(&w, &console.url, Some(&ca.ca_pem), &w.public("release"));
+    init(&config);
+    let out = doctor(&config);
+    assert_check_fails(&out, "tls", "not valid for the host name 127.0.0.1");
+}
+
+/// A CA and a server certificate for 127.0.0.1 that expired in 2021.
+fn expired_ca(dir: &Path) -> TestCa {
+    fs::create_dir_all(dir).expect("dir");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "expired test CA");
+    ca_params.distinguished_name = dn;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("cert");
+    let ca = TestCa {
+        ca_pem: dir.join("ca.pem"),
+        cert_pem: dir.join("server.pem"),
+        key_pem: dir.join("server.key"),
+    };
+    fs::write(&ca.ca_pem, ca_cert.pem()).expect("write");
+    fs::write(&ca.cert_pem, cert.pem()).expect("write");
+    fs::write(&ca.key_pem, key.serialize_pem()).expect("write");
+    ca
+}
+
+#[test]
+fn expired_certificate_is_named() {
+    let w = World::new();
+    let ca = expired_ca(&w.path("tls"));
+    fs::create_dir_all(w.path("data")).expect("data");
+    let console =
+        ConsoleProcess::start(&w.path("data"), &ca, "127.0.0.1:0", &w.path("console.log"));
+    let config = config(&w, &console.url, Some(&ca.ca_pem), &w.public("release"));
+    init(&config);
+    let out = doctor(&config);
+    assert_check_fails(&out, "tls", "has expired");
+}
+
+#[test]
+fn unreachable_console_fails_tcp() {
+    let w = World::new();
+    // Port 1 on loopback: nothing listens (tcpmux is long dead).
+    let config = config(&w, "https://127.0.0.1:1", None, &w.public("release"));
+    init(&config);
+    let out = doctor(&config);
+    assert_check_fails(&out, "tcp", "cannot connect to the console at 127.0.0.1:1");
+}
+
+#[test]
+fn bad_key_file_fails_trusted_keys() {
+    let w = World::new();
+    let bad = w.path("bad.pub");
+    fs::write(&bad, "untrusted comment: nope\nnot base64 at all\n").expect("bad key");
+    let config = config(&w, "https://127.0.0.1:1", None, &bad.display().to_string());
+    let out = doctor(&config);
+    assert_check_fails(&out, "trusted keys", "bad.pub");
+}
+
+#[test]
+fn manifest_signed_by_another_key_fails_verification() {
+    let live = live_with_release();
+    live.w.keygen("other");
+    let config = config(
+        &live.w,
+        &live.console.url,
+        Some(&live.ca.ca_pem),
+        &live.w.public("other"),
+    );
+    init(&config);
+    let out = doctor(&config);
+    assert_check_fails(&out, "manifest", "");
+    assert!(line(&out, "tls").starts_with("ok    "), "{}", out.stdout);
+}
+
+#[test]
+fn group_writable_root_fails_with_chmod_fix() {
+    let w = World::new();
+    let config = config(&w, "https://127.0.0.1:1", None, &w.public("release"));
+    init(&config);
+    let root = w.path("root");
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = doctor(&config);
+    assert_check_fails(&out, "root", "mode 0777");
+    assert!(line(&out, "root").contains("chmod 0700"), "{}", out.stdout);
+}
+
+#[test]
+fn missing_root_says_init() {
+    let w = World::new();
+    let config = config(&w, "https://127.0.0.1:1", None, &w.public("release"));
+    let out = doctor(&config);
+    assert_check_fails(&out, "root", "does not exist");
+    assert!(
+        line(&out, "root").contains("bankswap init"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn unreachable_proxy_fails_before_the_console() {
+    let live = live_with_release();
+    let config = config(
+        &live.w,
+        &live.console.url,
+        Some(&live.ca.ca_pem),
+        &live.w.public("release"),
+    );
+    let mut text = fs::read_to_string(&config).expect("config");
+    text.push_str("[proxy]\nurl = \"http://127.0.0.1:1\"\n");
+    fs::write(&config, text).expect("config");
+    init(&config);
+    let out = doctor(&config);
+    assert_check_fails(
+        &out,
+        "proxy tcp",
+        "cannot connect to the proxy at 127.0.0.1:1",
+    );
+}
+
+#[test]
+fn syslog_server_not_listening_fails() {
+    let live = live_with_release();
+    let config = config(
+        &live.w,
+        &live.console.url,
+        Some(&live.ca.ca_pem),
+        &live.w.public("release"),
+    );
+    let mut text = fs::read_to_string(&config).expect("config");
+    text.push_str("[log]\nsyslog = \"tcp://127.0.0.1:1\"\n");
+    fs::write(&config, text).expect("config");
+    init(&config);
+    let out = doctor(&config);
+    assert_check_fails(&out, "syslog", "cannot connect to the syslog server");
+    assert!(
+        line(&out, "manifest").starts_with("ok    "),
+        "{}",
+        out.stdout
+    );
+}
