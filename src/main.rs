@@ -11,6 +11,7 @@ mod config;
 mod console;
 mod demo;
 mod error;
+mod identity;
 mod logging;
 mod private_ca;
 mod progress;

@@ -1,11 +1,13 @@
 //! End-to-end tests: every test runs the real `bankswap` binary, as a user
 //! would, on real files in a temporary folder.
 
+mod admin;
 mod agent;
 mod console;
 mod crash;
 mod demo;
 mod hostile;
+mod identity;
 mod install;
 mod interop;
 mod offline;

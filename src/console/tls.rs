@@ -1,5 +1,11 @@
 //! The console's TLS settings: a certificate chain and key read from PEM files,
-//! with rustls on the ring provider (the build carries no aws-lc).
+//! with rustls on the ring provider (the build carries no aws-lc), and client
+//! certificates checked against the agent CA (SPEC §10).
+//!
+//! Client certificates are optional at the TLS layer: an agent that has not
+//! enrolled yet, a static-host client or an admin's browser has none. Which
+//! routes need one is decided per request (routes.rs, reports.rs), so the
+//! refusal can say why (401/403 with a reason) instead of a TLS alert.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -7,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::UsageError;
@@ -19,14 +26,32 @@ const ALPN_HTTP1: &[u8] = b"http/1.1";
 ///
 /// Unreadable or unusable files are configuration errors (exit code 2), each
 /// naming the file.
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+/// `agent_ca` is the agent CA certificate (PEM): client certificates it
+/// signed are verified and offered to the routes; others fail the handshake.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    agent_ca: &str,
+) -> anyhow::Result<Arc<ServerConfig>> {
     let chain = read_chain(cert)?;
     let key_der = read_key(key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut agent_ca.as_bytes()) {
+        let ca = ca.map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
+        roots
+            .add(ca)
+            .map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
+    }
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| UsageError::new(format!("TLS set-up: {e}")))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key_der)
         .map_err(|e| {
             UsageError::new(format!(
