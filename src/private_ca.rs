@@ -118,7 +118,13 @@ impl AgentCa {
         let cert = CertificateParams::from_ca_cert_pem(&cert_pem)
             .with_context(|| format!("reading {}", cert_path.display()))?
             .self_signed(&key)
-            .with_context(|| format!("{} does not fit {}", key_path.display(), cert_path.display()))?;
+            .with_context(|| {
+                format!(
+                    "{} does not fit {}",
+                    key_path.display(),
+                    cert_path.display()
+                )
+            })?;
         Ok(AgentCa {
             cert_pem,
             cert,
@@ -139,9 +145,9 @@ impl AgentCa {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = common_name(agent_id);
-        params.subject_alt_names = vec![rcgen::SanType::URI(
-            rcgen::Ia5String::try_from(agent_uri(agent_id))?,
-        )];
+        params.subject_alt_names = vec![rcgen::SanType::URI(rcgen::Ia5String::try_from(
+            agent_uri(agent_id),
+        )?)];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let serial: [u8; 16] = rand::random();

@@ -113,10 +113,21 @@ fn the_fleet_needs_an_admin_token_or_a_session() {
     let page = admin.get("/", &[]);
     assert_eq!(page.status, 401);
     let html = String::from_utf8_lossy(&page.body);
-    assert!(html.contains("action=\"/login\"") && !html.contains("agent-1"), "{html}");
+    assert!(
+        html.contains("action=\"/login\"") && !html.contains("agent-1"),
+        "{html}"
+    );
     let fleet = admin.get("/v1/fleet", &[]);
     assert_eq!(fleet.status, 401);
-    assert_eq!(admin.get("/v1/fleet", &[("authorization", "Bearer wrong-token-0000000000")]).status, 401);
+    assert_eq!(
+        admin
+            .get(
+                "/v1/fleet",
+                &[("authorization", "Bearer wrong-token-0000000000")]
+            )
+            .status,
+        401
+    );
 
     // With the token: the fleet.
     let bearer = format!("Bearer {TOKEN}");
@@ -155,9 +166,7 @@ fn the_fleet_needs_an_admin_token_or_a_session() {
 
     // A forged CSRF token: 403, and the session goes on.
     assert_eq!(
-        admin
-            .form("/logout", Some(&cookie), "csrf=forged")
-            .status,
+        admin.form("/logout", Some(&cookie), "csrf=forged").status,
         403
     );
     assert_eq!(
@@ -172,7 +181,12 @@ fn the_fleet_needs_an_admin_token_or_a_session() {
     let out = admin.form("/logout", Some(&cookie), &format!("csrf={csrf}"));
     assert_eq!(out.status, 303);
     assert_eq!(admin.get("/", &[("cookie", &cookie)]).status, 401);
-    assert_eq!(admin.get("/", &[("cookie", "bankswap_session=forged")]).status, 401);
+    assert_eq!(
+        admin
+            .get("/", &[("cookie", "bankswap_session=forged")])
+            .status,
+        401
+    );
 }
 
 #[test]
@@ -184,19 +198,34 @@ fn named_admin_tokens_work_until_revoked() {
         .trim()
         .to_string();
     let bearer = format!("Bearer {alice}");
-    assert_eq!(admin.get("/v1/fleet", &[("authorization", &bearer)]).status, 200);
-    assert_fails_with(
-        &run(["console", "admin-token", "create", "alice", "--data", &data]),
-        "exists",
+    assert_eq!(
+        admin.get("/v1/fleet", &[("authorization", &bearer)]).status,
+        200
+    );
+    let taken = run(["console", "admin-token", "create", "alice", "--data", &data]);
+    assert_eq!(taken.code, 2, "{taken:?}");
+    assert!(
+        taken
+            .stderr
+            .contains("error: an admin token named alice exists")
     );
     run_ok(["console", "admin-token", "revoke", "alice", "--data", &data]);
-    assert_eq!(admin.get("/v1/fleet", &[("authorization", &bearer)]).status, 401);
+    assert_eq!(
+        admin.get("/v1/fleet", &[("authorization", &bearer)]).status,
+        401
+    );
     // The file's token is unaffected.
     let file = format!("Bearer {TOKEN}");
-    assert_eq!(admin.get("/v1/fleet", &[("authorization", &file)]).status, 200);
-    assert!(!fs::read_to_string(admin.data.join("fleet.sqlite"))
-        .unwrap_or_default()
-        .contains(&alice), "tokens are stored hashed");
+    assert_eq!(
+        admin.get("/v1/fleet", &[("authorization", &file)]).status,
+        200
+    );
+    assert!(
+        !fs::read_to_string(admin.data.join("fleet.sqlite"))
+            .unwrap_or_default()
+            .contains(&alice),
+        "tokens are stored hashed"
+    );
     let _ = &admin.world;
 }
 
@@ -204,15 +233,28 @@ fn named_admin_tokens_work_until_revoked() {
 fn twenty_wrong_logins_are_rate_limited_and_logged() {
     let admin = Admin::start();
     let statuses: Vec<u16> = (0..20)
-        .map(|i| admin.form("/login", None, &format!("token=wrong-guess-{i:04}")).status)
+        .map(|i| {
+            admin
+                .form("/login", None, &format!("token=wrong-guess-{i:04}"))
+                .status
+        })
         .collect();
-    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
     assert_eq!(statuses[0], 401);
     assert_eq!(statuses[19], 429, "{statuses:?}");
     // Even the right token waits now, from this address.
-    assert_eq!(admin.form("/login", None, &format!("token={TOKEN}")).status, 429);
+    assert_eq!(
+        admin.form("/login", None, &format!("token={TOKEN}")).status,
+        429
+    );
     let bearer = format!("Bearer {TOKEN}");
-    assert_eq!(admin.get("/v1/fleet", &[("authorization", &bearer)]).status, 429);
+    assert_eq!(
+        admin.get("/v1/fleet", &[("authorization", &bearer)]).status,
+        429
+    );
     let log = admin.console.stderr();
     assert!(
         log.contains("failed admin authentication") && log.contains("127.0.0.1"),

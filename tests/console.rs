@@ -208,7 +208,11 @@ fn reports_are_kept_per_agent_and_shown_by_console_fleet() {
         &ca,
         "127.0.0.1:0",
         &world.path("console.log"),
-        &["--allow-anonymous-reports", "--admin-token-file", &token_arg],
+        &[
+            "--allow-anonymous-reports",
+            "--admin-token-file",
+            &token_arg,
+        ],
     );
     let http = Http::new(&ca);
     let report = |agent: &str, body: &str| {
@@ -273,8 +277,7 @@ fn reports_are_kept_per_agent_and_shown_by_console_fleet() {
     let bearer = format!("Bearer {ADMIN_TOKEN}");
     let admin = [("authorization", bearer.as_str())];
     let served: serde_json::Value =
-        serde_json::from_slice(&http.get(&console.url_of("/v1/fleet"), &admin).body)
-            .expect("JSON");
+        serde_json::from_slice(&http.get(&console.url_of("/v1/fleet"), &admin).body).expect("JSON");
     assert_eq!(served, fleet);
     let remote = run_ok([
         "console",

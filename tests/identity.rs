@@ -155,7 +155,10 @@ fn enrollment_with_a_used_expired_or_forged_token_is_refused() {
     assert_eq!(key_mode & 0o777, 0o600, "the key is the agent's only");
     let key = fs::read_to_string(first.join("identity/key.pem")).expect("key");
     assert!(
-        !fleet.console.stderr().contains(key.lines().nth(1).expect("key line")),
+        !fleet
+            .console
+            .stderr()
+            .contains(key.lines().nth(1).expect("key line")),
         "the key is never logged"
     );
 
@@ -171,7 +174,11 @@ fn enrollment_with_a_used_expired_or_forged_token_is_refused() {
     );
 
     let forged = fleet.world.path("forged");
-    fs::write(&forged, "bsenroll-0000000000000000000000000000000000000000\n").expect("forged");
+    fs::write(
+        &forged,
+        "bsenroll-0000000000000000000000000000000000000000\n",
+    )
+    .expect("forged");
     assert_fails_with(
         &fleet.enroll(&second, &forged),
         "the enrollment token is not one this console issued",
@@ -223,7 +230,9 @@ fn spoofed_and_anonymous_reports_are_refused_and_leave_the_real_row() {
     let reply = fleet.report(&as_other, &real_id, spoof);
     assert_eq!(reply.status, 403);
     assert!(
-        reply.error().contains(&format!("names agent {other_id}, not {real_id}")),
+        reply
+            .error()
+            .contains(&format!("names agent {other_id}, not {real_id}")),
         "{}",
         reply.error()
     );
@@ -268,13 +277,24 @@ fn an_enrolled_agent_renews_and_keeps_reporting_until_revoked() {
     assert_eq!(fleet.report(&live, &id, report).status, 204);
     let replaced = fleet.report(&with_first, &id, report);
     assert_eq!(replaced.status, 403);
-    assert!(replaced.error().contains("replaced"), "{}", replaced.error());
+    assert!(
+        replaced.error().contains("replaced"),
+        "{}",
+        replaced.error()
+    );
     let agents = fleet.agents();
     assert!(agents[0]["last_seen"].is_u64(), "{agents}");
     assert!(agents[0]["cert_expiry"].as_u64().expect("expiry") > 0);
 
     // Revoked from the command line: the open connection's next request is refused.
-    run_ok(["console", "agents", "revoke", &id, "--data", &fleet.data_arg()]);
+    run_ok([
+        "console",
+        "agents",
+        "revoke",
+        &id,
+        "--data",
+        &fleet.data_arg(),
+    ]);
     let refused = fleet.report(&live, &id, report);
     assert_eq!(refused.status, 403);
     assert!(refused.error().contains("revoked"), "{}", refused.error());
@@ -299,7 +319,14 @@ fn an_enrolled_agent_renews_and_keeps_reporting_until_revoked() {
         &fleet.enroll(&root, &fleet.token("again", &[])),
         "is revoked",
     );
-    run_ok(["console", "agents", "forget", &id, "--data", &fleet.data_arg()]);
+    run_ok([
+        "console",
+        "agents",
+        "forget",
+        &id,
+        "--data",
+        &fleet.data_arg(),
+    ]);
     assert_eq!(fleet.agents().as_array().expect("array").len(), 0);
     assert_eq!(fleet.enroll(&root, &fleet.token("new", &[])).code, 0);
 }

@@ -72,9 +72,9 @@ impl Limiter {
     /// Whether `address` has failed too often lately.
     pub fn is_limited(&self, address: IpAddr, now: SystemTime) -> bool {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        failures.get(&address).is_some_and(|(count, since)| {
-            *count >= MAX_FAILURES && !window_passed(*since, now)
-        })
+        failures
+            .get(&address)
+            .is_some_and(|(count, since)| *count >= MAX_FAILURES && !window_passed(*since, now))
     }
 
     /// Counts one failure of `address`.
@@ -181,8 +181,7 @@ impl AdminAuth {
         how: &'static str,
     ) -> Result<String, AdminError> {
         let now = clock::now_seconds();
-        if self.limiter.is_limited(remote.ip(), now) || self.limiter.is_full_without(remote.ip())
-        {
+        if self.limiter.is_limited(remote.ip(), now) || self.limiter.is_full_without(remote.ip()) {
             warn!(remote = %remote, how, "admin authentication rate limited");
             return Err(AdminError::RateLimited);
         }
@@ -384,7 +383,8 @@ pub async fn logout(
 ) -> Result<Response, AdminError> {
     check_csrf(&user, form)?;
     state.auth.end_session(&headers);
-    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
+    let expired =
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
     Ok((
         StatusCode::SEE_OTHER,
         [(SET_COOKIE, expired), (LOCATION, "/login".to_string())],
@@ -456,10 +456,7 @@ mod tests {
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            COOKIE,
-            "a=1; bankswap_session=abc; b=2".parse().unwrap(),
-        );
+        headers.insert(COOKIE, "a=1; bankswap_session=abc; b=2".parse().unwrap());
         assert_eq!(session_cookie(&headers).as_deref(), Some("abc"));
     }
 }

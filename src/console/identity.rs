@@ -197,8 +197,7 @@ impl Identity {
                 peer.agent_id
             )));
         }
-        if peer.serial != record.cert_serial && record.prev_serial.as_ref() != Some(&peer.serial)
-        {
+        if peer.serial != record.cert_serial && record.prev_serial.as_ref() != Some(&peer.serial) {
             return Err(IdentityError::Refused(format!(
                 "this certificate of agent {} was replaced: use the newest one",
                 peer.agent_id
@@ -395,9 +394,15 @@ fn enroll_in_db(
     let issued = ca
         .sign_csr(csr, agent_id, lifetime, now)
         .map_err(|e| IdentityError::BadRequest(format!("the CSR is not usable: {e}")))?;
-    if let Err(refusal) =
-        registry::record_enrollment(&tx, agent_id, hostname, &issued.serial, issued.not_after, now)
-            .map_err(db_error)?
+    if let Err(refusal) = registry::record_enrollment(
+        &tx,
+        agent_id,
+        hostname,
+        &issued.serial,
+        issued.not_after,
+        now,
+    )
+    .map_err(db_error)?
     {
         return Ok(Err(refusal));
     }

@@ -18,11 +18,12 @@ use crate::error::UsageError;
 pub fn manage(command: ConsoleCommand) -> anyhow::Result<()> {
     match command {
         ConsoleCommand::Token {
-            command: TokenCommand::Create {
-                data,
-                expires,
-                uses,
-            },
+            command:
+                TokenCommand::Create {
+                    data,
+                    expires,
+                    uses,
+                },
         } => create_token(&data, &expires, uses),
         ConsoleCommand::Agents(args) => agents(&args),
         ConsoleCommand::AdminToken { command } => admin_token(command),
@@ -79,9 +80,8 @@ fn agents(args: &AgentsArgs) -> anyhow::Result<()> {
             println!("forgot {id}");
         }
         None => {
-            let stale_after = humantime::parse_duration(&args.stale_after).map_err(|e| {
-                UsageError::new(format!("--stale-after {}: {e}", args.stale_after))
-            })?;
+            let stale_after = humantime::parse_duration(&args.stale_after)
+                .map_err(|e| UsageError::new(format!("--stale-after {}: {e}", args.stale_after)))?;
             let listed = registry::agents(&conn).context("reading the agents")?;
             if args.json {
                 let rows: Vec<serde_json::Value> = listed
@@ -104,7 +104,11 @@ fn agents(args: &AgentsArgs) -> anyhow::Result<()> {
 }
 
 /// The agents as an aligned text table.
-fn table(agents: &[AgentRecord], now: std::time::SystemTime, stale_after: std::time::Duration) -> String {
+fn table(
+    agents: &[AgentRecord],
+    now: std::time::SystemTime,
+    stale_after: std::time::Duration,
+) -> String {
     let rows: Vec<[String; 6]> = agents
         .iter()
         .map(|a| {
@@ -118,7 +122,15 @@ fn table(agents: &[AgentRecord], now: std::time::SystemTime, stale_after: std::t
             ]
         })
         .collect();
-    let headings = ["AGENT", "HOST", "ENROLLED", "CERT EXPIRES", "LAST SEEN", "STATE"].map(String::from);
+    let headings = [
+        "AGENT",
+        "HOST",
+        "ENROLLED",
+        "CERT EXPIRES",
+        "LAST SEEN",
+        "STATE",
+    ]
+    .map(String::from);
     let mut widths = headings.clone().map(|h| h.len());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {

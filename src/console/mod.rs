@@ -51,8 +51,8 @@ pub use identity::{EnrollRequest, Issued, RenewRequest, WhoAmI};
 pub use manage::manage;
 
 use crate::cli::{FleetArgs, ServeArgs};
-use crate::private_ca::AgentCa;
 use crate::error::UsageError;
+use crate::private_ca::AgentCa;
 
 /// After the server returns, background work (file reads, the watcher) gets
 /// this long to finish before the process exits anyway.

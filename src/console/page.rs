@@ -38,7 +38,10 @@ struct ChannelRow {
 pub const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Serves the page.
-pub async fn index(State(state): State<AppState>, Extension(user): Extension<AdminUser>) -> Response {
+pub async fn index(
+    State(state): State<AppState>,
+    Extension(user): Extension<AdminUser>,
+) -> Response {
     let fleet = match state.store.list().await {
         Ok(fleet) => fleet,
         Err(e) => {

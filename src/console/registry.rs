@@ -115,7 +115,9 @@ pub enum EnrollRefusal {
     #[error("the enrollment token was already used; ask an admin for a new one")]
     Used,
     /// The agent id was revoked: an admin must `console agents forget` it first.
-    #[error("agent {0} is revoked; an admin must `console agents forget {0}` before it enrolls again")]
+    #[error(
+        "agent {0} is revoked; an admin must `console agents forget {0}` before it enrolls again"
+    )]
     Revoked(String),
 }
 
@@ -207,7 +209,8 @@ impl AgentRecord {
     }
 }
 
-const AGENT_COLUMNS: &str = "agent_id, hostname, enrolled_at, cert_serial, prev_serial, cert_expiry, last_seen, revoked_at";
+const AGENT_COLUMNS: &str =
+    "agent_id, hostname, enrolled_at, cert_serial, prev_serial, cert_expiry, last_seen, revoked_at";
 
 fn agent_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
     let seconds = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -411,12 +414,21 @@ mod tests {
             revoked_at: None,
         };
         let hour = Duration::from_secs(3600);
-        assert_eq!(record.state(clock::from_unix(300), hour), AgentState::Active);
-        assert_eq!(record.state(clock::from_unix(4000), hour), AgentState::Stale);
+        assert_eq!(
+            record.state(clock::from_unix(300), hour),
+            AgentState::Active
+        );
+        assert_eq!(
+            record.state(clock::from_unix(4000), hour),
+            AgentState::Stale
+        );
         let revoked = AgentRecord {
             revoked_at: Some(250),
             ..record
         };
-        assert_eq!(revoked.state(clock::from_unix(300), hour), AgentState::Revoked);
+        assert_eq!(
+            revoked.state(clock::from_unix(300), hour),
+            AgentState::Revoked
+        );
     }
 }

@@ -8,12 +8,12 @@
 
 use std::net::SocketAddr;
 
-use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use tracing::{debug, warn};
 

@@ -29,8 +29,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -109,10 +109,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/agents/{agent_id}/report",
             post(reports::report).layer(DefaultBodyLimit::max(reports::MAX_REPORT_BYTES)),
         )
-        .route(
-            "/v1/enroll",
-            post(identity::enroll).layer(identity_limit.clone()),
-        )
+        .route("/v1/enroll", post(identity::enroll).layer(identity_limit))
         .route("/v1/renew", post(identity::renew).layer(identity_limit))
         .route("/v1/identity", get(identity::whoami))
         .route("/login", get(auth::login_form).post(auth::login))
@@ -133,8 +130,7 @@ async fn require_agent_cert(
     }
     let Some(peer) = peer else {
         return IdentityError::NoCertificate(
-            "this console serves releases only to enrolled agents (--require-client-cert)"
-                .into(),
+            "this console serves releases only to enrolled agents (--require-client-cert)".into(),
         )
         .into_response();
     };

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::server::WebPkiClientVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 
 use crate::error::UsageError;
 
@@ -28,11 +28,7 @@ const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// naming the file.
 /// `agent_ca` is the agent CA certificate (PEM): client certificates it
 /// signed are verified and offered to the routes; others fail the handshake.
-pub fn server_config(
-    cert: &Path,
-    key: &Path,
-    agent_ca: &str,
-) -> anyhow::Result<Arc<ServerConfig>> {
+pub fn server_config(cert: &Path, key: &Path, agent_ca: &str) -> anyhow::Result<Arc<ServerConfig>> {
     let chain = read_chain(cert)?;
     let key_der = read_key(key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -43,11 +39,10 @@ pub fn server_config(
             .add(ca)
             .map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| UsageError::new(format!("TLS set-up: {e}")))?

@@ -192,7 +192,10 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
     let text = String::from_utf8_lossy(&bytes);
     let token = text.lines().next().unwrap_or("").trim().to_string();
     if token.is_empty() {
-        return Err(anyhow!("the enrollment token file {} is empty", path.display()));
+        return Err(anyhow!(
+            "the enrollment token file {} is empty",
+            path.display()
+        ));
     }
     Ok(token)
 }
@@ -233,8 +236,8 @@ pub async fn renew(
     current: &Stored,
 ) -> anyhow::Result<Stored> {
     let console = console.trim_end_matches('/');
-    let agent_id = crate::agent_id::read(root)?
-        .ok_or_else(|| anyhow!("no agent id in {}", root.display()))?;
+    let agent_id =
+        crate::agent_id::read(root)?.ok_or_else(|| anyhow!("no agent id in {}", root.display()))?;
     let client = builder()
         .identity(client_identity(current)?)
         .build()
@@ -301,7 +304,9 @@ async fn answer<T: DeserializeOwned>(mut response: reqwest::Response) -> anyhow:
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(anyhow!("the answer is larger than {MAX_ANSWER_BYTES} bytes"));
+            return Err(anyhow!(
+                "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -320,7 +325,8 @@ fn ca_roots(ca_cert: Option<&Path>) -> anyhow::Result<Vec<reqwest::Certificate>>
         return Ok(Vec::new());
     };
     let pem = std::fs::read(path).with_context(|| format!("--ca-cert {}", path.display()))?;
-    reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("--ca-cert {}", path.display()))
+    reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--ca-cert {}", path.display()))
 }
 
 /// A client builder trusting the system roots plus `roots`.
@@ -347,7 +353,13 @@ pub fn enroll_command(args: &EnrollArgs) -> anyhow::Result<()> {
     let client = builder_with(&ca_roots(args.ca_cert.as_deref())?)
         .build()
         .context("setting up the HTTPS client")?;
-    let stored = runtime()?.block_on(enroll(&client, &args.console, &args.root, &agent_id, &token))?;
+    let stored = runtime()?.block_on(enroll(
+        &client,
+        &args.console,
+        &args.root,
+        &agent_id,
+        &token,
+    ))?;
     println!(
         "enrolled {agent_id}; certificate expires {}",
         clock::rfc3339(clock::from_unix(stored.not_after))

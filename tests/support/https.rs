@@ -87,7 +87,10 @@ impl Http {
 
     /// Any method with any headers and body.
     pub fn call(&self, method: Method, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-        self.run(self.client.request(method, url).body(body.to_vec()), headers)
+        self.run(
+            self.client.request(method, url).body(body.to_vec()),
+            headers,
+        )
     }
 
     /// GET with extra headers.
