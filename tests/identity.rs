@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use reqwest::Method;
 
 use crate::support::https::{Http, Reply};
-use crate::support::live::ConsoleProcess;
+use crate::support::live::{ConsoleProcess, Live, wait_for};
 use crate::support::tls::{TestCa, make_test_ca};
 use crate::support::{World, assert_fails_with, run, run_ok};
 
@@ -376,4 +376,57 @@ fn anonymous_reports_are_stored_only_when_allowed_and_never_for_enrolled_ids() {
         .map(|e| e["agent_id"].as_str().expect("id").to_string())
         .collect();
     assert_eq!(ids, ["legacy-1"]);
+}
+
+#[test]
+fn run_enrolls_with_its_token_and_reports_over_mtls() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let data = live.data.display().to_string();
+    let token = run_ok(["console", "token", "create", "--data", &data])
+        .stdout
+        .trim()
+        .to_string();
+    let token_file = live.w.path("enrollment-token");
+    fs::write(&token_file, format!("{token}\n")).expect("token file");
+    let agent = live.agent(
+        "agent",
+        &format!("enrollment_token_file = \"{}\"", token_file.display()),
+    );
+    agent.wait_committed("1.0.0");
+    let root = live.w.path("agent");
+    let id = agent_id(&root);
+    let mode = fs::metadata(root.join("identity/key.pem"))
+        .expect("the agent's key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        !agent.log().contains("PRIVATE KEY"),
+        "the key is never logged"
+    );
+    // The console takes no anonymous reports: this one came with the certificate.
+    wait_for("the agent's report", || {
+        let out = run_ok(["console", "fleet", "--data", &data, "--json"]);
+        let fleet: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        fleet
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|e| e["agent_id"] == id.as_str() && e["version"] == "1.0.0")
+    });
+    let out = run_ok(["console", "agents", "--data", &data, "--json"]);
+    let agents: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(agents[0]["agent_id"], id.as_str());
+    assert!(agents[0]["last_seen"].is_u64(), "{agents}");
+
+    // Revoked: the console refuses it, and its payload keeps running.
+    run_ok(["console", "agents", "revoke", &id, "--data", &data]);
+    let http = Http::with_identity(&live.ca, &identity_pem(&root));
+    let reply = http.post(
+        &live.console.url_of(&format!("/v1/agents/{id}/report")),
+        "{}",
+    );
+    assert_eq!(reply.status, 403);
+    assert_eq!(agent.status()["active_version"], "1.0.0");
 }

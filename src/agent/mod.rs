@@ -40,10 +40,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         // SPEC §10: enroll once (no identity yet, a token configured); the
         // client of `Agent::start` then presents the certificate.
-        let http = fetch::client(&config)?;
-        let agent_id = crate::agent_id::ensure(&config.root).context("writing the agent id")?;
-        let token = config.enrollment_token_file.as_deref();
-        crate::identity::ensure(&http, &console, &config.root, &agent_id, token).await?;
+        if let Some(token) = config.enrollment_token_file.as_deref() {
+            let http = fetch::client(&config)?;
+            std::fs::create_dir_all(&config.root).context("creating the root")?;
+            let id = crate::agent_id::ensure(&config.root).context("writing the agent id")?;
+            crate::identity::ensure(&http, &console, &config.root, &id, Some(token)).await?;
+        }
         let agent = core::Agent::start(config, console).await?;
         agent.run(shutdown_signal()).await
     });
