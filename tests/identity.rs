@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use reqwest::Method;
 
+use crate::static_host::Nginx;
 use crate::support::https::{Http, Reply};
-use crate::support::live::{ConsoleProcess, Live, wait_for};
+use crate::support::live::{AgentProcess, AgentSettings, ConsoleProcess, Live, wait_for};
 use crate::support::tls::{TestCa, make_test_ca};
 use crate::support::{World, assert_fails_with, run, run_ok};
 
@@ -393,6 +394,8 @@ fn run_enrolls_with_its_token_and_reports_over_mtls() {
         "agent",
         &format!("enrollment_token_file = \"{}\"", token_file.display()),
     );
+    // The log first: `status` on a root no agent holds yet would take its lock.
+    agent.wait_log("running version=1.0.0");
     agent.wait_committed("1.0.0");
     let root = live.w.path("agent");
     let id = agent_id(&root);
@@ -429,4 +432,41 @@ fn run_enrolls_with_its_token_and_reports_over_mtls() {
     );
     assert_eq!(reply.status, 403);
     assert_eq!(agent.status()["active_version"], "1.0.0");
+}
+
+#[test]
+fn nginx_requiring_a_client_certificate_serves_an_enrolled_agent_and_refuses_a_stranger() {
+    let fleet = Fleet::start(&[]);
+    let root = fleet.world.path("agent");
+    assert_eq!(fleet.enroll(&root, &fleet.token("t", &[])).code, 0);
+    let dir = fleet.world.script_payload("1.0.0", "exec sleep 1000");
+    fleet.world.publish(&fleet.data, &dir, "1.0.0", &[]);
+    // The agent CA, exported from the console's data folder, is all nginx needs.
+    let nginx = Nginx::start_with(
+        &fleet.data,
+        &fleet.ca,
+        &fleet.world.path("nginx"),
+        &format!(
+            "ssl_verify_client on; ssl_client_certificate {};",
+            fleet.data.join("agent-ca/ca.pem").display()
+        ),
+    );
+    let url = format!("https://localhost:{}", nginx.port);
+    let stranger = Http::new(&fleet.ca).get(&format!("{url}/v1/channels/stable/release.json"), &[]);
+    assert_eq!(
+        stranger.status, 400,
+        "nginx refuses a client without a certificate"
+    );
+    let agent = AgentProcess::start(
+        &fleet.world,
+        &fleet.ca,
+        &root,
+        &AgentSettings {
+            console: &url,
+            extra: "",
+        },
+    );
+    // The log first: `status` on a root no agent holds yet would take its lock.
+    agent.wait_log("running version=1.0.0");
+    agent.wait_committed("1.0.0");
 }
