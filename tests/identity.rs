@@ -470,3 +470,42 @@ fn nginx_requiring_a_client_certificate_serves_an_enrolled_agent_and_refuses_a_s
     agent.wait_log("running version=1.0.0");
     agent.wait_committed("1.0.0");
 }
+
+#[test]
+fn an_expired_certificate_is_refused_with_403_and_what_to_do() {
+    let fleet = Fleet::start(&[]);
+    let root = fleet.world.path("agent");
+    assert_eq!(fleet.enroll(&root, &fleet.token("t", &[])).code, 0);
+    let id = agent_id(&root);
+    // A certificate of this agent, signed by the agent CA, that expired long ago
+    // (what an agent powered off past its certificate's lifetime holds).
+    let ca_key = rcgen::KeyPair::from_pem(
+        &fs::read_to_string(fleet.data.join("agent-ca/ca.key")).expect("CA key"),
+    )
+    .expect("CA key");
+    let ca_cert = rcgen::CertificateParams::from_ca_cert_pem(
+        &fs::read_to_string(fleet.data.join("agent-ca/ca.pem")).expect("CA cert"),
+    )
+    .expect("CA params")
+    .self_signed(&ca_key)
+    .expect("CA");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, id.as_str());
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 1, 2);
+    let expired = params.signed_by(&key, &ca_cert, &ca_key).expect("cert");
+    let pem = format!("{}{}", key.serialize_pem(), expired.pem());
+    let http = Http::with_identity(&fleet.ca, pem.as_bytes());
+    let reply = fleet.report(&http, &id, "{}");
+    assert_eq!(reply.status, 403);
+    let reason = reply.error();
+    assert!(
+        reason.contains("expired at 2020-01-02") && reason.contains("enroll again"),
+        "{reason}"
+    );
+    assert_eq!(fleet.fleet().as_array().expect("array").len(), 0);
+}

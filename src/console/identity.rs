@@ -197,17 +197,18 @@ impl Identity {
                 peer.agent_id
             )));
         }
+        if peer.not_after <= now {
+            return Err(IdentityError::Refused(format!(
+                "the certificate of agent {} expired at {}: enroll again with a new token \
+                 (`console token create`, then enrollment_token_file)",
+                peer.agent_id,
+                clock::rfc3339(clock::from_unix(peer.not_after))
+            )));
+        }
         if peer.serial != record.cert_serial && record.prev_serial.as_ref() != Some(&peer.serial) {
             return Err(IdentityError::Refused(format!(
                 "this certificate of agent {} was replaced: use the newest one",
                 peer.agent_id
-            )));
-        }
-        if peer.not_after <= now {
-            return Err(IdentityError::Refused(format!(
-                "the certificate of agent {} expired at {}",
-                peer.agent_id,
-                clock::rfc3339(clock::from_unix(peer.not_after))
             )));
         }
         Ok(())

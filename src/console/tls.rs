@@ -12,9 +12,13 @@ use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
+};
 
 use crate::error::UsageError;
 
@@ -39,10 +43,11 @@ pub fn server_config(cert: &Path, key: &Path, agent_ca: &str) -> anyhow::Result<
             .add(ca)
             .map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()
         .map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
+    let verifier = Arc::new(ExpiryAtTheRoutes(webpki));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| UsageError::new(format!("TLS set-up: {e}")))?
@@ -57,6 +62,76 @@ pub fn server_config(cert: &Path, key: &Path, agent_ca: &str) -> anyhow::Result<
         })?;
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The agent CA's verifier, except that an expired certificate passes the
+/// handshake: the routes then refuse it with 403 and "expired at …" (an agent
+/// back from a long power-off learns what to do) instead of a TLS alert. The
+/// chain and the handshake signature are still checked in full: an expired
+/// certificate passes only if it verifies at the last second of its validity.
+#[derive(Debug)]
+struct ExpiryAtTheRoutes(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for ExpiryAtTheRoutes {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.0.verify_client_cert(end_entity, intermediates, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) => {
+                let last_second = x509_parser::parse_x509_certificate(end_entity)
+                    .ok()
+                    .and_then(|(_, cert)| u64::try_from(cert.validity().not_after.timestamp()).ok())
+                    .ok_or(rustls::Error::InvalidCertificate(
+                        CertificateError::BadEncoding,
+                    ))?;
+                self.0.verify_client_cert(
+                    end_entity,
+                    intermediates,
+                    UnixTime::since_unix_epoch(std::time::Duration::from_secs(last_second)),
+                )
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// Reads every certificate of a PEM file, leaf first.
