@@ -47,6 +47,7 @@ pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(30);
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     console: Option<String>,
+    enrollment_token_file: Option<PathBuf>,
     channel: Option<String>,
     root: Option<PathBuf>,
     #[serde(default)]
@@ -145,6 +146,9 @@ pub enum LogFormat {
 pub struct AgentConfig {
     /// Base URL of the console (needed by `run` only).
     pub console: Option<String>,
+    /// A one-time enrollment token (SPEC §10): used at start-up when the
+    /// agent has no identity in `ROOT/identity/` yet.
+    pub enrollment_token_file: Option<PathBuf>,
     /// The release channel followed.
     pub channel: String,
     /// The data root.
@@ -337,6 +341,7 @@ impl AgentConfig {
             .collect::<Result<Vec<_>, String>>()?;
         Ok(AgentConfig {
             console: raw.console,
+            enrollment_token_file: raw.enrollment_token_file,
             channel,
             root: raw.root.unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
             trusted_keys,

@@ -12,6 +12,7 @@ mod config;
 mod console;
 mod demo;
 mod error;
+mod identity;
 mod keyring;
 mod logging;
 mod private_ca;

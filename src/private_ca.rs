@@ -84,11 +84,11 @@ pub fn make_ca(dir: &Path, names: &[String]) -> anyhow::Result<CaFiles> {
         .context("signing the server certificate")?;
 
     if !files.renewed {
-        write_secret(&files.ca_key, &ca_key.serialize_pem())?;
+        write_secret(&files.ca_key, ca_key.serialize_pem().as_bytes())?;
         write_public(&files.ca_pem, &ca_cert.pem())?;
     }
     write_public(&files.cert_pem, &server_cert.pem())?;
-    write_secret(&files.key_pem, &server_key.serialize_pem())?;
+    write_secret(&files.key_pem, server_key.serialize_pem().as_bytes())?;
     Ok(files)
 }
 
@@ -101,9 +101,10 @@ fn write_public(path: &Path, pem: &str) -> anyhow::Result<()> {
 
 /// Writes a private key crash-safely, owner-only from its creation on (never
 /// readable by others, whatever the umask): temp file 0600, fsync, rename, fsync the folder.
-fn write_secret(path: &Path, pem: &str) -> anyhow::Result<()> {
+pub fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let context = || format!("writing {}", path.display());
     let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let temp = dir.join(format!(
         ".{}.tmp{}",
         path.file_name()
@@ -118,7 +119,7 @@ fn write_secret(path: &Path, pem: &str) -> anyhow::Result<()> {
         .open(&temp)
         .with_context(context)?;
     let written = file
-        .write_all(pem.as_bytes())
+        .write_all(bytes)
         .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o600)))
         .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&temp, path))
@@ -134,3 +135,131 @@ fn common_name(name: &str) -> DistinguishedName {
     dn.push(DnType::CommonName, name);
     dn
 }
+
+/// The agent CA's certificate inside the console data folder: what signs
+/// agents' client certificates, and what nginx's `ssl_client_certificate`
+/// (or any other mTLS host) trusts.
+pub const AGENT_CA_CERT: &str = "agent-ca/ca.pem";
+
+/// The agent CA's private key (mode 0600).
+pub const AGENT_CA_KEY: &str = "agent-ca/ca.key";
+
+/// Issued certificates start this long before they were signed, so a client
+/// whose clock is slightly behind the console's accepts them at once.
+const ISSUED_BACKDATE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The console's agent CA (SPEC §10): signs the client certificates agents
+/// enroll and renew with.
+pub struct AgentCa {
+    /// The CA certificate as PEM (what verifiers trust).
+    pub cert_pem: String,
+    /// The CA certificate, re-built from its PEM with the same key, to sign with.
+    cert: rcgen::Certificate,
+    /// The CA key.
+    key: KeyPair,
+}
+
+/// A client certificate the agent CA signed.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// The certificate, PEM.
+    pub pem: String,
+    /// Its serial number, hex: how the console tells an agent's certificates apart.
+    pub serial: String,
+    /// When it expires (unix seconds).
+    pub not_after: u64,
+}
+
+impl AgentCa {
+    /// Loads the agent CA of a console data folder, creating it on first use.
+    pub fn load_or_create(data: &Path) -> anyhow::Result<AgentCa> {
+        let cert_path = data.join(AGENT_CA_CERT);
+        let key_path = data.join(AGENT_CA_KEY);
+        if !cert_path.exists() {
+            create_agent_ca(&cert_path, &key_path)?;
+        }
+        let cert_pem = std::fs::read_to_string(&cert_path)
+            .with_context(|| format!("reading {}", cert_path.display()))?;
+        let key_pem = std::fs::read_to_string(&key_path)
+            .with_context(|| format!("reading {}", key_path.display()))?;
+        let key = KeyPair::from_pem(&key_pem)
+            .with_context(|| format!("reading the key {}", key_path.display()))?;
+        let cert = CertificateParams::from_ca_cert_pem(&cert_pem)
+            .with_context(|| format!("reading {}", cert_path.display()))?
+            .self_signed(&key)
+            .with_context(|| {
+                format!(
+                    "{} does not fit {}",
+                    key_path.display(),
+                    cert_path.display()
+                )
+            })?;
+        Ok(AgentCa {
+            cert_pem,
+            cert,
+            key,
+        })
+    }
+
+    /// Signs a client certificate for `agent_id` with the public key of
+    /// `csr_pem` (whose own signature is checked). Only the key is taken from
+    /// the request: names, usages and validity are the console's.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        agent_id: &str,
+        lifetime: std::time::Duration,
+        now: std::time::SystemTime,
+    ) -> Result<IssuedCert, rcgen::Error> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(agent_id);
+        params.subject_alt_names = vec![rcgen::SanType::URI(rcgen::Ia5String::try_from(
+            agent_uri(agent_id),
+        )?)];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let serial: [u8; 16] = rand::random();
+        // A positive serial: the top bit clear.
+        let mut serial = serial.to_vec();
+        serial[0] &= 0x7f;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        params.not_before = OffsetDateTime::from(now - ISSUED_BACKDATE);
+        let not_after = now + lifetime;
+        params.not_after = OffsetDateTime::from(not_after);
+        csr.params = params;
+        let cert = csr.signed_by(&self.cert, &self.key)?;
+        Ok(IssuedCert {
+            pem: cert.pem(),
+            serial: hex::encode(&serial),
+            not_after: crate::clock::unix(not_after),
+        })
+    }
+}
+
+/// The URI naming an agent in its certificate's subject alternative names.
+pub fn agent_uri(agent_id: &str) -> String {
+    format!("urn:bankswap:agent:{agent_id}")
+}
+
+/// Writes a new agent CA (key first, 0600, so no CA exists without its key).
+fn create_agent_ca(cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = cert_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let key = KeyPair::generate().context("generating the agent CA key")?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = common_name("bankswap agent CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // The CA outlives every certificate it signs; agents' certificates rotate.
+    params.not_after = OffsetDateTime::now_utc() + Duration::days(3650);
+    let cert = params
+        .self_signed(&key)
+        .context("signing the agent CA certificate")?;
+    write_secret(key_path, key.serialize_pem().as_bytes())?;
+    bank_layout::write_atomic(cert_path, cert.pem().as_bytes())
+        .with_context(|| format!("writing {}", cert_path.display()))?;
+    Ok(())
+}
+

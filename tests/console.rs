@@ -193,10 +193,27 @@ fn names_that_leave_their_folder_are_not_found() {
     }
 }
 
+/// The admin token of the tests that read the fleet.
+const ADMIN_TOKEN: &str = "admin-token-for-the-fleet-0123";
+
 #[test]
 fn reports_are_kept_per_agent_and_shown_by_console_fleet() {
     let (world, data, ca) = published_world();
-    let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0", &world.path("console.log"));
+    let token_file = world.path("admin-token");
+    fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).expect("token file");
+    let token_arg = token_file.display().to_string();
+    // Agents that never enrolled report without a certificate: the legacy mode.
+    let console = ConsoleProcess::start_with(
+        &data,
+        &ca,
+        "127.0.0.1:0",
+        &world.path("console.log"),
+        &[
+            "--allow-anonymous-reports",
+            "--admin-token-file",
+            &token_arg,
+        ],
+    );
     let http = Http::new(&ca);
     let report = |agent: &str, body: &str| {
         http.post(
@@ -257,8 +274,10 @@ fn reports_are_kept_per_agent_and_shown_by_console_fleet() {
     assert_eq!(agents[1]["agent_id"], "agent-2");
     assert!(agents[1]["version"].is_null());
 
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let admin = [("authorization", bearer.as_str())];
     let served: serde_json::Value =
-        serde_json::from_slice(&http.get(&console.url_of("/v1/fleet"), &[]).body).expect("JSON");
+        serde_json::from_slice(&http.get(&console.url_of("/v1/fleet"), &admin).body).expect("JSON");
     assert_eq!(served, fleet);
     let remote = run_ok([
         "console",
@@ -267,6 +286,8 @@ fn reports_are_kept_per_agent_and_shown_by_console_fleet() {
         &console.url,
         "--ca-cert",
         &ca.ca_pem.display().to_string(),
+        "--token-file",
+        &token_arg,
         "--json",
     ]);
     assert_eq!(
@@ -280,7 +301,7 @@ fn reports_are_kept_per_agent_and_shown_by_console_fleet() {
         table.stdout
     );
 
-    let page = http.get(&console.url_of("/"), &[]);
+    let page = http.get(&console.url_of("/"), &admin);
     let page = String::from_utf8(page.body).expect("utf-8");
     assert!(
         page.contains("agent-1") && page.contains("&lt;b&gt;disk full&lt;/b&gt;"),

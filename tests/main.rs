@@ -1,6 +1,7 @@
 //! End-to-end tests: every test runs the real `bankswap` binary, as a user
 //! would, on real files in a temporary folder.
 
+mod admin;
 mod agent;
 mod clock;
 mod console;
@@ -8,6 +9,7 @@ mod crash;
 mod demo;
 mod doctor;
 mod hostile;
+mod identity;
 mod idle_push;
 mod install;
 mod interop;

@@ -14,13 +14,19 @@ use crate::support::live::{AgentProcess, AgentSettings};
 use crate::support::tls::{TestCa, make_test_ca};
 
 /// nginx in the foreground, as one process, with everything under a temp folder.
-struct Nginx {
+pub struct Nginx {
     child: Child,
-    port: u16,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
 }
 
 impl Nginx {
     fn start(data: &Path, ca: &TestCa, dir: &Path) -> Nginx {
+        Nginx::start_with(data, ca, dir, "")
+    }
+
+    /// Like `start`, with extra directives in the `server` block (e.g. `ssl_verify_client on;`).
+    pub fn start_with(data: &Path, ca: &TestCa, dir: &Path, server_extra: &str) -> Nginx {
         let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
             .into_iter()
             .map(PathBuf::from)
@@ -34,7 +40,7 @@ impl Nginx {
         fs::create_dir_all(dir).expect("nginx dir");
         let d = dir.display();
         let conf = format!(
-            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    location /v1/ {{ alias {data}/v1/; }}\n  }}\n}}\n",
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    {server_extra}\n    location /v1/ {{ alias {data}/v1/; }}\n  }}\n}}\n",
             cert = ca.cert_pem.display(),
             key = ca.key_pem.display(),
             data = data.display(),

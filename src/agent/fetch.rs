@@ -42,6 +42,10 @@ pub fn client(config: &AgentConfig) -> anyhow::Result<reqwest::Client> {
             builder = builder.add_root_certificate(cert);
         }
     }
+    // SPEC §10: the agent's client certificate, once enrolled.
+    if let Some(stored) = crate::identity::load(&config.root)? {
+        builder = builder.identity(crate::identity::client_identity(&stored)?);
+    }
     if let Some(proxy) = &config.proxy {
         // Never echo the URL as written: it may carry credentials.
         let mut p = reqwest::Proxy::all(proxy.url.as_str())

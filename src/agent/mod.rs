@@ -41,6 +41,14 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let notifier = Arc::new(Notifier::from_env());
     let result = runtime.block_on(async {
+        // SPEC §10: enroll once (no identity yet, a token configured); the
+        // client of `Agent::start` then presents the certificate.
+        if let Some(token) = config.enrollment_token_file.as_deref() {
+            let http = fetch::client(&config)?;
+            std::fs::create_dir_all(&config.root).context("creating the root")?;
+            let id = crate::agent_id::ensure(&config.root).context("writing the agent id")?;
+            crate::identity::ensure(&http, &console, &config.root, &id, Some(token)).await?;
+        }
         let agent = core::Agent::start(config, console).await?;
         sd_notify::serve_agent(&notifier, agent.status_updates());
         agent.run(shutdown_signal(config_path, &notifier)).await

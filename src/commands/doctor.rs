@@ -472,7 +472,7 @@ fn parse_http_date(text: &str) -> Option<SystemTime> {
 
 /// The channel's manifest, fetched and verified as the agent would (not installed).
 async fn check_manifest(http: &reqwest::Client, config: &AgentConfig, console: &str) -> Outcome {
-    let checked = fetch::check(http, console, &config.channel, None, Duration::ZERO).await;
+    let checked = fetch::check(http, console, &config.channel, None, Duration::ZERO, &config.timeouts).await;
     let (manifest, signature) = match checked {
         Ok(Checked::Release {
             manifest,

@@ -33,6 +33,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Console {
             command: ConsoleCommand::Cert { out, names },
         } => make_cert(&out, &names),
+        Command::Console { command } => crate::console::manage(command),
         Command::Run { config } => crate::agent::run(&config),
         Command::Check { root } => control::check(&root),
         Command::Demo => crate::demo::run(),

@@ -8,25 +8,25 @@
 //! GET /v1/admin/channels/{channel}/history     the channel's sequence, its releases, the trusted keys
 //! ```
 //!
-//! Uploads are enabled only by `--admin-token-file` with `--trust`; otherwise
-//! every admin route answers 404. Each admin request needs
-//! `Authorization: Bearer <token>`, checked (in constant time) before any of
-//! its body is read.
+//! Uploads are enabled only by `--trust`; otherwise every admin route
+//! answers 404. Each admin request needs `Authorization: Bearer <token>` with
+//! an admin token (auth.rs), checked (in constant time) before any of its
+//! body is read.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::WWW_AUTHENTICATE;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use signing::{Manifest, PublicKey};
 use thiserror::Error;
 use tracing::warn;
@@ -45,10 +45,8 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 /// The largest token file read: a token is one short line.
 const MAX_TOKEN_FILE_BYTES: u64 = 4 * 1024;
 
-/// What the console needs to accept uploads.
+/// What the console needs to accept uploads (the admin tokens are auth.rs's).
 pub struct Admin {
-    /// SHA-256 of the admin token: compared, never the token itself.
-    token_digest: [u8; 32],
     /// Keys whose signatures uploaded releases must carry.
     pub trusted_keys: Vec<PublicKey>,
     /// Held while a release is checked and written: two uploads never both
@@ -57,45 +55,20 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Reads `--admin-token-file` and the `--trust` keys (configuration errors exit 2).
-    pub fn load(token_file: &Path, trust: &[String]) -> anyhow::Result<Admin> {
-        let token = read_token_file(token_file, "--admin-token-file")?;
+    /// Reads the `--trust` keys (configuration errors exit 2).
+    pub fn load(trust: &[String]) -> anyhow::Result<Admin> {
         let trusted_keys = trust
             .iter()
             .map(|k| load_public_key(k, Path::new(".")))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| UsageError::new(format!("--trust: {e}")))?;
         if trusted_keys.is_empty() {
-            return Err(UsageError::new("--admin-token-file needs --trust KEY.pub").into());
+            return Err(UsageError::new("uploads need --trust KEY.pub").into());
         }
         Ok(Admin {
-            token_digest: Sha256::digest(token.as_bytes()).into(),
             trusted_keys,
             publishing: std::sync::Mutex::new(()),
         })
-    }
-
-    /// Whether `Authorization: Bearer <token>` carries the admin token.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), AdminError> {
-        let given = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token)
-            .ok_or(AdminError::NoToken)?;
-        // Comparing digests of fixed size takes the same time wherever the
-        // tokens differ and whatever their lengths.
-        let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-        let difference = given
-            .iter()
-            .zip(&self.token_digest)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if difference == 0 {
-            Ok(())
-        } else {
-            Err(AdminError::WrongToken)
-        }
     }
 }
 
@@ -129,15 +102,21 @@ pub fn check_token(token: &str) -> Result<(), String> {
 pub enum AdminError {
     /// The console was started without `--admin-token-file` and `--trust` (404).
     #[error(
-        "uploads are disabled on this console: start it with --admin-token-file FILE and --trust KEY.pub"
+        "uploads are disabled on this console: start it with --trust KEY.pub and an admin token (--admin-token-file FILE or `console admin-token create`)"
     )]
     Disabled,
     /// No `Authorization: Bearer` header (401).
     #[error("missing admin token (no `Authorization: Bearer` header)")]
     NoToken,
-    /// A token that is not the admin token (401).
+    /// A token that is not an admin token (401).
     #[error("wrong admin token")]
     WrongToken,
+    /// Too many failed tokens from this address lately (429).
+    #[error("too many failed admin tokens from this address; try again later")]
+    RateLimited,
+    /// Authenticated, but the request is not allowed: a forged CSRF token (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// A malformed request: bad name, bad JSON, malformed manifest (400).
     #[error("{0}")]
     BadRequest(String),
@@ -174,6 +153,8 @@ impl AdminError {
         match self {
             AdminError::Disabled => StatusCode::NOT_FOUND,
             AdminError::NoToken | AdminError::WrongToken => StatusCode::UNAUTHORIZED,
+            AdminError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::Replayed { .. } => StatusCode::CONFLICT,
             AdminError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -250,13 +231,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
 /// the handler the [`Admin`] settings.
 async fn require_admin(
     State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let Some(admin) = state.admin.clone() else {
         return AdminError::Disabled.into_response();
     };
-    if let Err(refused) = admin.authorize(request.headers()) {
+    if let Err(refused) = state.auth.bearer(request.headers(), remote).await {
         warn!(path = %request.uri().path(), reason = %refused, "admin request refused");
         return refused.into_response();
     }
@@ -319,45 +301,7 @@ fn list_history(dir: &ChannelDir) -> std::io::Result<(u64, Vec<HistoryEntry>)> {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
-
-    fn admin(token: &str) -> Admin {
-        Admin {
-            token_digest: Sha256::digest(token.as_bytes()).into(),
-            trusted_keys: Vec::new(),
-            publishing: std::sync::Mutex::new(()),
-        }
-    }
-
-    fn bearer(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
-        headers
-    }
-
-    #[test]
-    fn only_the_admin_token_as_a_bearer_passes() {
-        let admin = admin("0123456789abcdef-token");
-        assert!(
-            admin
-                .authorize(&bearer("Bearer 0123456789abcdef-token"))
-                .is_ok()
-        );
-        assert!(matches!(
-            admin.authorize(&bearer("Bearer 0123456789abcdef-tokeN")),
-            Err(AdminError::WrongToken)
-        ));
-        assert!(matches!(
-            admin.authorize(&bearer("Basic 0123456789abcdef-token")),
-            Err(AdminError::NoToken)
-        ));
-        assert!(matches!(
-            admin.authorize(&HeaderMap::new()),
-            Err(AdminError::NoToken)
-        ));
-    }
 
     #[test]
     fn tokens_are_long_visible_ascii() {

@@ -32,7 +32,13 @@ pub fn run(args: &FleetArgs) -> anyhow::Result<()> {
             }
             store::read(&data.join(FLEET_DB))?
         }
-        (None, Some(url)) => fetch(url, args.ca_cert.as_deref())?,
+        (None, Some(url)) => {
+            let token = match &args.token_file {
+                Some(file) => Some(super::read_token_file(file, "--token-file")?),
+                None => None,
+            };
+            fetch(url, args.ca_cert.as_deref(), token.as_deref())?
+        }
         (None, None) => return Err(UsageError::new("give --data DIR or --console URL").into()),
     };
     if args.json {
@@ -45,8 +51,12 @@ pub fn run(args: &FleetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `GET {console}/v1/fleet`, trusting the system roots plus `ca_cert`.
-fn fetch(console: &str, ca_cert: Option<&Path>) -> anyhow::Result<Vec<FleetEntry>> {
+/// `GET {console}/v1/fleet` with the admin `token`, trusting the system roots plus `ca_cert`.
+fn fetch(
+    console: &str,
+    ca_cert: Option<&Path>,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<FleetEntry>> {
     if !(console.starts_with("https://") || console.starts_with("http://")) {
         return Err(UsageError::new(format!(
             "--console `{console}` must be an https:// (or http://) URL"
@@ -72,14 +82,29 @@ fn fetch(console: &str, ca_cert: Option<&Path>) -> anyhow::Result<Vec<FleetEntry
         .build()
         .context("starting the async runtime")?;
     let body = runtime
-        .block_on(get_capped(&client, &url))
+        .block_on(get_capped(&client, &url, token))
         .with_context(|| format!("asking {url}"))?;
     serde_json::from_slice(&body).with_context(|| format!("reading the fleet from {url}"))
 }
 
 /// The body of a successful GET, at most [`MAX_FLEET_BYTES`].
-async fn get_capped(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<u8>> {
-    let mut response = client.get(url).send().await?.error_for_status()?;
+async fn get_capped(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request.send().await?;
+    if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(anyhow!(
+            "the console wants an admin token (--token-file FILE): {}",
+            response.status()
+        ));
+    }
+    response = response.error_for_status()?;
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > MAX_FLEET_BYTES {

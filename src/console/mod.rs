@@ -12,6 +12,10 @@
 //! - `artifacts.rs`: archives streamed from disk, with Range.
 //! - `reports.rs`, `store.rs`: agent reports into `DATA/fleet.sqlite`.
 //! - `page.rs`: the HTML page at `/`; `fleet.rs`: `bankswap console fleet`.
+//! - `identity.rs`: agent enrollment, renewal and the client-certificate checks (SPEC §10);
+//!   `registry.rs`: enrollment tokens, agents and admin tokens in the database.
+//! - `auth.rs`: admin tokens, the login form, sessions, CSRF, failed-login limits.
+//! - `manage.rs`: `console token|agents|admin-token` on a data folder.
 //!
 //! **Architecture Invariant:** the console never holds a signing key. It
 //! changes a channel only by writing a release signed elsewhere, after
@@ -21,9 +25,13 @@
 mod accept;
 mod admin;
 mod artifacts;
+mod auth;
 mod fleet;
+mod identity;
+mod manage;
 mod page;
 mod push;
+mod registry;
 mod reports;
 mod routes;
 mod server;
@@ -39,18 +47,37 @@ use tracing::{info, warn};
 
 pub use accept::{Published, ReleaseUpload};
 pub use admin::{ErrorBody, History, HistoryEntry, read_token_file};
+pub use identity::{EnrollRequest, Issued, RenewRequest, WhoAmI};
+pub use manage::manage;
 
 use crate::cli::{FleetArgs, ServeArgs};
 use crate::error::UsageError;
+use crate::private_ca::AgentCa;
 
 /// After the server returns, background work (file reads, the watcher) gets
 /// this long to finish before the process exits anyway.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
+/// The shortest `--cert-lifetime`: an agent renews after two thirds of it,
+/// and must get there between two checks.
+const MIN_CERT_LIFETIME: Duration = Duration::from_secs(60);
+
 /// `bankswap console serve`: runs until SIGTERM or SIGINT, then exits 0.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let cert_lifetime = humantime::parse_duration(&args.cert_lifetime)
+        .map_err(|e| UsageError::new(format!("--cert-lifetime {}: {e}", args.cert_lifetime)))?;
+    if cert_lifetime < MIN_CERT_LIFETIME {
+        return Err(UsageError::new(format!(
+            "--cert-lifetime {}: shorter than {MIN_CERT_LIFETIME:?}",
+            args.cert_lifetime
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating the console data folder {}", args.data.display()))?;
+    let ca = AgentCa::load_or_create(&args.data)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key, &ca.cert_pem)?),
         (None, None) if args.insecure_http => None,
         _ => {
             return Err(UsageError::new(
@@ -67,15 +94,30 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         Some(text) => crate::config::parse_duration("--max-wait", text).map_err(UsageError::new)?,
         None => push::DEFAULT_MAX_WAIT,
     };
-    let admin = match &args.admin_token_file {
-        Some(file) => Some(Arc::new(admin::Admin::load(file, &args.trust)?)),
-        None => None,
+    let admin = if args.trust.is_empty() {
+        None
+    } else {
+        Some(Arc::new(admin::Admin::load(&args.trust)?))
     };
     if let Some(admin) = &admin {
         info!(trusted_keys = admin.trusted_keys.len(), "uploads enabled");
     }
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating the console data folder {}", args.data.display()))?;
+    let file_token = match &args.admin_token_file {
+        Some(file) => Some(read_token_file(file, "--admin-token-file")?),
+        None => None,
+    };
+    let db = args.data.join(store::FLEET_DB);
+    let auth = Arc::new(auth::AdminAuth::new(
+        file_token.as_deref(),
+        registry::open(&db)?,
+    ));
+    let identity = Arc::new(identity::Identity::new(
+        registry::open(&db)?,
+        ca,
+        cert_lifetime,
+        args.require_client_cert,
+        args.allow_anonymous_reports,
+    ));
     raise_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -87,6 +129,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         tls,
         admin,
         max_wait,
+        auth,
+        identity,
     };
     let result = runtime.block_on(server::run(config, shutdown_signal()));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

@@ -1,17 +1,21 @@
-//! `GET /`: a small HTML page with each channel's current release and the
-//! fleet table. Every value shown comes from agents or files, so every value
-//! is escaped.
+//! `GET /`: a small HTML page with each channel's current release, the
+//! fleet table and the enrolled agents, for a logged-in admin (auth.rs).
+//! Every value shown comes from agents or files, so every value is escaped;
+//! every form carries the session's CSRF token.
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use tracing::warn;
 
+use super::auth::AdminUser;
 use super::push::{MAX_MANIFEST_BYTES, read_release};
+use super::registry::AgentRecord;
 use super::routes::AppState;
 use super::store::FleetEntry;
 use crate::channel::ChannelDir;
@@ -30,8 +34,14 @@ struct ChannelRow {
     published_at: String,
 }
 
+/// Agents not seen for this long are shown as stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// Serves the page.
-pub async fn index(State(state): State<AppState>) -> Response {
+pub async fn index(
+    State(state): State<AppState>,
+    Extension(user): Extension<AdminUser>,
+) -> Response {
     let fleet = match state.store.list().await {
         Ok(fleet) => fleet,
         Err(e) => {
@@ -39,11 +49,52 @@ pub async fn index(State(state): State<AppState>) -> Response {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
+    let Ok(agents) = state.identity.agents().await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     let data = state.data.clone();
     let Ok(channels) = tokio::task::spawn_blocking(move || channel_rows(&data)).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    Html(render(&channels, &fleet)).into_response()
+    let mut page = render(&channels, &fleet);
+    let csrf = user.csrf.as_deref().unwrap_or("");
+    agents_section(&mut page, &agents, csrf, crate::clock::now_seconds());
+    let _ = write!(
+        page,
+        "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\">Log out {}</button></form>\n</body></html>\n",
+        escape(csrf),
+        escape(&user.name)
+    );
+    Html(page).into_response()
+}
+
+/// Appends the enrolled agents, each with its revoke and forget buttons.
+fn agents_section(page: &mut String, agents: &[AgentRecord], csrf: &str, now: SystemTime) {
+    let _ = writeln!(page, "<h2>Enrolled agents ({})</h2>", agents.len());
+    page.push_str("<table>\n<tr><th>agent</th><th>host</th><th>enrolled</th><th>certificate expires</th><th>last seen</th><th>state</th><th></th></tr>\n");
+    for agent in agents {
+        let id = escape(&agent.agent_id);
+        let button = |action: &str| {
+            format!(
+                "<form method=\"post\" action=\"/agents/{id}/{action}\" style=\"display:inline\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">{action}</button></form>",
+                escape(csrf)
+            )
+        };
+        let _ = writeln!(
+            page,
+            "<tr><td>{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+            escape(agent.hostname.as_deref().unwrap_or("")),
+            rfc3339(agent.enrolled_at),
+            rfc3339(agent.cert_expiry),
+            agent.last_seen.map(rfc3339).unwrap_or_default(),
+            agent.state(now, STALE_AFTER).as_str(),
+            button("revoke"),
+            button("forget"),
+        );
+    }
+    page.push_str("</table>\n");
 }
 
 /// Every channel of the data folder with its current manifest, by name.
@@ -130,7 +181,6 @@ fn render(channels: &[ChannelRow], fleet: &[FleetEntry]) -> String {
             ]
         }),
     );
-    page.push_str("</body></html>\n");
     page
 }
 
@@ -157,7 +207,7 @@ pub fn rfc3339(seconds: u64) -> String {
 }
 
 /// Escapes text for HTML element content and attribute values.
-fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -1,17 +1,23 @@
 //! Agent reports (SPEC §4): `POST /v1/agents/{agent_id}/report` stores an
 //! agent's latest state; `GET /v1/fleet` lists every agent's latest report.
+//!
+//! A report is stored only from the agent whose client certificate names
+//! the id of the path (SPEC §10); without a certificate only with
+//! `--allow-anonymous-reports`, and never for an enrolled id. Either way a
+//! refused report writes nothing.
 
 use std::net::SocketAddr;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
+use super::identity::ClientCert;
 use super::routes::AppState;
 use super::store::FleetEntry;
 use crate::clock;
@@ -44,6 +50,7 @@ pub async fn report(
     State(state): State<AppState>,
     agent_id: Result<Path<String>, PathRejection>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(ClientCert(peer)): Extension<ClientCert>,
     body: Bytes,
 ) -> Response {
     let Ok(Path(agent_id)) = agent_id else {
@@ -51,6 +58,14 @@ pub async fn report(
     };
     if !is_agent_id(&agent_id) {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    if let Err(refused) = state
+        .identity
+        .authorize_report(peer.as_deref(), &agent_id)
+        .await
+    {
+        debug!(agent_id = %agent_id, remote = %remote, reason = %refused, "report refused");
+        return refused.into_response();
     }
     let report: Report = match serde_json::from_slice(&body) {
         Ok(report) => report,
@@ -92,7 +107,7 @@ pub async fn fleet(State(state): State<AppState>) -> Response {
 }
 
 /// 1-64 of `[A-Za-z0-9_-]`.
-fn is_agent_id(id: &str) -> bool {
+pub fn is_agent_id(id: &str) -> bool {
     (1..=MAX_AGENT_ID).contains(&id.len())
         && id
             .bytes()

@@ -2,15 +2,20 @@
 //! endpoints (manifest with ETag and push, signature).
 //!
 //! ```text
-//! GET  /                                              the fleet page (page.rs)
+//! GET  /                                              the fleet page (page.rs; admins only)
 //! GET  /v1/channels/{channel}/release.json[?wait=S]   the manifest; held with If-None-Match
 //! GET  /v1/channels/{channel}/release.json.minisig    its signature
 //! GET  /v1/channels/{channel}/history/{seq}.json      a past manifest (+ `.minisig`), for `--rollback-to`
 //! GET  /v1/artifacts/{sha256}.{tar.zst,tar.gz,tar}     archives, with Range (artifacts.rs)
 //! POST /v1/agents/{agent_id}/report                   an agent's report (reports.rs)
-//! GET  /v1/fleet                                      the latest report of every agent (reports.rs)
+//! GET  /v1/fleet                                      the latest report of every agent (reports.rs; admins only)
 //! *    /v1/admin/...                                  uploads from `publish --console` (admin.rs)
+//! POST /v1/enroll, /v1/renew; GET /v1/identity         agent certificates (identity.rs)
+//! GET|POST /login, POST /logout, POST /agents/{id}/…  admins in a browser (auth.rs)
 //! ```
+//!
+//! Channel files and artifacts need no client certificate unless
+//! `--require-client-cert`; then they need an accepted one (401/403 otherwise).
 //!
 //! Names taken from the path are checked before they touch the file system;
 //! anything else is a 404.
@@ -24,6 +29,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -32,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::admin::{self, Admin};
+use super::auth::{self, AdminAuth};
+use super::identity::{self, ClientCert, Identity, IdentityError};
 use super::push::{self, MAX_MANIFEST_BYTES, Release, Watcher};
 use super::store::Store;
 use super::{artifacts, page, reports};
@@ -60,26 +68,72 @@ pub struct AppState {
     pub stop: CancellationToken,
     /// Upload settings; `None` when uploads are disabled (admin routes answer 404).
     pub admin: Option<Arc<Admin>>,
+    /// Admin tokens, sessions, failed-login limits.
+    pub auth: Arc<AdminAuth>,
+    /// Agent certificates: enrollment, renewal, the checks.
+    pub identity: Arc<Identity>,
 }
 
 /// The console's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(page::index))
+    let channels = Router::new()
         .route("/v1/channels/{channel}/release.json", get(manifest))
         .route(
             "/v1/channels/{channel}/release.json.minisig",
             get(signature),
         )
         .route("/v1/artifacts/{name}", get(artifacts::artifact))
+        .route("/v1/channels/{channel}/history/{file}", get(history_file))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_agent_cert,
+        ));
+    let admins = Router::new()
+        .route("/", get(page::index))
+        .route("/v1/fleet", get(reports::fleet))
+        .route("/logout", post(auth::logout))
+        .route("/agents/{agent_id}/{action}", post(auth::agent_action))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
+    let identity_limit = DefaultBodyLimit::max(identity::MAX_ENROLL_BYTES);
+    Router::new()
+        .merge(channels)
+        .merge(admins)
         .route(
             "/v1/agents/{agent_id}/report",
             post(reports::report).layer(DefaultBodyLimit::max(reports::MAX_REPORT_BYTES)),
         )
-        .route("/v1/fleet", get(reports::fleet))
-        .route("/v1/channels/{channel}/history/{file}", get(history_file))
+        .route("/v1/enroll", post(identity::enroll).layer(identity_limit))
+        .route("/v1/renew", post(identity::renew).layer(identity_limit))
+        .route("/v1/identity", get(identity::whoami))
+        .route("/login", get(auth::login_form).post(auth::login))
         .merge(admin::routes(state.clone()))
         .with_state(state)
+}
+
+/// With `--require-client-cert`, channel files and artifacts are served
+/// only to agents presenting an accepted certificate.
+async fn require_agent_cert(
+    State(state): State<AppState>,
+    axum::Extension(ClientCert(peer)): axum::Extension<ClientCert>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    if !state.identity.require_client_cert {
+        return next.run(request).await;
+    }
+    let Some(peer) = peer else {
+        return IdentityError::NoCertificate(
+            "this console serves releases only to enrolled agents (--require-client-cert)".into(),
+        )
+        .into_response();
+    };
+    match state.identity.check(&peer).await {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
 }
 
 /// The query of a manifest request.

@@ -27,6 +27,8 @@ use tower_service::Service;
 use tracing::{debug, info, warn};
 
 use super::admin::Admin;
+use super::auth::AdminAuth;
+use super::identity::{ClientCert, Identity, PeerCert};
 use super::push::Watcher;
 use super::routes::{self, AppState};
 use super::store::{FLEET_DB, Store};
@@ -55,10 +57,14 @@ pub struct ServerConfig {
     pub data: PathBuf,
     /// The TLS settings; `None` serves plain HTTP (`--insecure-http`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Upload settings (`--admin-token-file`, `--trust`); `None` disables uploads.
+    /// Upload settings (`--trust`); `None` disables uploads.
     pub admin: Option<Arc<Admin>>,
     /// The longest a push request is held (`--max-wait`).
     pub max_wait: Duration,
+    /// Admin tokens and sessions.
+    pub auth: Arc<AdminAuth>,
+    /// Agent certificates.
+    pub identity: Arc<Identity>,
 }
 
 /// Binds, prints the bound address, and serves until `shutdown` completes.
@@ -76,6 +82,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         store,
         stop: stop.clone(),
         admin: config.admin.clone(),
+        auth: config.auth.clone(),
+        identity: config.identity.clone(),
     };
     let router = routes::router(state);
     let tls = config.tls.map(TlsAcceptor::from);
@@ -150,17 +158,28 @@ impl Connection {
         // Responses are small or streamed in large chunks: no reason to delay them.
         let _ = stream.set_nodelay(true);
         let Some(acceptor) = tls else {
-            return self.serve_http(stream).await;
+            return self.serve_http(stream, ClientCert(None)).await;
         };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => self.serve_http(stream).await,
+            Ok(Ok(stream)) => {
+                // The TLS layer verified the chain to the agent CA; the
+                // routes decide what the certificate may do.
+                let peer = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| PeerCert::parse(leaf))
+                    .map(Arc::new);
+                self.serve_http(stream, ClientCert(peer)).await
+            }
             Ok(Err(e)) => debug!(remote = %self.remote, error = %e, "TLS handshake failed"),
             Err(_) => debug!(remote = %self.remote, "TLS handshake timed out"),
         }
     }
 
     /// Serves requests on an established stream.
-    async fn serve_http<S>(self, stream: S)
+    async fn serve_http<S>(self, stream: S, peer: ClientCert)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -171,6 +190,7 @@ impl Connection {
         } = self;
         let service = service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(remote));
+            request.extensions_mut().insert(peer.clone());
             router.clone().call(request)
         });
         let connection = http1::Builder::new()

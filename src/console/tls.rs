@@ -1,13 +1,24 @@
 //! The console's TLS settings: a certificate chain and key read from PEM files,
-//! with rustls on the ring provider (the build carries no aws-lc).
+//! with rustls on the ring provider (the build carries no aws-lc), and client
+//! certificates checked against the agent CA (SPEC §10).
+//!
+//! Client certificates are optional at the TLS layer: an agent that has not
+//! enrolled yet, a static-host client or an admin's browser has none. Which
+//! routes need one is decided per request (routes.rs, reports.rs), so the
+//! refusal can say why (401/403 with a reason) instead of a TLS alert.
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
+};
 
 use crate::error::UsageError;
 
@@ -19,14 +30,28 @@ const ALPN_HTTP1: &[u8] = b"http/1.1";
 ///
 /// Unreadable or unusable files are configuration errors (exit code 2), each
 /// naming the file.
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+/// `agent_ca` is the agent CA certificate (PEM): client certificates it
+/// signed are verified and offered to the routes; others fail the handshake.
+pub fn server_config(cert: &Path, key: &Path, agent_ca: &str) -> anyhow::Result<Arc<ServerConfig>> {
     let chain = read_chain(cert)?;
     let key_der = read_key(key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut agent_ca.as_bytes()) {
+        let ca = ca.map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
+        roots
+            .add(ca)
+            .map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
+    }
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| UsageError::new(format!("the agent CA: {e}")))?;
+    let verifier = Arc::new(ExpiryAtTheRoutes(webpki));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| UsageError::new(format!("TLS set-up: {e}")))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key_der)
         .map_err(|e| {
             UsageError::new(format!(
@@ -37,6 +62,76 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig
         })?;
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The agent CA's verifier, except that an expired certificate passes the
+/// handshake: the routes then refuse it with 403 and "expired at …" (an agent
+/// back from a long power-off learns what to do) instead of a TLS alert. The
+/// chain and the handshake signature are still checked in full: an expired
+/// certificate passes only if it verifies at the last second of its validity.
+#[derive(Debug)]
+struct ExpiryAtTheRoutes(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for ExpiryAtTheRoutes {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.0.verify_client_cert(end_entity, intermediates, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) => {
+                let last_second = x509_parser::parse_x509_certificate(end_entity)
+                    .ok()
+                    .and_then(|(_, cert)| u64::try_from(cert.validity().not_after.timestamp()).ok())
+                    .ok_or(rustls::Error::InvalidCertificate(
+                        CertificateError::BadEncoding,
+                    ))?;
+                self.0.verify_client_cert(
+                    end_entity,
+                    intermediates,
+                    UnixTime::since_unix_epoch(std::time::Duration::from_secs(last_second)),
+                )
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// Reads every certificate of a PEM file, leaf first.

@@ -55,19 +55,42 @@ impl Reply {
 }
 
 impl Http {
-    /// A client trusting `ca`.
+    /// A client trusting `ca`. It follows no redirects: tests look at them.
     pub fn new(ca: &TestCa) -> Http {
+        Http::build(ca, None)
+    }
+
+    /// A client trusting `ca` that presents a client certificate (`identity`:
+    /// the PEM key followed by the PEM certificate).
+    pub fn with_identity(ca: &TestCa, identity: &[u8]) -> Http {
+        Http::build(
+            ca,
+            Some(reqwest::Identity::from_pem(identity).expect("client identity")),
+        )
+    }
+
+    fn build(ca: &TestCa, identity: Option<reqwest::Identity>) -> Http {
         let pem = fs::read(&ca.ca_pem).expect("ca.pem");
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30));
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
+        }
         Http {
             rt: Runtime::new().expect("runtime"),
-            client,
+            client: builder.build().expect("client"),
         }
+    }
+
+    /// Any method with any headers and body.
+    pub fn call(&self, method: Method, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        self.run(
+            self.client.request(method, url).body(body.to_vec()),
+            headers,
+        )
     }
 
     /// GET with extra headers.

@@ -1,0 +1,479 @@
+//! Agent identity on the console (SPEC §10): enrollment with a one-time
+//! token, renewal over mTLS, and the check every agent request with a
+//! client certificate goes through.
+//!
+//! ```text
+//! POST /v1/enroll     {"token", "agent_id", "csr", "hostname"} → {"certificate", "ca", "expires_at"}
+//! POST /v1/renew      (mTLS) {"csr"} → a fresh certificate for the presented agent id
+//! GET  /v1/identity   (mTLS) {"agent_id", "expires_at"}: lets an agent test a certificate
+//! ```
+//!
+//! A certificate is accepted only if the agent CA signed it (the TLS layer
+//! checks that), its agent is enrolled and not revoked, its serial is the
+//! agent's current or previous one, and it has not expired: the database is
+//! read on every request, so a revocation counts from the next request on,
+//! on connections already open too.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::admin::ErrorBody;
+use super::auth::Limiter;
+use super::registry::{self, EnrollRefusal};
+use super::reports::is_agent_id;
+use super::routes::AppState;
+use crate::clock;
+use crate::private_ca::{AgentCa, IssuedCert};
+
+/// The largest enrollment or renewal request: a CSR is well under 1 KiB.
+pub const MAX_ENROLL_BYTES: usize = 16 * 1024;
+
+/// The longest host name an agent may give.
+const MAX_HOSTNAME: usize = 253;
+
+/// The client certificate of a connection, parsed once after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// The agent id its common name gives.
+    pub agent_id: String,
+    /// Its serial number (hex).
+    pub serial: String,
+    /// When it expires (unix seconds).
+    pub not_after: u64,
+}
+
+impl PeerCert {
+    /// Reads a certificate the TLS layer verified; `None` if it names no agent.
+    pub fn parse(der: &[u8]) -> Option<PeerCert> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let agent_id = cert
+            .subject()
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_string();
+        if !is_agent_id(&agent_id) {
+            return None;
+        }
+        Some(PeerCert {
+            agent_id,
+            serial: hex::encode(cert.raw_serial()),
+            not_after: u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0),
+        })
+    }
+}
+
+/// What a request carries about its client certificate (always present;
+/// `None` without one, and on plain HTTP).
+#[derive(Debug, Clone)]
+pub struct ClientCert(pub Option<Arc<PeerCert>>);
+
+/// Why an agent request was refused; 401 without a certificate, 403 with a
+/// certificate that is not good enough, each with a one-line reason.
+#[derive(Debug, Error)]
+pub enum IdentityError {
+    /// No client certificate where one is needed (401).
+    #[error("{0}")]
+    NoCertificate(String),
+    /// A certificate that does not allow this (403).
+    #[error("{0}")]
+    Refused(String),
+    /// An enrollment refused (403).
+    #[error("enrollment refused: {0}")]
+    Enrollment(EnrollRefusal),
+    /// Too many failed enrollments from this address (429).
+    #[error("too many failed enrollments from this address; try again later")]
+    RateLimited,
+    /// A malformed request (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The console failed (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IdentityError {
+    fn internal(what: &str, error: impl std::fmt::Display) -> IdentityError {
+        warn!(error = %error, "{what}");
+        IdentityError::Internal(format!("{what}: {error}"))
+    }
+}
+
+impl IntoResponse for IdentityError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            IdentityError::NoCertificate(_) => StatusCode::UNAUTHORIZED,
+            IdentityError::Refused(_) | IdentityError::Enrollment(_) => StatusCode::FORBIDDEN,
+            IdentityError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            IdentityError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            IdentityError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = Json(ErrorBody {
+            error: self.to_string(),
+        });
+        (status, body).into_response()
+    }
+}
+
+/// The console's identity settings and state.
+pub struct Identity {
+    /// The identity tables (a second connection to the fleet database).
+    db: Mutex<Connection>,
+    /// Signs agent certificates.
+    ca: AgentCa,
+    /// How long issued certificates live (`--cert-lifetime`).
+    pub cert_lifetime: Duration,
+    /// Whether channel files and artifacts need a certificate (`--require-client-cert`).
+    pub require_client_cert: bool,
+    /// Whether reports without a certificate are stored for ids that never
+    /// enrolled (`--allow-anonymous-reports`).
+    pub allow_anonymous_reports: bool,
+    /// Failed enrollments per address.
+    limiter: Limiter,
+}
+
+impl Identity {
+    /// The identity state of a console serving `data`.
+    pub fn new(
+        db: Connection,
+        ca: AgentCa,
+        cert_lifetime: Duration,
+        require_client_cert: bool,
+        allow_anonymous_reports: bool,
+    ) -> Identity {
+        Identity {
+            db: Mutex::new(db),
+            ca,
+            cert_lifetime,
+            require_client_cert,
+            allow_anonymous_reports,
+            limiter: Limiter::default(),
+        }
+    }
+
+    /// Runs `work` on the identity tables, off the async threads.
+    async fn with_db<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&mut Connection, &AgentCa) -> T + Send + 'static,
+    ) -> Result<T, IdentityError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = this.db.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut db, &this.ca)
+        })
+        .await
+        .map_err(|e| IdentityError::internal("the identity database task failed", e))
+    }
+
+    /// Whether `peer` is a good certificate of an enrolled, unrevoked agent.
+    pub async fn check(self: &Arc<Self>, peer: &PeerCert) -> Result<(), IdentityError> {
+        let id = peer.agent_id.clone();
+        let record = self
+            .with_db(move |db, _| registry::agent(db, &id))
+            .await?
+            .map_err(|e| IdentityError::internal("cannot read the agents", e))?;
+        let now = clock::unix(clock::now_seconds());
+        let Some(record) = record else {
+            return Err(IdentityError::Refused(format!(
+                "agent {} is not enrolled on this console (forgotten?): enroll it with a new token",
+                peer.agent_id
+            )));
+        };
+        if record.revoked_at.is_some() {
+            return Err(IdentityError::Refused(format!(
+                "agent {} is revoked",
+                peer.agent_id
+            )));
+        }
+        if peer.not_after <= now {
+            return Err(IdentityError::Refused(format!(
+                "the certificate of agent {} expired at {}: enroll again with a new token \
+                 (`console token create`, then enrollment_token_file)",
+                peer.agent_id,
+                clock::rfc3339(clock::from_unix(peer.not_after))
+            )));
+        }
+        if peer.serial != record.cert_serial && record.prev_serial.as_ref() != Some(&peer.serial) {
+            return Err(IdentityError::Refused(format!(
+                "this certificate of agent {} was replaced: use the newest one",
+                peer.agent_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// May a report for `agent_id` be stored, from a client with `peer`?
+    pub async fn authorize_report(
+        self: &Arc<Self>,
+        peer: Option<&PeerCert>,
+        agent_id: &str,
+    ) -> Result<(), IdentityError> {
+        match peer {
+            Some(peer) if peer.agent_id != agent_id => Err(IdentityError::Refused(format!(
+                "the client certificate names agent {}, not {agent_id}",
+                peer.agent_id
+            ))),
+            Some(peer) => {
+                self.check(peer).await?;
+                let id = peer.agent_id.clone();
+                self.with_db(move |db, _| registry::touch(db, &id, clock::now_seconds()))
+                    .await?
+                    .map_err(|e| IdentityError::internal("cannot record the report", e))
+            }
+            None if !self.allow_anonymous_reports => Err(IdentityError::NoCertificate(
+                "reports need the agent's client certificate (enroll the agent with \
+                 `enrollment_token_file`)"
+                    .into(),
+            )),
+            None => {
+                let id = agent_id.to_string();
+                let enrolled = self
+                    .with_db(move |db, _| registry::is_enrolled(db, &id))
+                    .await?
+                    .map_err(|e| IdentityError::internal("cannot read the agents", e))?;
+                if enrolled {
+                    Err(IdentityError::NoCertificate(format!(
+                        "agent {agent_id} is enrolled: its reports need its client certificate"
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Revokes an agent (the page's button); `false` if no such agent.
+    pub async fn revoke(self: &Arc<Self>, agent_id: &str) -> Result<bool, IdentityError> {
+        let id = agent_id.to_string();
+        self.with_db(move |db, _| registry::revoke(db, &id, clock::now_seconds()))
+            .await?
+            .map_err(|e| IdentityError::internal("cannot revoke the agent", e))
+    }
+
+    /// Forgets an agent; `false` if no such agent.
+    pub async fn forget(self: &Arc<Self>, agent_id: &str) -> Result<bool, IdentityError> {
+        let id = agent_id.to_string();
+        self.with_db(move |db, _| registry::forget(db, &id))
+            .await?
+            .map_err(|e| IdentityError::internal("cannot forget the agent", e))
+    }
+
+    /// Every enrolled agent.
+    pub async fn agents(self: &Arc<Self>) -> Result<Vec<registry::AgentRecord>, IdentityError> {
+        self.with_db(|db, _| registry::agents(db))
+            .await?
+            .map_err(|e| IdentityError::internal("cannot read the agents", e))
+    }
+}
+
+/// What an agent sends to enroll.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The enrollment token, in clear.
+    pub token: String,
+    /// The agent id the certificate will name.
+    pub agent_id: String,
+    /// A PEM certificate signing request made with the agent's own key.
+    pub csr: String,
+    /// The agent's host name, for `console agents`.
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+/// What an agent sends to renew: a request for a new key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// A PEM certificate signing request made with the agent's new key.
+    pub csr: String,
+}
+
+/// A certificate the console issued.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Issued {
+    /// The agent id it names.
+    pub agent_id: String,
+    /// The client certificate, PEM.
+    pub certificate: String,
+    /// The agent CA certificate, PEM.
+    pub ca: String,
+    /// When the certificate expires (unix seconds).
+    pub expires_at: u64,
+}
+
+/// `POST /v1/enroll`.
+pub async fn enroll(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Result<Json<Issued>, IdentityError> {
+    let identity = state.identity.clone();
+    let now = clock::now_seconds();
+    if identity.limiter.is_limited(remote.ip(), now) {
+        warn!(remote = %remote, "enrollment rate limited");
+        return Err(IdentityError::RateLimited);
+    }
+    let request: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
+        IdentityError::BadRequest(format!(
+            "the enrollment is not {{\"token\", \"agent_id\", \"csr\"}} JSON: {e}"
+        ))
+    })?;
+    if !is_agent_id(&request.agent_id) {
+        return Err(IdentityError::BadRequest(format!(
+            "agent id `{}` is not 1-64 of [A-Za-z0-9_-]",
+            request.agent_id
+        )));
+    }
+    let hostname = request
+        .hostname
+        .filter(|h| h.len() <= MAX_HOSTNAME && h.bytes().all(|b| b.is_ascii_graphic()));
+    let agent_id = request.agent_id.clone();
+    let lifetime = identity.cert_lifetime;
+    let outcome = identity
+        .with_db(move |db, ca| {
+            enroll_in_db(
+                db,
+                ca,
+                &request.token,
+                &agent_id,
+                hostname.as_deref(),
+                &request.csr,
+                lifetime,
+                now,
+            )
+        })
+        .await??;
+    match outcome {
+        Ok(issued) => {
+            info!(agent_id = %request.agent_id, remote = %remote, expires_at = issued.not_after, "agent enrolled");
+            Ok(Json(Issued {
+                agent_id: request.agent_id,
+                certificate: issued.pem,
+                ca: identity.ca.cert_pem.clone(),
+                expires_at: issued.not_after,
+            }))
+        }
+        Err(refusal) => {
+            identity.limiter.fail(remote.ip(), now);
+            warn!(agent_id = %request.agent_id, remote = %remote, reason = %refusal, "enrollment refused");
+            Err(IdentityError::Enrollment(refusal))
+        }
+    }
+}
+
+/// The token check, the signature and the agent row, in one transaction:
+/// a refused enrollment writes nothing.
+#[allow(clippy::too_many_arguments)]
+fn enroll_in_db(
+    db: &mut Connection,
+    ca: &AgentCa,
+    token: &str,
+    agent_id: &str,
+    hostname: Option<&str>,
+    csr: &str,
+    lifetime: Duration,
+    now: SystemTime,
+) -> Result<Result<IssuedCert, EnrollRefusal>, IdentityError> {
+    let db_error = |e: rusqlite::Error| IdentityError::internal("cannot record the enrollment", e);
+    let tx = db.transaction().map_err(db_error)?;
+    if let Err(refusal) = registry::spend_enrollment_token(&tx, token, now).map_err(db_error)? {
+        return Ok(Err(refusal));
+    }
+    let issued = ca
+        .sign_csr(csr, agent_id, lifetime, now)
+        .map_err(|e| IdentityError::BadRequest(format!("the CSR is not usable: {e}")))?;
+    if let Err(refusal) = registry::record_enrollment(
+        &tx,
+        agent_id,
+        hostname,
+        &issued.serial,
+        issued.not_after,
+        now,
+    )
+    .map_err(db_error)?
+    {
+        return Ok(Err(refusal));
+    }
+    tx.commit().map_err(db_error)?;
+    Ok(Ok(issued))
+}
+
+/// `POST /v1/renew`: a fresh certificate for the agent the presented one names.
+pub async fn renew(
+    State(state): State<AppState>,
+    Extension(ClientCert(peer)): Extension<ClientCert>,
+    body: Bytes,
+) -> Result<Json<Issued>, IdentityError> {
+    let identity = state.identity.clone();
+    let Some(peer) = peer else {
+        return Err(IdentityError::NoCertificate(
+            "renewal needs the agent's current client certificate".into(),
+        ));
+    };
+    identity.check(&peer).await?;
+    let request: RenewRequest = serde_json::from_slice(&body).map_err(|e| {
+        IdentityError::BadRequest(format!("the renewal is not {{\"csr\"}} JSON: {e}"))
+    })?;
+    let lifetime = identity.cert_lifetime;
+    let agent_id = peer.agent_id.clone();
+    let issued = identity
+        .with_db(move |db, ca| {
+            let issued = ca
+                .sign_csr(&request.csr, &agent_id, lifetime, clock::now_seconds())
+                .map_err(|e| IdentityError::BadRequest(format!("the CSR is not usable: {e}")))?;
+            match registry::record_renewal(db, &agent_id, &issued.serial, issued.not_after) {
+                Ok(true) => Ok(issued),
+                Ok(false) => Err(IdentityError::Refused(format!(
+                    "agent {agent_id} is revoked or forgotten"
+                ))),
+                Err(e) => Err(IdentityError::internal("cannot record the renewal", e)),
+            }
+        })
+        .await??;
+    info!(agent_id = %peer.agent_id, expires_at = issued.not_after, "certificate renewed");
+    Ok(Json(Issued {
+        agent_id: peer.agent_id.clone(),
+        certificate: issued.pem,
+        ca: identity.ca.cert_pem.clone(),
+        expires_at: issued.not_after,
+    }))
+}
+
+/// What `GET /v1/identity` answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// The agent id of the presented certificate.
+    pub agent_id: String,
+    /// When it expires (unix seconds).
+    pub expires_at: u64,
+}
+
+/// `GET /v1/identity`: 200 if the presented certificate is accepted.
+pub async fn whoami(
+    State(state): State<AppState>,
+    Extension(ClientCert(peer)): Extension<ClientCert>,
+) -> Result<Json<WhoAmI>, IdentityError> {
+    let Some(peer) = peer else {
+        return Err(IdentityError::NoCertificate(
+            "no client certificate presented".into(),
+        ));
+    };
+    state.identity.check(&peer).await?;
+    Ok(Json(WhoAmI {
+        agent_id: peer.agent_id.clone(),
+        expires_at: peer.not_after,
+    }))
+}
