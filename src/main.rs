@@ -9,11 +9,14 @@ mod clock;
 mod commands;
 mod config;
 mod console;
+mod control;
 mod demo;
 mod error;
 mod logging;
 mod private_ca;
 mod progress;
+mod release;
+mod report;
 mod setup;
 mod supervisor;
 

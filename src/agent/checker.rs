@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use crate::agent::fetch::{self, Checked, MAX_WAIT};
 use crate::agent::schedule::jittered;
-use crate::commands::StatusReport;
+use crate::report::{StatusReport, WireReport};
 
 /// First pause after a failed check; doubles up to the poll interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -110,15 +110,7 @@ pub async fn run_reporter(
     loop {
         let report = reports.borrow_and_update().clone();
         if let Some(report) = report {
-            let body = serde_json::json!({
-                "version": report.active_version,
-                "bank": report.active_bank,
-                "phase": report.phase,
-                "pending": report.pending,
-                "last_error": report.last_error,
-                "previous_version": report.previous_version,
-                "sequence": report.sequence,
-            });
+            let body = WireReport::from(&report);
             match http.post(&url).json(&body).send().await {
                 Ok(r)
                     if matches!(

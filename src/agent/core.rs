@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow};
-use bank_layout::{BankId, LayoutError, Phase, Root, StageSpec};
+use bank_layout::{BankId, LayoutError, Phase, Root};
 use signing::{ReleaseError, VerifiedRelease};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -15,15 +15,15 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::agent::checker::{self, CheckOutcome, CheckerSettings};
-use crate::agent::control::{self, Envelope, Request, Response};
+use crate::agent::control_socket::{self, Envelope};
 use crate::agent::fetch::{self, ArtifactStream, Checked};
 use crate::agent::schedule;
 use crate::agent_id;
 use crate::clock;
-use crate::commands::StatusReport;
-use crate::commands::install::{archive_format, bank_record, open_root, verify};
 use crate::config::AgentConfig;
-use crate::progress::Progress;
+use crate::control::{Request, Response};
+use crate::release::{self, StagePlan, open_root, stage_release, verify};
+use crate::report::StatusReport;
 use crate::setup::ReleaseSetup;
 use crate::supervisor::{Listeners, Payload, PayloadEvent, PayloadSpec};
 
@@ -133,7 +133,7 @@ impl Agent {
         let (check_tx, checks) = mpsc::channel(4);
         let (control_tx, control) = mpsc::channel(8);
         let check_now = Arc::new(Notify::new());
-        control::serve(root.dir(), control_tx)?;
+        control_socket::serve(root.dir(), control_tx)?;
         tokio::spawn(checker::run_checker(
             http.clone(),
             CheckerSettings {

@@ -4,7 +4,7 @@
 //! and mark the version bad (SPEC §5).
 
 mod checker;
-pub mod control;
+mod control_socket;
 mod core;
 mod fetch;
 mod schedule;

@@ -1,13 +1,11 @@
 //! One `run` per command of SPEC §6.
 
 mod control;
-pub mod install;
+mod install;
 mod keys;
 mod publish;
 mod rollback;
 mod status;
-
-pub use status::StatusReport;
 
 use crate::cli::{Command, ConsoleCommand};
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::agent::control::{self, Request};
+use crate::control::{self, Request};
 use crate::demo::client::Client;
 
 /// How long any one step may take before the demo gives up.
@@ -230,7 +230,7 @@ impl Demo {
     fn wait_for(
         &self,
         what: &str,
-        done: impl Fn(&crate::commands::StatusReport) -> bool,
+        done: impl Fn(&crate::report::StatusReport) -> bool,
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + STEP_DEADLINE;
         loop {

@@ -3,9 +3,9 @@
 
 use super::{
     Agent, ArtifactStream, BankId, CheckOutcome, Checked, Duration, Instant, LayoutError,
-    PROBE_TIMEOUT, Progress, ReleaseError, Request, Response, Root, STAGE_RETRY, StageSpec,
-    StatusReport, SystemTime, Trial, VerifiedRelease, anyhow, archive_format, bank_record, clock,
-    error, fetch, info, schedule, verify, warn,
+    PROBE_TIMEOUT, ReleaseError, Request, Response, Root, STAGE_RETRY, StagePlan, StatusReport,
+    SystemTime, Trial, VerifiedRelease, anyhow, clock, error, fetch, info, release, schedule,
+    stage_release, verify, warn,
 };
 
 impl Agent {
@@ -146,6 +146,12 @@ impl Agent {
             }
         };
         let m = &release.manifest;
+        let plan = StagePlan::new(
+            &release,
+            pending.manifest.as_bytes(),
+            pending.signature.as_bytes(),
+            now,
+        );
         let url = if m.artifact.path.starts_with("https://") {
             m.artifact.path.clone()
         } else {
@@ -153,32 +159,9 @@ impl Agent {
         };
         info!(version = %m.version, sequence = m.sequence, url, size = m.artifact.size, bank = %root.idle_bank(), "staging");
         let stream = ArtifactStream::open(self.http.clone(), url, m.artifact.size);
-        let record = bank_record(
-            m,
-            pending.manifest.as_bytes(),
-            pending.signature.as_bytes(),
-            now,
-        );
-        let (format, size, sha256) = (
-            archive_format(m.artifact.format),
-            m.artifact.size,
-            m.artifact.sha256.clone(),
-        );
-        let label = format!("staging {}", m.version);
         self.staging_release = Some(Box::new(release));
         self.staging = Some(tokio::task::spawn_blocking(move || {
-            let mut progress = Progress::new(&label, size);
-            let result = root.stage(
-                std::io::BufReader::with_capacity(256 * 1024, stream),
-                StageSpec {
-                    format,
-                    size,
-                    sha256: &sha256,
-                    record,
-                },
-                &mut |done| progress.update(done),
-            );
-            progress.finish();
+            let result = stage_release(&mut root, stream, plan);
             (root, result)
         }));
     }
@@ -362,12 +345,12 @@ impl Agent {
         sequence: u64,
         reason: &str,
     ) -> anyhow::Result<BankId> {
+        let _ = (version, sequence);
         let root = self
             .root
             .as_mut()
             .ok_or_else(|| anyhow!("a release is being staged"))?;
-        let bank = root.rollback()?;
-        root.mark_bad(version, sequence, reason)?;
+        let bank = release::roll_back(root, reason)?.to;
         Ok(bank)
     }
 

@@ -1,0 +1,193 @@
+//! A release's way onto a root, shared by `apply` and the agent: open the root,
+//! [`verify`] a manifest with what the root knows, [`stage_release`] its archive
+//! into the idle bank, and [`roll_back`] (swap back and mark the version left bad).
+
+use std::fmt;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use bank_layout::{ArchiveFormat, BankId, BankRecord, LayoutError, Root, StageSpec};
+use signing::{ArtifactFormat, Expectations, ReleaseError, VerifiedRelease};
+use tracing::warn;
+
+use crate::clock;
+use crate::progress::Progress;
+use crate::setup::ReleaseSetup;
+
+/// Read buffer in front of the archive stream: large enough that the hasher and
+/// the decompressor see big chunks, small next to the agent's idle memory.
+const STAGE_BUFFER: usize = 256 * 1024;
+
+/// Opens the root (lock + recovery) and logs what recovery did.
+pub fn open_root(dir: &Path) -> anyhow::Result<Root> {
+    let (root, recoveries) = Root::open(dir).with_context(|| format!("root {}", dir.display()))?;
+    for note in recoveries {
+        warn!(root = %dir.display(), "recovered: {note}");
+    }
+    Ok(root)
+}
+
+/// Runs the one verification policy with what this root knows: its product, the
+/// highest sequence it accepted, the running version and the versions marked bad.
+pub fn verify(
+    root: &Root,
+    setup: &ReleaseSetup,
+    manifest: &[u8],
+    signature: &[u8],
+    now: SystemTime,
+) -> Result<VerifiedRelease, ReleaseError> {
+    let state = root.state();
+    let running = state
+        .version_of(root.active_bank())
+        .and_then(|v| semver::Version::parse(v).ok());
+    let bad_versions: Vec<signing::BadVersion> = state
+        .bad_versions
+        .iter()
+        .filter_map(|b| {
+            Some(signing::BadVersion {
+                version: semver::Version::parse(&b.version).ok()?,
+                sequence: b.sequence,
+            })
+        })
+        .collect();
+    signing::verify_release(
+        manifest,
+        signature,
+        &Expectations {
+            trusted_keys: &setup.trusted_keys,
+            product: state.product.as_deref(),
+            channel: &setup.channel,
+            highest_sequence: state.highest_sequence,
+            running_version: running.as_ref(),
+            bad_versions: &bad_versions,
+            now,
+        },
+    )
+}
+
+/// Everything staging needs from a verified release, owned, so that it can move
+/// onto the blocking thread that stages.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    /// What is staged, for progress lines.
+    label: String,
+    /// The archive's container format.
+    format: ArchiveFormat,
+    /// The announced archive size.
+    size: u64,
+    /// The announced archive digest (hex).
+    sha256: String,
+    /// The bank record written once the bank is complete.
+    record: BankRecord,
+}
+
+impl StagePlan {
+    /// The plan for `release`, whose signed bytes are `manifest` and `signature`.
+    pub fn new(
+        release: &VerifiedRelease,
+        manifest: &[u8],
+        signature: &[u8],
+        now: SystemTime,
+    ) -> StagePlan {
+        let m = &release.manifest;
+        StagePlan {
+            label: format!("staging {}", m.version),
+            format: archive_format(m.artifact.format),
+            size: m.artifact.size,
+            sha256: m.artifact.sha256.clone(),
+            record: BankRecord {
+                version: m.version.to_string(),
+                sequence: m.sequence,
+                sha256: m.artifact.sha256.clone(),
+                staged_at: clock::unix(now),
+                product: m.product.clone(),
+                channel: m.channel.clone(),
+                command: m.entrypoint.command.clone(),
+                args: m.entrypoint.args.clone(),
+                manifest: String::from_utf8_lossy(manifest).into_owned(),
+                signature: String::from_utf8_lossy(signature).into_owned(),
+            },
+        }
+    }
+}
+
+/// Streams `source` (a file offline, an HTTPS stream online) into the idle bank
+/// under the plan's size, digest and archive rules, showing progress; writes the
+/// bank record last. The active bank is never touched.
+pub fn stage_release(
+    root: &mut Root,
+    source: impl Read + Send,
+    plan: StagePlan,
+) -> Result<BankId, LayoutError> {
+    let mut progress = Progress::new(&plan.label, plan.size);
+    let result = root.stage(
+        BufReader::with_capacity(STAGE_BUFFER, source),
+        StageSpec {
+            format: plan.format,
+            size: plan.size,
+            sha256: &plan.sha256,
+            record: plan.record,
+        },
+        &mut |done| progress.update(done),
+    );
+    progress.finish();
+    result
+}
+
+/// The layout crate's name for a manifest's archive format.
+fn archive_format(format: ArtifactFormat) -> ArchiveFormat {
+    match format {
+        ArtifactFormat::Tar => ArchiveFormat::Tar,
+        ArtifactFormat::TarGz => ArchiveFormat::TarGz,
+        ArtifactFormat::TarZst => ArchiveFormat::TarZst,
+    }
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone)]
+pub struct RolledBack {
+    /// The bank left.
+    pub from: BankId,
+    /// The bank now active.
+    pub to: BankId,
+    /// The version left in `from`, now marked bad (none on a bank without a release).
+    pub left: Option<String>,
+    /// The version now running.
+    pub running: Option<String>,
+}
+
+impl fmt::Display for RolledBack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let running = self.running.as_deref().unwrap_or("none");
+        write!(f, "rolled back to {running} in {}", self.to)?;
+        if let Some(left) = &self.left {
+            write!(f, "; {left} stays in {}, marked bad", self.from)?;
+        }
+        Ok(())
+    }
+}
+
+/// The one rollback: swaps back to the other bank and marks the version left
+/// bad with `reason`, so that it is not installed again until a higher sequence
+/// re-publishes it. Refused, with nothing changed, when the other bank holds no
+/// good release.
+// TODO(layout): bank-layout gains a single-write rollback-with-bad-mark; swap the
+// two calls below for it so that a crash between them cannot forget the mark.
+pub fn roll_back(root: &mut Root, reason: &str) -> Result<RolledBack, LayoutError> {
+    let from = root.active_bank();
+    let left = root
+        .bank_record(from)
+        .map(|r| (r.version.clone(), r.sequence));
+    let to = root.rollback()?;
+    if let Some((version, sequence)) = &left {
+        root.mark_bad(version, *sequence, reason)?;
+    }
+    Ok(RolledBack {
+        from,
+        to,
+        left: left.map(|(version, _)| version),
+        running: root.state().version_of(to).map(str::to_string),
+    })
+}
