@@ -145,6 +145,9 @@ fn archive_format(format: ArtifactFormat) -> ArchiveFormat {
     }
 }
 
+/// Why an admin's rollback (offline or through the agent) marks the version left bad.
+pub const ADMIN_REASON: &str = "rolled back by an admin";
+
 /// What a rollback did.
 #[derive(Debug, Clone)]
 pub struct RolledBack {

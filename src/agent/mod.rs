@@ -1,23 +1,45 @@
 //! `bankswap run`: the agent. It takes the root's lock, recovers, starts the
 //! payload from the active bank, and loops: check → verify → schedule →
 //! stage into the idle bank → swap → watch the trial → commit, or roll back
-//! and mark the version bad (SPEC §5).
+//! and mark the version bad.
+//!
+//! Layers, top down: this file builds the world (root, sockets, HTTP client,
+//! clock, background tasks) and hands it to `core::run`; the core's transitions
+//! live one file per concern; `verdict.rs` is the trial's pure decision.
 
+mod admin;
 mod checker;
 mod control_socket;
 mod core;
 mod fetch;
+mod generation;
+mod offers;
 mod schedule;
+mod staging;
+mod status;
+mod trial;
+mod verdict;
+mod world;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::info;
 
+use crate::agent::checker::CheckerSettings;
+use crate::agent::world::{Links, SystemClock, World};
+use crate::agent_id;
 use crate::config::AgentConfig;
 use crate::error::UsageError;
 use crate::logging;
+use crate::release::open_root;
+use crate::supervisor::Listeners;
 
 /// How long shutdown waits for background work (a staging thread) to notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -38,12 +60,58 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async {
-        let agent = core::Agent::start(config, console).await?;
-        agent.run(shutdown_signal()).await
+        let (world, links) = production_world(&config, console)?;
+        core::run(config, world, links, shutdown_signal()).await
     });
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     info!("agent stopped");
     result
+}
+
+/// The real world: the locked root, the `[[listen]]` sockets, the HTTPS client,
+/// the system clock, and the checker, reporter and control socket as tasks.
+fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(World, Links)> {
+    let root = open_root(&config.root)?;
+    let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
+    let listeners = Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
+    let http = fetch::client(config)?;
+    let (report, report_rx) = watch::channel(None);
+    let (check_tx, checks) = mpsc::channel(4);
+    let (control_tx, control) = mpsc::channel(8);
+    let check_now = Arc::new(Notify::new());
+    control_socket::serve(root.dir(), control_tx)?;
+    tokio::spawn(checker::run_checker(
+        http.clone(),
+        CheckerSettings {
+            console: console.clone(),
+            channel: config.channel.clone(),
+            poll_interval: config.poll_interval,
+        },
+        check_now.clone(),
+        check_tx,
+    ));
+    tokio::spawn(checker::run_reporter(
+        http.clone(),
+        console.clone(),
+        agent_id.clone(),
+        report_rx,
+    ));
+    info!(agent_id, root = %config.root.display(), console, channel = config.channel, "agent starting");
+    let world = World {
+        root,
+        agent_id,
+        console,
+        listeners,
+        http,
+        clock: Arc::new(SystemClock),
+    };
+    let links = Links {
+        checks,
+        control,
+        check_now,
+        report,
+    };
+    Ok((world, links))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -7,11 +7,8 @@ use anyhow::Context;
 use crate::cli::RootArgs;
 use crate::commands::control::print_response;
 use crate::control::{self, Request};
-use crate::release::{self, open_root};
+use crate::release::{self, ADMIN_REASON, open_root};
 use crate::setup;
-
-/// Why an admin's rollback marks the version left bad.
-pub const ADMIN_REASON: &str = "rolled back by an admin";
 
 /// Runs `rollback`: through the running agent if there is one, else on the root under its lock.
 pub fn run(args: &RootArgs) -> anyhow::Result<()> {

@@ -1,0 +1,1 @@
+//! Paused-time tests of the agent core (filled below).
