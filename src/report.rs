@@ -36,6 +36,20 @@ pub struct StatusReport {
     pub last_error_kind: Option<String>,
     /// Versions this agent refuses until a higher sequence re-publishes them.
     pub bad_versions: Vec<BadReport>,
+    /// The payload's current streak of failures (null while it runs well).
+    #[serde(default)]
+    pub restarts: Option<RestartsReport>,
+}
+
+/// A payload's streak of failures: exits, watchdog expiries, failed starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartsReport {
+    /// Failures in the streak.
+    pub count: u32,
+    /// The last one, e.g. `1.0.0 exited (exit status: 3)`.
+    pub last_exit: String,
+    /// When the streak began (RFC 3339).
+    pub since: String,
 }
 
 /// A pending release.
@@ -94,6 +108,7 @@ impl StatusReport {
                     reason: b.reason.clone(),
                 })
                 .collect(),
+            restarts: None,
         }
     }
 
@@ -124,6 +139,12 @@ impl StatusReport {
         }
         if let Some(e) = &self.last_error {
             println!("last error: {e}");
+        }
+        if let Some(r) = &self.restarts {
+            println!(
+                "restarts:   {} since {} (last: {})",
+                r.count, r.since, r.last_exit
+            );
         }
         for b in &self.bad_versions {
             println!(
@@ -163,6 +184,9 @@ pub struct WireReport {
     /// The highest sequence accepted.
     #[serde(default)]
     pub sequence: Option<u64>,
+    /// The payload's current streak of failures.
+    #[serde(default)]
+    pub restarts: Option<RestartsReport>,
 }
 
 impl From<&StatusReport> for WireReport {
@@ -179,6 +203,7 @@ impl From<&StatusReport> for WireReport {
             last_error_kind: status.last_error_kind.clone(),
             previous_version: status.previous_version.clone(),
             sequence: Some(status.sequence),
+            restarts: status.restarts.clone(),
         }
     }
 }

@@ -47,6 +47,7 @@ impl Agent {
         // The state flips first: when it is refused (nothing good to go back to),
         // nothing else changes, the trial included.
         let done = release::roll_back(root, ADMIN_REASON)?;
+        self.restarts.reset();
         let draining = match std::mem::replace(&mut self.mode, Mode::Steady { draining: None }) {
             Mode::Trial(trial) => trial.draining,
             Mode::Steady { draining } => draining.map(|(old, _)| old),

@@ -123,6 +123,7 @@ enum Event {
     Payload(PayloadEvent),
     DrainingDone,
     RestartDue,
+    Stable,
     TrialTick,
     Checked(CheckOutcome),
     PendingDue,
@@ -143,7 +144,7 @@ pub async fn run(
 }
 
 impl Agent {
-    fn new(config: AgentConfig, world: World, links: Links) -> Agent {
+    pub(super) fn new(config: AgentConfig, world: World, links: Links) -> Agent {
         let setup = ReleaseSetup {
             root: config.root.clone(),
             channel: config.channel.clone(),
@@ -179,7 +180,7 @@ impl Agent {
     }
 
     /// Starts the active bank's payload, resuming a trial a restart interrupted.
-    fn resume(&mut self) {
+    pub(super) fn resume(&mut self) {
         if let Some(root) = self.root()
             && root.state().phase == Phase::Trial
         {
@@ -200,6 +201,7 @@ impl Agent {
                 Event::Payload(e) => self.on_payload_event(e).await,
                 Event::DrainingDone => self.finish_draining().await,
                 Event::RestartDue => self.start_payload(),
+                Event::Stable => self.on_stable(),
                 Event::TrialTick => self.on_trial_tick().await,
                 Event::Checked(outcome) => self.on_checked(outcome),
                 Event::PendingDue => self.start_staging(),
@@ -228,9 +230,9 @@ impl Agent {
             } => Some(*due),
             _ => None,
         };
-        let restart_due = match self.current {
-            Generation::Down { restart_at } => restart_at,
-            Generation::Running(_) => None,
+        let (restart_due, stable_due) = match self.current {
+            Generation::Down { restart_at } => (restart_at, None),
+            Generation::Running(_) => (None, self.restarts.stable_at()),
         };
         let pending_due = self.pending_due();
         tokio::select! {
@@ -238,6 +240,7 @@ impl Agent {
             e = next_payload_event(&mut self.current) => Event::Payload(e),
             () = sleep_until(draining_due) => Event::DrainingDone,
             () = sleep_until(restart_due) => Event::RestartDue,
+            () = sleep_until(stable_due) => Event::Stable,
             () = sleep_until(trial_tick) => Event::TrialTick,
             Some(outcome) = self.checks.recv() => Event::Checked(outcome),
             () = sleep_until(pending_due) => Event::PendingDue,
@@ -274,7 +277,8 @@ impl Agent {
         self.clock.now()
     }
 
-    async fn stop_all(&mut self) {
+    /// Stops every generation (the end of `run`).
+    pub(super) async fn stop_all(&mut self) {
         match std::mem::replace(&mut self.mode, Mode::Steady { draining: None }) {
             Mode::Steady {
                 draining: Some((old, _)),

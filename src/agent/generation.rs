@@ -2,13 +2,16 @@
 //! (ready, exit, watchdog), restart it with backoff, and stop the generation
 //! left by a swap once it is no longer needed.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bank_layout::BankId;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::agent::core::{Agent, Generation, Mode};
+use crate::agent::status::ErrorKind;
+use crate::clock;
+use crate::report::RestartsReport;
 use crate::supervisor::{Payload, PayloadEvent, PayloadSpec};
 
 /// First restart delay of a crashed payload; doubles per crash.
@@ -18,13 +21,16 @@ const MAX_RESTART: Duration = Duration::from_secs(30);
 /// A payload up this long has recovered: the restart delay starts over.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
-/// Restart backoff of the active generation.
+/// Restart backoff of the active generation, and what `status` says about it.
 #[derive(Debug, Clone)]
 pub struct Restarts {
     /// The delay before the next restart.
     delay: Duration,
     /// When the current generation started.
     started_at: Instant,
+    /// Failures since the payload last ran [`STABLE_AFTER`] (or since the last
+    /// new version), with the last one and when the streak began.
+    streak: Option<RestartsReport>,
 }
 
 impl Restarts {
@@ -33,12 +39,24 @@ impl Restarts {
         Restarts {
             delay: FIRST_RESTART,
             started_at: Instant::now(),
+            streak: None,
         }
     }
 
     /// A new version starts afresh.
     pub fn reset(&mut self) {
         self.delay = FIRST_RESTART;
+        self.streak = None;
+    }
+
+    /// The current streak of failures, for `status`.
+    pub fn report(&self) -> Option<&RestartsReport> {
+        self.streak.as_ref()
+    }
+
+    /// When the generation running now counts as recovered (only during a streak).
+    pub fn stable_at(&self) -> Option<Instant> {
+        self.streak.as_ref().map(|_| self.started_at + STABLE_AFTER)
     }
 
     /// The generation started now.
@@ -46,12 +64,21 @@ impl Restarts {
         self.started_at = Instant::now();
     }
 
-    /// When a generation that failed now is started again (the delay doubles up
-    /// to [`MAX_RESTART`], and starts over after [`STABLE_AFTER`] of uptime).
-    fn next_restart(&mut self) -> Instant {
+    /// Records a failure (`what`, at wall-clock `now`) and says when the generation is
+    /// started again: the delay doubles up to [`MAX_RESTART`], and starts over (with
+    /// the streak) after [`STABLE_AFTER`] of uptime.
+    fn failed(&mut self, what: &str, now: SystemTime) -> Instant {
         if self.started_at.elapsed() > STABLE_AFTER {
             self.delay = FIRST_RESTART;
+            self.streak = None;
         }
+        let streak = self.streak.get_or_insert_with(|| RestartsReport {
+            count: 0,
+            last_exit: String::new(),
+            since: clock::rfc3339(now),
+        });
+        streak.count += 1;
+        what.clone_into(&mut streak.last_exit);
         let at = Instant::now() + self.delay;
         self.delay = (self.delay * 2).min(MAX_RESTART);
         at
@@ -142,19 +169,48 @@ impl Agent {
         }
     }
 
-    /// A payload failure: evidence against a trial (which is then judged), or a
-    /// restart with backoff.
+    /// A payload failure: evidence against a trial (which is then judged), and a
+    /// restart with backoff. A committed payload that keeps failing says so in
+    /// `last_error` (kind `payload`), so that status and the fleet show it.
     fn note_failure(&mut self, what: String) {
-        if let Mode::Trial(trial) = &mut self.mode {
-            trial.seen.failures += 1;
-            trial.seen.last_failure = Some(what);
-            if trial.seen.failures >= self.config.health.max_failures {
-                return; // judged right after this event: the trial fails
+        let now = self.now();
+        let restart_at = self.restarts.failed(&what, now);
+        match &mut self.mode {
+            Mode::Trial(trial) => {
+                trial.seen.failures += 1;
+                trial.seen.last_failure = Some(what);
+                if trial.seen.failures >= self.config.health.max_failures {
+                    return; // judged right after this event: the trial fails
+                }
+            }
+            Mode::Steady { .. } => {
+                if let Some(streak) = self.restarts.report() {
+                    let message = format!(
+                        "{what}; restarted {} times since {}",
+                        streak.count, streak.since
+                    );
+                    self.set_error(ErrorKind::Payload, message);
+                }
             }
         }
         self.current = Generation::Down {
-            restart_at: Some(self.restarts.next_restart()),
+            restart_at: Some(restart_at),
         };
+    }
+
+    /// Schedules a restart of the active generation, with backoff, after `what`.
+    pub(super) fn restart_after_failure(&mut self, what: &str) {
+        let restart_at = self.restarts.failed(what, self.now());
+        self.current = Generation::Down {
+            restart_at: Some(restart_at),
+        };
+    }
+
+    /// The payload has run long enough since its last failure: the streak is over.
+    pub(super) fn on_stable(&mut self) {
+        info!("the payload has recovered");
+        self.restarts.reset();
+        self.clear_error(ErrorKind::Payload);
     }
 
     /// Stops the generation left by an admin rollback (steady mode only: during a

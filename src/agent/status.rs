@@ -19,6 +19,8 @@ pub enum ErrorKind {
     Staging,
     /// A trial failed and was rolled back (cleared by a later schedule or commit).
     Trial,
+    /// The committed payload keeps failing (cleared once it runs long enough).
+    Payload,
     /// Recorded by an earlier run of the agent, whose kind `state.json` does not keep.
     Earlier,
 }
@@ -31,6 +33,7 @@ impl ErrorKind {
             ErrorKind::Release => "release",
             ErrorKind::Staging => "staging",
             ErrorKind::Trial => "trial",
+            ErrorKind::Payload => "payload",
             ErrorKind::Earlier => "earlier",
         }
     }
@@ -97,6 +100,7 @@ impl Agent {
         report.last_check = self.last_check.map(clock::rfc3339);
         report.last_error = self.last_error.as_ref().map(|e| e.message.clone());
         report.last_error_kind = self.last_error.as_ref().map(|e| e.kind.name().to_string());
+        report.restarts = self.restarts.report().cloned();
         self.report.send_if_modified(|current| {
             let changed = current.as_ref() != Some(&report);
             *current = Some(report);

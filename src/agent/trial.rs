@@ -211,6 +211,7 @@ impl Agent {
         match rolled_back {
             Ok(done) => {
                 self.set_error(ErrorKind::Trial, message);
+                self.restarts.reset();
                 match trial.draining {
                     // It never stopped serving: it simply stays.
                     Some(old) => self.current = Generation::Running(old),
@@ -218,9 +219,31 @@ impl Agent {
                 }
                 info!(bank = %done.to, "rolled back");
             }
-            Err(e) => error!(error = %e, "rollback failed"),
+            Err(e) => self.keep_without_fallback(&trial, &message, &e),
         }
         self.evaluate_latest();
+    }
+
+    /// A trial failed with nothing to roll back to (a first install, or a previous
+    /// version marked bad): going dark helps nobody. The version stays, committed
+    /// and marked bad (any newer release replaces it), and runs with restart
+    /// backoff; the error says why.
+    fn keep_without_fallback(&mut self, trial: &Trial, message: &str, why: &anyhow::Error) {
+        error!(version = trial.version, error = %why, "rollback failed; the version on trial keeps running");
+        let kept = match self.root_mut() {
+            Some(root) => root
+                .commit()
+                .and_then(|()| root.mark_bad(&trial.version, trial.sequence, message)),
+            None => Ok(()),
+        };
+        if let Err(e) = kept {
+            error!(error = %e, "could not record the failed trial");
+        }
+        self.set_error(
+            ErrorKind::Trial,
+            format!("{message}; not rolled back ({why:#}): it keeps running"),
+        );
+        self.restart_after_failure(message);
     }
 }
 
