@@ -440,10 +440,18 @@ fn a_crash_looping_committed_payload_shows_its_restarts_in_status_and_the_fleet(
     );
     assert!(s["restarts"]["since"].as_str().is_some(), "{s}");
     wait_for("the crash loop in the fleet", || {
-        fleet_entry(&live)["last_error"]
+        let entry = fleet_entry(&live);
+        entry["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("1.0.0 exited"))
+            && entry["restarts"]["count"].as_u64().is_some_and(|c| c >= 1)
     });
+    let entry = fleet_entry(&live);
+    assert_eq!(entry["last_error_kind"], "payload", "{entry}");
+    assert_eq!(
+        entry["sequence"], 1,
+        "the fleet keeps the sequence: {entry}"
+    );
 }
 
 /// Regression (issue 8 item 6): a first install failing its trial logged "rollback

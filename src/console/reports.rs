@@ -53,6 +53,10 @@ pub async fn report(
         last_error: report.last_error,
         reported_at: clock::unix(clock::now_seconds()),
         remote: Some(remote.to_string()),
+        previous_version: report.previous_version,
+        sequence: report.sequence,
+        last_error_kind: report.last_error_kind,
+        restarts: report.restarts,
     };
     debug!(agent_id = %entry.agent_id, version = ?entry.version, "report");
     match state.store.save(entry).await {
