@@ -316,6 +316,24 @@ async fn a_trial_that_keeps_running_through_its_grace_is_committed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_trial_that_sends_ready_is_committed_without_waiting_for_its_grace() {
+    let python = "exec python3 -c \"import os,socket,time\na=os.environ['NOTIFY_SOCKET']\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.sendto(b'READY=1','\\0'+a[1:] if a.startswith('@') else a)\ntime.sleep(1000)\"";
+    let mut h = Harness::start(
+        Some("exec sleep 1000"),
+        Some(python),
+        "grace = \"30s\"\nnotify = true",
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    // The clock never moves: only READY=1 can end this trial.
+    let r = h.until("the commit", |r| r.phase == "committed").await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(r.active_version.as_deref(), Some("1.1.0"));
+    assert!(r.last_error.is_none(), "{r:?}");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_trial_that_exits_too_often_is_rolled_back_and_marked_bad() {
     let mut h = Harness::start(
         Some("exec sleep 1000"),
