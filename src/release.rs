@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io::{BufReader, Read};
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use bank_layout::{ArchiveFormat, BankId, BankRecord, LayoutError, Root, StageSpec};
@@ -27,6 +27,31 @@ pub fn open_root(dir: &Path) -> anyhow::Result<Root> {
         warn!(root = %dir.display(), "recovered: {note}");
     }
     Ok(root)
+}
+
+/// How often a `run` that finds the root locked looks again.
+const LOCK_RETRY: Duration = Duration::from_millis(50);
+
+/// Opens the root like [`open_root`], but when another process holds its lock,
+/// looks again until `wait` has passed: a short-lived command (`status` on a root
+/// without `state.json` rebuilds it under the lock) must not keep the agent from
+/// starting. A second agent holds the lock for good and is still refused.
+pub fn open_root_waiting(dir: &Path, wait: Duration) -> anyhow::Result<Root> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match Root::open(dir) {
+            Err(LayoutError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Ok((root, recoveries)) => {
+                for note in recoveries {
+                    warn!(root = %dir.display(), "recovered: {note}");
+                }
+                return Ok(root);
+            }
+            Err(e) => return Err(e).with_context(|| format!("root {}", dir.display())),
+        }
+    }
 }
 
 /// Runs the one verification policy with what this root knows: its product, the

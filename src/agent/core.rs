@@ -195,6 +195,8 @@ impl Agent {
     /// Handles events until `shutdown` resolves, then stops every generation.
     async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
+        // A resumed trial whose payload could not even start is judged at once.
+        self.judge_trial().await;
         loop {
             match self.next_event(&mut shutdown).await {
                 Event::Shutdown => break,

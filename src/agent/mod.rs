@@ -38,8 +38,12 @@ use crate::agent_id;
 use crate::config::AgentConfig;
 use crate::error::UsageError;
 use crate::logging;
-use crate::release::open_root;
+use crate::release::open_root_waiting;
 use crate::supervisor::Listeners;
+
+/// How long `run` waits for a root locked by a short-lived command (`status`,
+/// `rollback` offline); a lock held longer is another agent.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// How long shutdown waits for background work (a staging thread) to notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -71,7 +75,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 /// The real world: the locked root, the `[[listen]]` sockets, the HTTPS client,
 /// the system clock, and the checker, reporter and control socket as tasks.
 fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(World, Links)> {
-    let root = open_root(&config.root)?;
+    let root = open_root_waiting(&config.root, LOCK_WAIT)?;
     let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
     let listeners = Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
     let http = fetch::client(config)?;
