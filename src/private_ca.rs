@@ -262,4 +262,3 @@ fn create_agent_ca(cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", cert_path.display()))?;
     Ok(())
 }
-

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::commands::StatusReport;
 use crate::config::AgentConfig;
+use crate::report::StatusReport;
 
 /// The environment variable systemd sets to its notification socket.
 pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";

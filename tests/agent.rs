@@ -388,3 +388,104 @@ fn every_publish_is_pushed_at_once_even_with_a_long_poll_interval() {
         agent.wait_committed(version);
     }
 }
+
+/// The fleet as `bankswap console fleet --json` shows it: the entry of the one agent.
+fn fleet_entry(live: &Live) -> serde_json::Value {
+    let out = run_ok([
+        "console",
+        "fleet",
+        "--data",
+        &live.data.display().to_string(),
+        "--json",
+    ]);
+    let fleet: serde_json::Value = serde_json::from_str(&out.stdout).expect("fleet --json is JSON");
+    fleet[0].clone()
+}
+
+/// Regression (issue 8 item 5): a committed payload that exits again and again
+/// showed `phase: committed` and no error anywhere.
+#[test]
+fn a_crash_looping_committed_payload_shows_its_restarts_in_status_and_the_fleet() {
+    let live = Live::new();
+    let broken = live.w.path("broken");
+    live.publish_script(
+        "1.0.0",
+        &format!(
+            "if [ -e '{}' ]; then echo crashing; exit 5; fi\nexec sleep 1000",
+            broken.display()
+        ),
+    );
+    let agent = live.agent("root", FAST_TRIAL);
+    agent.wait_committed("1.0.0");
+    let pid = payload_pid(&agent.log(), "1.0.0").expect("pid logged");
+    fs::write(&broken, "").expect("marker");
+    // SAFETY: a plain kill of the payload this test started through the agent.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    agent.wait_until("three restarts in status", || {
+        agent.status()["restarts"]["count"]
+            .as_u64()
+            .is_some_and(|c| c >= 3)
+    });
+    let s = agent.status();
+    assert_eq!(s["phase"], "committed");
+    assert_eq!(s["last_error_kind"], "payload", "{s}");
+    let error = s["last_error"].as_str().expect("an error").to_string();
+    assert!(error.contains("1.0.0 exited"), "{error}");
+    assert!(error.contains("restarted"), "{error}");
+    assert!(
+        s["restarts"]["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.contains("exit status: 5")),
+        "{s}"
+    );
+    assert!(s["restarts"]["since"].as_str().is_some(), "{s}");
+    wait_for("the crash loop in the fleet", || {
+        let entry = fleet_entry(&live);
+        entry["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("1.0.0 exited"))
+            && entry["restarts"]["count"].as_u64().is_some_and(|c| c >= 1)
+    });
+    let entry = fleet_entry(&live);
+    assert_eq!(entry["last_error_kind"], "payload", "{entry}");
+    assert_eq!(
+        entry["sequence"], 1,
+        "the fleet keeps the sequence: {entry}"
+    );
+}
+
+/// Regression (issue 8 item 6): a first install failing its trial logged "rollback
+/// failed: no previous version", stopped the payload and showed no error.
+#[test]
+fn a_first_install_failing_its_trial_keeps_running_marked_bad_and_reports_it() {
+    let live = Live::new();
+    let starts = live.w.path("starts");
+    live.publish_script(
+        "1.0.0",
+        &format!("echo start >> '{}'\nexec sleep 1000", starts.display()),
+    );
+    let agent = live.agent("root", "[health]\ngrace = \"1s\"\nnotify = true\n");
+    agent.wait_until("1.0.0 marked bad", || {
+        agent.status()["bad_versions"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|v| v["version"] == "1.0.0"))
+    });
+    let s = agent.status();
+    assert_eq!(s["active_version"], "1.0.0");
+    assert_eq!(s["phase"], "committed", "{s}");
+    assert_eq!(s["last_error_kind"], "trial", "{s}");
+    let error = s["last_error"].as_str().expect("an error").to_string();
+    assert!(error.contains("no READY=1"), "{error}");
+    assert!(error.contains("keeps running"), "{error}");
+    // It never goes dark: it is started again, and stays up.
+    wait_for("the restart", || {
+        fs::read_to_string(&starts).is_ok_and(|s| s.lines().count() >= 2)
+    });
+    let pid = payload_pid(&agent.log(), "1.0.0").expect("pid logged");
+    assert!(alive(pid), "the payload runs");
+    wait_for("the error in the fleet", || {
+        fleet_entry(&live)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("keeps running"))
+    });
+}

@@ -2,6 +2,7 @@
 //! moments always leaves a root that holds one whole version, and a later
 //! apply succeeds. `BANKSWAP_CRASH_TRIALS` raises the count (scripts/crash-test.sh runs 200).
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ use crate::support::{World, bank_files, run_ok, status, tree};
 const DEFAULT_TRIALS: usize = 50;
 /// The seed, so a failing run can be replayed (`BANKSWAP_CRASH_SEED`).
 const DEFAULT_SEED: u64 = 0x5eed_ba4c;
+/// At least one kill in this many must land while apply runs.
+const MIN_MID_APPLY_SHARE: usize = 4;
 
 #[test]
 fn sigkill_during_apply_leaves_one_whole_version() {
@@ -47,6 +50,7 @@ fn sigkill_during_apply_leaves_one_whole_version() {
     let window = longest.mul_f64(1.5).max(Duration::from_millis(5));
 
     let mut outcomes = [0usize; 2];
+    let mut killed_mid_apply = 0usize;
     for trial in 0..trials {
         let root = w.path(&format!("trial-{trial}"));
         copy_dir(&template, &root);
@@ -64,8 +68,13 @@ fn sigkill_during_apply_leaves_one_whole_version() {
             .spawn()
             .expect("spawn apply");
         std::thread::sleep(window.mul_f64(rng.random::<f64>()));
+        // Whether this kill landed while apply ran, not after it had finished.
+        let running = child.try_wait().expect("apply status").is_none();
         let _ = child.kill(); // SIGKILL; it may have finished already
-        let _ = child.wait();
+        let ended = child.wait().expect("apply reaped");
+        if running && ended.signal() == Some(libc::SIGKILL) {
+            killed_mid_apply += 1;
+        }
 
         let s = status(&root);
         let version = s["active_version"]
@@ -102,8 +111,14 @@ fn sigkill_during_apply_leaves_one_whole_version() {
         std::fs::remove_dir_all(&root).expect("clean trial");
     }
     eprintln!(
-        "{trials} kills (seed {seed:#x}): {} left 1.0.0, {} left 1.1.0",
+        "{trials} kills (seed {seed:#x}): {killed_mid_apply} landed mid-apply; {} left 1.0.0, {} left 1.1.0",
         outcomes[0], outcomes[1]
+    );
+    // The kill window is 1.5x the longest apply: about two kills in three land
+    // while apply runs. Without this the test could pass killing only finished runs.
+    assert!(
+        killed_mid_apply * MIN_MID_APPLY_SHARE >= trials,
+        "only {killed_mid_apply} of {trials} kills landed while apply ran (seed {seed:#x})"
     );
 }
 

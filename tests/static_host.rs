@@ -21,12 +21,25 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// Starts nginx on a free port. nginx cannot listen on port 0 and say which
+    /// port it got (and it crashes on an inherited socket without a master
+    /// process), so a port is picked and, should another process take it first
+    /// (nginx then fails to bind and exits), another one is picked.
     fn start(data: &Path, ca: &TestCa, dir: &Path) -> Nginx {
         Nginx::start_with(data, ca, dir, "")
     }
 
     /// Like `start`, with extra directives in the `server` block (e.g. `ssl_verify_client on;`).
     pub fn start_with(data: &Path, ca: &TestCa, dir: &Path, server_extra: &str) -> Nginx {
+        for _ in 0..BIND_ATTEMPTS {
+            if let Some(nginx) = Nginx::try_start(data, ca, dir, server_extra) {
+                return nginx;
+            }
+        }
+        panic!("nginx found no free port in {BIND_ATTEMPTS} attempts");
+    }
+
+    fn try_start(data: &Path, ca: &TestCa, dir: &Path, server_extra: &str) -> Option<Nginx> {
         let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
             .into_iter()
             .map(PathBuf::from)
@@ -46,7 +59,9 @@ impl Nginx {
             data = data.display(),
         );
         fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
-        let child = Command::new(bin)
+        // Each attempt reads only its own errors.
+        let _ = fs::remove_file(dir.join("error.log"));
+        let mut child = Command::new(bin)
             .arg("-p")
             .arg(dir)
             .arg("-c")
@@ -58,17 +73,31 @@ impl Nginx {
             .spawn()
             .expect("nginx starts");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let error_log = || fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+        loop {
+            if let Some(status) = child.try_wait().expect("nginx status") {
+                let log = error_log();
+                assert!(
+                    log.contains("Address already in use"),
+                    "nginx exited ({status}): {log}"
+                );
+                return None; // the port was taken meanwhile: try another
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && !error_log().contains("bind()") {
+                return Some(Nginx { child, port });
+            }
             assert!(
                 Instant::now() < deadline,
                 "nginx did not listen: {}",
-                fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+                error_log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Nginx { child, port }
     }
 }
+
+/// How many free ports nginx is tried on.
+const BIND_ATTEMPTS: usize = 5;
 
 impl Drop for Nginx {
     fn drop(&mut self) {

@@ -48,11 +48,22 @@ fn bound_port(agent: &AgentProcess) -> u16 {
         .unwrap_or_else(|| panic!("no bound port in `{line}`"))
 }
 
-/// Publishes hello-payload as `version`.
+/// Publishes hello-payload as `version`, stripped: the debug build is ~30 MB, of
+/// which ~27 MB are debug info that every publish would compress and every agent
+/// stage (1.4 s against 0.06 s per publish). Without `strip`, the build as it is.
 fn publish_hello(live: &Live, version: &str) {
     let dir = live.w.path(&format!("payloads/hello-{version}"));
     fs::create_dir_all(dir.join("bin")).expect("dir");
-    fs::copy(hello_payload(), dir.join("bin/hello-payload")).expect("copy");
+    let target = dir.join("bin/hello-payload");
+    let stripped = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&target)
+        .arg(hello_payload())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        fs::copy(hello_payload(), &target).expect("copy");
+    }
     live.w
         .publish_with(&live.data, &dir, version, "bin/hello-payload", &[]);
 }

@@ -12,11 +12,16 @@ use tracing::{debug, info};
 
 use crate::agent::fetch::{self, Checked};
 use crate::agent::schedule::jittered;
-use crate::commands::StatusReport;
 use crate::config::Timeouts;
+use crate::report::{StatusReport, WireReport};
 
 /// First pause after a failed check; doubles up to the poll interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// A 304 that took this long (or half the wait, if less) was held by a
+/// console, which may end holds well before the agent's wait (`console serve
+/// --max-wait`): the next request is held at once. A static host answers in
+/// milliseconds; one slower than this costs at most one request per 30 s.
+const HELD_AT_LEAST: Duration = Duration::from_secs(30);
 
 /// What the checker tells the core.
 pub type CheckOutcome = Result<Checked, String>;
@@ -69,7 +74,9 @@ pub async fn run_checker(
                 Instant::now()
             }
             // A held request that ran its course: hold the next one at once, no gap.
-            Ok(Checked::Unchanged) if held && started.elapsed() >= wait / 2 => {
+            Ok(Checked::Unchanged)
+                if held && started.elapsed() >= (wait / 2).min(HELD_AT_LEAST) =>
+            {
                 backoff = FIRST_BACKOFF;
                 Instant::now()
             }
@@ -116,15 +123,7 @@ pub async fn run_reporter(
     loop {
         let report = reports.borrow_and_update().clone();
         if let Some(report) = report {
-            let body = serde_json::json!({
-                "version": report.active_version,
-                "bank": report.active_bank,
-                "phase": report.phase,
-                "pending": report.pending,
-                "last_error": report.last_error,
-                "previous_version": report.previous_version,
-                "sequence": report.sequence,
-            });
+            let body = WireReport::from(&report);
             match http.post(&url).timeout(timeout).json(&body).send().await {
                 Ok(r)
                     if matches!(

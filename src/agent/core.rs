@@ -1,107 +1,120 @@
-//! The agent's core: one task that owns the root and the payload, and reacts
-//! to events (check outcomes, payload events, timers, control requests).
-//! Staging runs on a blocking thread that borrows the root meanwhile.
+//! The agent's core: one task that owns the root and the payload and reacts to
+//! events. Its state is two enums — who holds the root ([`Disk`]) and what runs
+//! ([`Generation`] and [`Mode`]) — and the transitions live one file per
+//! concern: `offers.rs` (check outcomes, scheduling), `staging.rs`, `trial.rs`
+//! (swap, trial, commit, rollback), `generation.rs` (start, crash, restart),
+//! `admin.rs` (control requests) and `status.rs`.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, anyhow};
-use bank_layout::{BankId, LayoutError, Phase, Root, StageSpec};
-use signing::{ReleaseError, VerifiedRelease};
+use bank_layout::{BankId, LayoutError, Phase, Root};
+use signing::VerifiedRelease;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use crate::agent::checker::{self, CheckOutcome, CheckerSettings};
-use crate::agent::control::{self, Envelope, Request, Response};
-use crate::agent::fetch::{self, ArtifactStream, Checked};
-use crate::agent::schedule;
-use crate::agent_id;
-use crate::clock;
-use crate::commands::StatusReport;
-use crate::commands::install::{archive_format, bank_record, open_root, verify};
+use crate::agent::checker::CheckOutcome;
+use crate::agent::control_socket::Envelope;
+use crate::agent::generation::Restarts;
+use crate::agent::status::LastError;
+use crate::agent::trial::Trial;
+use crate::agent::world::{Clock, Links, World};
 use crate::config::AgentConfig;
-use crate::progress::Progress;
+use crate::control::{Request, Response};
+use crate::report::StatusReport;
 use crate::setup::ReleaseSetup;
-use crate::supervisor::{Listeners, Payload, PayloadEvent, PayloadSpec};
+use crate::supervisor::{Listeners, Payload, PayloadEvent, sleep_until};
 
-mod update;
+/// What a staging thread hands back: the root, and the bank staged or why not.
+pub type Staged = (Root, Result<BankId, LayoutError>);
 
-/// First restart delay of a crashed payload; doubles per crash.
-const FIRST_RESTART: Duration = Duration::from_millis(100);
-/// Restarts never wait longer than this.
-const MAX_RESTART: Duration = Duration::from_secs(30);
-/// A payload up this long has recovered: the restart delay starts over.
-const STABLE_AFTER: Duration = Duration::from_secs(60);
-/// A failed staging is tried again after this (or the poll interval, if longer).
-const STAGE_RETRY: Duration = Duration::from_secs(10);
-/// Timeout of one health probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A new version on probation.
-struct Trial {
-    /// Its version.
-    version: String,
-    /// Its release sequence.
-    sequence: u64,
-    /// When it must have proven itself.
-    deadline: Instant,
-    /// Exits and failed probes so far.
-    failures: u32,
-    /// When the next HTTP probe is due.
-    next_probe: Instant,
+/// Who holds the root.
+// One value of it exists, in the core: boxing the large variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Disk {
+    /// The core holds it.
+    Idle(Root),
+    /// A blocking thread stages `release` into the idle bank and hands the root back.
+    Staging {
+        /// The staging thread.
+        thread: JoinHandle<Staged>,
+        /// The release it stages.
+        release: Box<VerifiedRelease>,
+    },
+    /// Only inside the one transition that hands the root to a staging thread;
+    /// no event ever sees it.
+    Handover,
 }
 
-/// The agent: state owned by the core task.
+/// The active bank's payload generation.
+// One value of it exists, in the core: boxing the large variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Generation {
+    /// Running.
+    Running(Payload),
+    /// Not running: a restart is due at `restart_at`, or (`None`) nothing to run.
+    Down {
+        /// When the next start is due.
+        restart_at: Option<Instant>,
+    },
+}
+
+/// Steady operation, or a new version on probation.
+pub enum Mode {
+    /// The active version is committed (or the root is empty).
+    Steady {
+        /// After an admin rollback with sockets: the generation left, serving
+        /// until the new one is ready or this deadline passes.
+        draining: Option<(Payload, Instant)>,
+    },
+    /// A new version is on trial.
+    Trial(Trial),
+}
+
+/// The agent: everything the core task owns.
 pub struct Agent {
     /// Validated configuration.
-    config: AgentConfig,
-    /// Console base URL.
-    console: String,
+    pub(super) config: AgentConfig,
     /// Root, channel and keys for verification.
-    setup: ReleaseSetup,
+    pub(super) setup: ReleaseSetup,
     /// Stable identity of this machine.
-    agent_id: String,
-    /// The root; `None` while a staging thread owns it.
-    root: Option<Root>,
-    /// HTTPS client towards the console.
-    http: reqwest::Client,
+    pub(super) agent_id: String,
+    /// Console base URL.
+    pub(super) console: String,
+    /// HTTPS client towards the console and the health endpoint.
+    pub(super) http: reqwest::Client,
+    /// Wall-clock time and randomness.
+    pub(super) clock: Arc<dyn Clock>,
     /// Sockets handed to every payload generation.
-    listeners: Listeners,
-    /// The payload generation serving now.
-    payload: Option<Payload>,
-    /// The previous generation, serving until the new one is ready (sockets only).
-    draining: Option<(Payload, Instant)>,
-    /// When `payload` started.
-    started_at: Instant,
-    /// When a crashed payload is restarted.
-    restart_at: Option<Instant>,
-    /// The next restart delay.
-    restart_delay: Duration,
-    /// The version on probation, if any.
-    trial: Option<Trial>,
-    /// The staging thread, which returns the root.
-    staging: Option<JoinHandle<(Root, Result<BankId, LayoutError>)>>,
-    /// The release being staged.
-    staging_release: Option<Box<VerifiedRelease>>,
+    pub(super) listeners: Listeners,
+    /// Who holds the root.
+    pub(super) disk: Disk,
+    /// The active bank's generation.
+    pub(super) current: Generation,
+    /// Steady or on trial.
+    pub(super) mode: Mode,
+    /// Restart backoff of the active generation.
+    pub(super) restarts: Restarts,
     /// The last manifest and signature the console gave, re-evaluated after state changes.
-    latest: Option<(Vec<u8>, Vec<u8>)>,
+    pub(super) latest: Option<(Vec<u8>, Vec<u8>)>,
     /// Whether the console answered the last check (`None` before the first).
-    console_up: Option<bool>,
+    pub(super) console_up: Option<bool>,
     /// When the console was last asked.
-    last_check: Option<SystemTime>,
-    /// Status as last computed (answered while the root is borrowed).
-    report: watch::Sender<Option<StatusReport>>,
+    pub(super) last_check: Option<SystemTime>,
+    /// The last error, kept until a later success of its kind.
+    pub(super) last_error: Option<LastError>,
+    /// Status as last computed (answered while the root is with a staging thread).
+    pub(super) report: watch::Sender<Option<StatusReport>>,
     /// Wakes the checker for `bankswap check`.
-    check_now: Arc<Notify>,
+    pub(super) check_now: Arc<Notify>,
     /// Check outcomes from the checker.
     checks: mpsc::Receiver<CheckOutcome>,
     /// Requests from the control socket.
     control: mpsc::Receiver<Envelope>,
-    /// Set when a trial has failed for good; the next tick rolls back.
-    rollback_reason: Option<String>,
 }
 
 /// What woke the core.
@@ -110,156 +123,131 @@ enum Event {
     Payload(PayloadEvent),
     DrainingDone,
     RestartDue,
+    Stable,
     TrialTick,
     Checked(CheckOutcome),
     PendingDue,
-    Staged(Box<Root>, Result<BankId, LayoutError>),
+    Staged(Box<Staged>),
     Control(Request, oneshot::Sender<Response>),
 }
 
+/// Runs the agent on `world` until `shutdown` resolves, then stops the payload.
+pub async fn run(
+    config: AgentConfig,
+    world: World,
+    links: Links,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut agent = Agent::new(config, world, links);
+    agent.resume();
+    agent.run(shutdown).await
+}
+
 impl Agent {
-    /// Takes the root, binds sockets, starts the payload and the background tasks.
-    pub async fn start(config: AgentConfig, console: String) -> anyhow::Result<Agent> {
-        let root = open_root(&config.root)?;
-        let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
-        let listeners = Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
-        let http = fetch::client(&config)?;
+    pub(super) fn new(config: AgentConfig, world: World, links: Links) -> Agent {
         let setup = ReleaseSetup {
             root: config.root.clone(),
             channel: config.channel.clone(),
             trusted_keys: config.trusted_keys.clone(),
         };
-        let (report, report_rx) = watch::channel(None);
-        let (check_tx, checks) = mpsc::channel(4);
-        let (control_tx, control) = mpsc::channel(8);
-        let check_now = Arc::new(Notify::new());
-        control::serve(root.dir(), control_tx)?;
-        tokio::spawn(checker::run_checker(
-            http.clone(),
-            CheckerSettings {
-                console: console.clone(),
-                channel: config.channel.clone(),
-                poll_interval: config.poll_interval,
-                timeouts: config.timeouts.clone(),
-            },
-            check_now.clone(),
-            check_tx,
-        ));
-        tokio::spawn(checker::run_reporter(
-            http.clone(),
-            console.clone(),
-            agent_id.clone(),
-            config.timeouts.request,
-            report_rx,
-        ));
-        info!(agent_id, root = %config.root.display(), console, channel = config.channel, "agent starting");
-        let mut agent = Agent {
+        let last_error = world
+            .root
+            .state()
+            .last_error
+            .clone()
+            .map(LastError::earlier);
+        Agent {
             config,
-            console,
             setup,
-            agent_id,
-            root: Some(root),
-            http,
-            listeners,
-            payload: None,
-            draining: None,
-            started_at: Instant::now(),
-            restart_at: None,
-            restart_delay: FIRST_RESTART,
-            trial: None,
-            staging: None,
-            staging_release: None,
+            agent_id: world.agent_id,
+            console: world.console,
+            http: world.http,
+            clock: world.clock,
+            listeners: world.listeners,
+            disk: Disk::Idle(world.root),
+            current: Generation::Down { restart_at: None },
+            mode: Mode::Steady { draining: None },
+            restarts: Restarts::new(),
             latest: None,
             console_up: None,
             last_check: None,
-            report,
-            check_now,
-            checks,
-            control,
-            rollback_reason: None,
-        };
-        if let Some(root) = &agent.root
+            last_error,
+            report: links.report,
+            check_now: links.check_now,
+            checks: links.checks,
+            control: links.control,
+        }
+    }
+
+    /// Starts the active bank's payload, resuming a trial a restart interrupted.
+    pub(super) fn resume(&mut self) {
+        if let Some(root) = self.root()
             && root.state().phase == Phase::Trial
         {
             let bank = root.active_bank();
             info!(bank = %bank, "resuming the trial interrupted by a restart");
-            agent.begin_trial(bank);
+            self.begin_trial(bank, None);
         }
-        agent.start_payload();
-        agent.publish_status();
-        Ok(agent)
+        self.start_payload();
+        self.publish_status();
     }
 
-    /// Every status the core publishes (for the service manager's STATUS line).
-    pub fn status_updates(&self) -> watch::Receiver<Option<StatusReport>> {
-        self.report.subscribe()
-    }
-
-    /// Handles events until `shutdown` resolves, then stops the payload.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Handles events until `shutdown` resolves, then stops every generation.
+    async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
+        // A resumed trial whose payload could not even start is judged at once.
+        self.judge_trial().await;
         loop {
-            let event = self.next_event(&mut shutdown).await;
-            match event {
+            match self.next_event(&mut shutdown).await {
                 Event::Shutdown => break,
                 Event::Payload(e) => self.on_payload_event(e).await,
                 Event::DrainingDone => self.finish_draining().await,
-                Event::RestartDue => {
-                    self.restart_at = None;
-                    self.start_payload();
-                }
+                Event::RestartDue => self.start_payload(),
+                Event::Stable => self.on_stable(),
                 Event::TrialTick => self.on_trial_tick().await,
                 Event::Checked(outcome) => self.on_checked(outcome),
                 Event::PendingDue => self.start_staging(),
-                Event::Staged(root, result) => self.on_staged(*root, result).await,
+                Event::Staged(staged) => self.on_staged(*staged).await,
                 Event::Control(request, reply) => {
                     let response = self.on_control(request).await;
                     let _ = reply.send(response);
                 }
             }
+            self.judge_trial().await;
+            self.save_last_error();
             self.publish_status();
         }
-        if let Some((old, _)) = self.draining.take() {
-            old.stop().await;
-        }
-        if let Some(payload) = self.payload.take() {
-            info!(
-                version = payload.version(),
-                pid = payload.pid(),
-                "stopping the payload"
-            );
-            payload.stop().await;
-        }
+        self.stop_all().await;
         Ok(())
     }
 
-    async fn next_event(
-        &mut self,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> Event {
-        let trial_tick = self.trial.as_ref().map(|t| {
-            if self.config.health.http.is_some() {
-                t.next_probe.min(t.deadline)
-            } else {
-                t.deadline
-            }
-        });
-        let pending_due = self.pending_due();
-        // During a trial the trial decides when the previous generation stops.
-        let draining_due = match self.trial {
-            Some(_) => None,
-            None => self.draining.as_ref().map(|(_, due)| *due),
+    async fn next_event(&mut self, shutdown: &mut Pin<&mut impl Future<Output = ()>>) -> Event {
+        let trial_tick = match &self.mode {
+            Mode::Trial(trial) => Some(trial.next_tick(self.config.health.http.is_some())),
+            Mode::Steady { .. } => None,
         };
+        let draining_due = match &self.mode {
+            Mode::Steady {
+                draining: Some((_, due)),
+            } => Some(*due),
+            _ => None,
+        };
+        let (restart_due, stable_due) = match self.current {
+            Generation::Down { restart_at } => (restart_at, None),
+            Generation::Running(_) => (None, self.restarts.stable_at()),
+        };
+        let pending_due = self.pending_due();
         tokio::select! {
             () = shutdown.as_mut() => Event::Shutdown,
-            e = next_payload_event(&mut self.payload) => Event::Payload(e),
+            e = next_payload_event(&mut self.current) => Event::Payload(e),
             () = sleep_until(draining_due) => Event::DrainingDone,
-            () = sleep_until(self.restart_at) => Event::RestartDue,
+            () = sleep_until(restart_due) => Event::RestartDue,
+            () = sleep_until(stable_due) => Event::Stable,
             () = sleep_until(trial_tick) => Event::TrialTick,
             Some(outcome) = self.checks.recv() => Event::Checked(outcome),
             () = sleep_until(pending_due) => Event::PendingDue,
-            result = join_staging(&mut self.staging) => match result {
-                Ok((root, staged)) => Event::Staged(Box::new(root), staged),
+            staged = join_staging(&mut self.disk) => match staged {
+                Ok(staged) => Event::Staged(Box::new(staged)),
                 Err(e) => {
                     // The staging thread panicked: the root is lost with it. Nothing sane remains.
                     error!(error = %e, "staging thread failed");
@@ -270,150 +258,64 @@ impl Agent {
         }
     }
 
-    /// When the pending release may be staged (never during a trial or another staging).
-    fn pending_due(&self) -> Option<Instant> {
-        if self.trial.is_some() || self.staging.is_some() {
-            return None;
-        }
-        let pending = self.root.as_ref()?.state().pending.as_ref()?;
-        let wait = clock::from_unix(pending.not_before)
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        Instant::now().checked_add(wait) // None: beyond what the clock holds, never due
-    }
-
-    // ----- the payload -------------------------------------------------------------------
-
-    /// The spec of the payload in `bank`, from its bank record.
-    fn payload_spec(&self, bank: BankId) -> Option<PayloadSpec> {
-        let root = self.root.as_ref()?;
-        let record = root.bank_record(bank)?;
-        let bank_dir = root.bank_dir(bank);
-        Some(PayloadSpec {
-            version: record.version.clone(),
-            bank,
-            command: bank_dir.join(&record.command),
-            bank_dir,
-            args: record.args.clone(),
-            env: self.config.payload.env.clone(),
-            user: self.config.payload.user.clone(),
-            stop_timeout: self.config.payload.stop_timeout,
-            watchdog: self.config.health.watchdog,
-        })
-    }
-
-    /// Starts the active bank's payload (nothing on an empty root).
-    fn start_payload(&mut self) {
-        let Some(bank) = self.root.as_ref().map(Root::active_bank) else {
-            return;
-        };
-        let Some(spec) = self.payload_spec(bank) else {
-            info!(bank = %bank, "no version installed yet; waiting for a release");
-            return;
-        };
-        match Payload::start(&spec, &self.listeners) {
-            Ok(payload) => {
-                self.payload = Some(payload);
-                self.started_at = Instant::now();
-            }
-            Err(e) => {
-                let message = format!("starting {} from {bank}: {e}", spec.version);
-                error!(version = spec.version, bank = %bank, error = %e, "payload did not start");
-                self.note_failure(&message);
-            }
+    /// The root, unless a staging thread holds it.
+    pub(super) fn root(&self) -> Option<&Root> {
+        match &self.disk {
+            Disk::Idle(root) => Some(root),
+            _ => None,
         }
     }
 
-    async fn on_payload_event(&mut self, event: PayloadEvent) {
-        match event {
-            PayloadEvent::Ready => {
-                info!(
-                    version = self.payload.as_ref().map(Payload::version),
-                    "payload ready"
-                );
-                if self.trial.is_some() {
-                    self.commit().await;
-                } else if self.draining.is_some() {
-                    self.finish_draining().await;
-                }
-            }
-            PayloadEvent::Status(text) => info!(status = text, "payload status"),
-            PayloadEvent::Stopping => info!("payload is stopping"),
-            PayloadEvent::WatchdogExpired => {
-                warn!("payload watchdog expired; restarting it");
-                if let Some(payload) = self.payload.take() {
-                    payload.stop().await;
-                }
-                self.note_failure("the payload stopped sending WATCHDOG=1");
-            }
-            PayloadEvent::Exited(status) => {
-                let version = self
-                    .payload
-                    .take()
-                    .map(|p| p.version().to_string())
-                    .unwrap_or_default();
-                warn!(version, %status, "payload exited");
-                self.note_failure(&format!("{version} exited ({status})"));
-            }
+    /// The root, mutably, unless a staging thread holds it.
+    pub(super) fn root_mut(&mut self) -> Option<&mut Root> {
+        match &mut self.disk {
+            Disk::Idle(root) => Some(root),
+            _ => None,
         }
     }
 
-    /// A payload failure: counts against a trial, or schedules a restart with backoff.
-    fn note_failure(&mut self, what: &str) {
-        if let Some(trial) = &mut self.trial {
-            trial.failures += 1;
-            let failures = trial.failures;
-            if failures >= self.config.health.max_failures {
-                let reason = format!("{what}; {failures} failures during its trial");
-                // The rollback itself is async; do it at the next tick.
-                trial.deadline = Instant::now();
-                trial.next_probe = Instant::now();
-                self.rollback_reason = Some(reason);
-                return;
-            }
-        }
-        if self.started_at.elapsed() > STABLE_AFTER {
-            self.restart_delay = FIRST_RESTART;
-        }
-        self.restart_at = Some(Instant::now() + self.restart_delay);
-        self.restart_delay = (self.restart_delay * 2).min(MAX_RESTART);
+    /// The wall-clock time now, from the injected clock.
+    pub(super) fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
-    async fn finish_draining(&mut self) {
-        if let Some((old, _)) = self.draining.take() {
+    /// Stops every generation (the end of `run`).
+    pub(super) async fn stop_all(&mut self) {
+        match std::mem::replace(&mut self.mode, Mode::Steady { draining: None }) {
+            Mode::Steady {
+                draining: Some((old, _)),
+            } => {
+                old.stop().await;
+            }
+            Mode::Trial(trial) => trial.stop_draining().await,
+            Mode::Steady { draining: None } => {}
+        }
+        if let Generation::Running(payload) = self.take_current() {
             info!(
-                version = old.version(),
-                pid = old.pid(),
-                "draining the previous generation"
+                version = payload.version(),
+                pid = payload.pid(),
+                "stopping the payload"
             );
-            old.stop().await;
+            payload.stop().await;
         }
     }
 }
 
-async fn next_payload_event(payload: &mut Option<Payload>) -> PayloadEvent {
-    match payload {
-        Some(p) => p.next_event().await,
-        None => std::future::pending().await,
+async fn next_payload_event(current: &mut Generation) -> PayloadEvent {
+    match current {
+        Generation::Running(p) => p.next_event().await,
+        Generation::Down { .. } => std::future::pending().await,
     }
 }
 
-async fn join_staging(
-    staging: &mut Option<JoinHandle<(Root, Result<BankId, LayoutError>)>>,
-) -> Result<(Root, Result<BankId, LayoutError>), tokio::task::JoinError> {
-    match staging {
-        Some(handle) => {
-            let result = handle.await;
-            *staging = None;
-            result
-        }
-        None => std::future::pending().await,
+async fn join_staging(disk: &mut Disk) -> Result<Staged, tokio::task::JoinError> {
+    match disk {
+        Disk::Staging { thread, .. } => thread.await,
+        _ => std::future::pending().await,
     }
 }
 
-async fn sleep_until(when: Option<Instant>) {
-    match when {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
+/// How long until `when` on the wall clock, never negative.
+pub(super) fn wall_wait(now: SystemTime, when: SystemTime) -> Duration {
+    when.duration_since(now).unwrap_or(Duration::ZERO)
 }

@@ -1,25 +1,50 @@
 //! `bankswap run`: the agent. It takes the root's lock, recovers, starts the
 //! payload from the active bank, and loops: check → verify → schedule →
 //! stage into the idle bank → swap → watch the trial → commit, or roll back
-//! and mark the version bad (SPEC §5).
+//! and mark the version bad.
+//!
+//! Layers, top down: this file builds the world (root, sockets, HTTP client,
+//! clock, background tasks) and hands it to `core::run`; the core's transitions
+//! live one file per concern; `verdict.rs` is the trial's pure decision.
 
+mod admin;
 mod checker;
-pub mod control;
+mod control_socket;
 mod core;
 pub mod fetch;
+mod generation;
+mod offers;
 mod schedule;
+mod staging;
+mod status;
+mod trial;
+mod verdict;
+mod world;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::info;
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{info, warn};
 
+use crate::agent::checker::CheckerSettings;
+use crate::agent::world::{Links, SystemClock, World};
+use crate::agent_id;
 use crate::config::AgentConfig;
 use crate::error::UsageError;
 use crate::logging;
+use crate::release::open_root_waiting;
 use crate::sd_notify::{self, Notifier};
+use crate::supervisor::Listeners;
+
+/// How long `run` waits for a root locked by a short-lived command (`status`,
+/// `rollback` offline); a lock held longer is another agent.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// How long shutdown waits for background work (a staging thread) to notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -41,21 +66,81 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let notifier = Arc::new(Notifier::from_env());
     let result = runtime.block_on(async {
-        // SPEC §10: enroll once (no identity yet, a token configured); the
-        // client of `Agent::start` then presents the certificate.
+        // Enroll once (no identity yet, a token configured); the client built
+        // for the world then presents the certificate.
         if let Some(token) = config.enrollment_token_file.as_deref() {
             let http = fetch::client(&config)?;
             std::fs::create_dir_all(&config.root).context("creating the root")?;
-            let id = crate::agent_id::ensure(&config.root).context("writing the agent id")?;
-            crate::identity::ensure(&http, &console, &config.root, &id, Some(token)).await?;
+            let id = agent_id::ensure(&config.root).context("writing the agent id")?;
+            // Never fatal: the payload runs whatever the console says; the
+            // agent reports without a certificate (refused) until it has one.
+            if let Err(e) =
+                crate::identity::ensure(&http, &console, &config.root, &id, Some(token)).await
+            {
+                warn!(error = %format!("{e:#}"), "no agent certificate");
+            }
         }
-        let agent = core::Agent::start(config, console).await?;
-        sd_notify::serve_agent(&notifier, agent.status_updates());
-        agent.run(shutdown_signal(config_path, &notifier)).await
+        let (world, links) = production_world(&config, console)?;
+        sd_notify::serve_agent(&notifier, links.report.subscribe());
+        core::run(
+            config,
+            world,
+            links,
+            shutdown_signal(config_path, &notifier),
+        )
+        .await
     });
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     info!("agent stopped");
     result
+}
+
+/// The real world: the locked root, the `[[listen]]` sockets, the HTTPS client,
+/// the system clock, and the checker, reporter and control socket as tasks.
+fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(World, Links)> {
+    let root = open_root_waiting(&config.root, LOCK_WAIT)?;
+    let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
+    let listeners = Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
+    let http = fetch::client(config)?;
+    let (report, report_rx) = watch::channel(None);
+    let (check_tx, checks) = mpsc::channel(4);
+    let (control_tx, control) = mpsc::channel(8);
+    let check_now = Arc::new(Notify::new());
+    control_socket::serve(root.dir(), control_tx)?;
+    tokio::spawn(checker::run_checker(
+        http.clone(),
+        CheckerSettings {
+            console: console.clone(),
+            channel: config.channel.clone(),
+            poll_interval: config.poll_interval,
+            timeouts: config.timeouts.clone(),
+        },
+        check_now.clone(),
+        check_tx,
+    ));
+    tokio::spawn(checker::run_reporter(
+        http.clone(),
+        console.clone(),
+        agent_id.clone(),
+        config.timeouts.request,
+        report_rx,
+    ));
+    info!(agent_id, root = %config.root.display(), console, channel = config.channel, "agent starting");
+    let world = World {
+        root,
+        agent_id,
+        console,
+        listeners,
+        http,
+        clock: Arc::new(SystemClock),
+    };
+    let links = Links {
+        checks,
+        control,
+        check_now,
+        report,
+    };
+    Ok((world, links))
 }
 
 /// Resolves on SIGTERM or SIGINT (and tells systemd it is stopping). SIGHUP

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::anyhow;
 
-use crate::agent::control::{self, Request, Response};
 use crate::cli::RootArgs;
+use crate::control::{self, Request, Response};
 use crate::setup;
 
 /// `bankswap check`: asks the running agent to check for a release now.

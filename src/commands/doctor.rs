@@ -12,8 +12,8 @@ use reqwest::header::DATE;
 use rustls::CertificateError;
 
 use crate::agent::fetch::{self, Checked};
-use crate::commands::install::verify_against;
 use crate::config::AgentConfig;
+use crate::release::verify_against;
 use crate::setup::ReleaseSetup;
 
 /// How long one network check may take (DNS, TCP, the TLS request).
@@ -472,7 +472,15 @@ fn parse_http_date(text: &str) -> Option<SystemTime> {
 
 /// The channel's manifest, fetched and verified as the agent would (not installed).
 async fn check_manifest(http: &reqwest::Client, config: &AgentConfig, console: &str) -> Outcome {
-    let checked = fetch::check(http, console, &config.channel, None, Duration::ZERO, &config.timeouts).await;
+    let checked = fetch::check(
+        http,
+        console,
+        &config.channel,
+        None,
+        Duration::ZERO,
+        &config.timeouts,
+    )
+    .await;
     let (manifest, signature) = match checked {
         Ok(Checked::Release {
             manifest,

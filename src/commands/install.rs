@@ -2,21 +2,18 @@
 //! exactly as an online release is, into the idle bank, then swap.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{Context, anyhow};
-use bank_layout::{ArchiveFormat, BankId, BankRecord, Root, StageSpec};
-use signing::{ArtifactFormat, Expectations, KeyRing, Manifest, ReleaseError, VerifiedRelease};
-use tracing::warn;
+use bank_layout::{BankId, Root};
+use signing::{ReleaseError, VerifiedRelease};
 
 use crate::agent_id;
 use crate::channel::{ChannelDir, MAX_SIGNATURE_BYTES, read_capped};
 use crate::cli::SetupArgs;
-use crate::clock;
 use crate::keyring;
-use crate::progress::Progress;
+use crate::release::{StagePlan, open_root, stage_release, verify_with};
 use crate::setup::{self, ReleaseSetup};
 
 /// `bankswap init --root DIR [--bundle DIR]`.
@@ -76,17 +73,8 @@ pub fn apply(args: &SetupArgs, bundle: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the root (lock + recovery) and logs what recovery did.
-pub fn open_root(dir: &Path) -> anyhow::Result<Root> {
-    let (root, recoveries) = Root::open(dir).with_context(|| format!("root {}", dir.display()))?;
-    for note in recoveries {
-        warn!(root = %dir.display(), "recovered: {note}");
-    }
-    Ok(root)
-}
-
 /// What an install did.
-pub enum Installed {
+enum Installed {
     /// The release was staged into `bank`, activated and committed.
     Swapped {
         /// The bank now active.
@@ -103,7 +91,7 @@ pub enum Installed {
 
 /// Verifies the bundle's release against what the root knows, stages it into the idle bank,
 /// activates and commits it. Nothing changes on any error.
-pub fn install(
+fn install(
     root: &mut Root,
     setup: &ReleaseSetup,
     bundle: &Path,
@@ -137,28 +125,9 @@ pub fn install(
     let artifact_path = channel.artifact(&manifest.artifact.path);
     let file = File::open(&artifact_path)
         .with_context(|| format!("artifact {}", artifact_path.display()))?;
-    let record = bank_record(manifest, &manifest_bytes, &signature, now);
-    let mut progress = Progress::new(
-        &format!("staging {}", manifest.version),
-        manifest.artifact.size,
-    );
-    let bank = root
-        .stage(
-            BufReader::with_capacity(256 * 1024, file),
-            StageSpec {
-                format: archive_format(manifest.artifact.format),
-                size: manifest.artifact.size,
-                sha256: &manifest.artifact.sha256,
-                record,
-                // The manifest does not announce them yet: the layout's fallback bounds apply.
-                unpacked_size: None,
-                entries: None,
-                allow_in_place: false,
-            },
-            &mut |done| progress.update(done),
-        )
+    let plan = StagePlan::new(&release, &manifest_bytes, &signature, now);
+    let bank = stage_release(root, file, plan)
         .with_context(|| format!("artifact {}", artifact_path.display()))?;
-    progress.finish();
     // Offline, nobody watches the new version's health: it is committed in the same
     // write that activates it (the admin can `rollback`).
     root.activate_committed(bank)
@@ -167,97 +136,4 @@ pub fn install(
         bank,
         release: Box::new(release),
     })
-}
-
-/// Runs the one verification policy with what this root knows, trusting
-/// the root's key ring (configured keys plus `ROOT/keys.json`).
-pub fn verify(
-    root: &Root,
-    setup: &ReleaseSetup,
-    manifest: &[u8],
-    signature: &[u8],
-    now: SystemTime,
-) -> Result<VerifiedRelease, ReleaseError> {
-    let ring = keyring::load_or_trust_nothing(root.dir(), &setup.trusted_keys);
-    verify_with(root.state(), setup, &ring, manifest, signature, now)
-}
-
-/// [`verify`] against a state read without taking the root (`bankswap doctor`).
-pub fn verify_against(
-    state: &bank_layout::State,
-    setup: &ReleaseSetup,
-    manifest: &[u8],
-    signature: &[u8],
-    now: SystemTime,
-) -> Result<VerifiedRelease, ReleaseError> {
-    let ring = keyring::load_or_trust_nothing(&setup.root, &setup.trusted_keys);
-    verify_with(state, setup, &ring, manifest, signature, now)
-}
-
-/// [`verify`] with the state and key ring given.
-fn verify_with(
-    state: &bank_layout::State,
-    setup: &ReleaseSetup,
-    ring: &KeyRing,
-    manifest: &[u8],
-    signature: &[u8],
-    now: SystemTime,
-) -> Result<VerifiedRelease, ReleaseError> {
-    let running = state
-        .version_of(state.active)
-        .and_then(|v| semver::Version::parse(v).ok());
-    let bad_versions: Vec<signing::BadVersion> = state
-        .bad_versions
-        .iter()
-        .filter_map(|b| {
-            Some(signing::BadVersion {
-                version: semver::Version::parse(&b.version).ok()?,
-                sequence: b.sequence,
-            })
-        })
-        .collect();
-    signing::verify_release(
-        manifest,
-        signature,
-        &Expectations {
-            trusted_keys: &ring.trusted(),
-            revoked_keys: &ring.revoked_ids(),
-            product: state.product.as_deref(),
-            channel: &setup.channel,
-            highest_sequence: state.highest_sequence,
-            running_version: running.as_ref(),
-            bad_versions: &bad_versions,
-            now,
-        },
-    )
-}
-
-/// The bank record of a verified manifest.
-pub fn bank_record(
-    manifest: &Manifest,
-    bytes: &[u8],
-    signature: &[u8],
-    now: SystemTime,
-) -> BankRecord {
-    BankRecord {
-        version: manifest.version.to_string(),
-        sequence: manifest.sequence,
-        sha256: manifest.artifact.sha256.clone(),
-        staged_at: clock::unix(now),
-        product: manifest.product.clone(),
-        channel: manifest.channel.clone(),
-        command: manifest.entrypoint.command.clone(),
-        args: manifest.entrypoint.args.clone(),
-        manifest: String::from_utf8_lossy(bytes).into_owned(),
-        signature: String::from_utf8_lossy(signature).into_owned(),
-    }
-}
-
-/// The layout crate's name for a manifest's archive format.
-pub fn archive_format(format: ArtifactFormat) -> ArchiveFormat {
-    match format {
-        ArtifactFormat::Tar => ArchiveFormat::Tar,
-        ArtifactFormat::TarGz => ArchiveFormat::TarGz,
-        ArtifactFormat::TarZst => ArchiveFormat::TarZst,
-    }
 }

@@ -3,13 +3,11 @@
 mod control;
 mod doctor;
 mod generate;
-pub mod install;
+mod install;
 mod keys;
 mod publish;
 mod rollback;
 mod status;
-
-pub use status::StatusReport;
 
 use crate::cli::{Command, ConsoleCommand};
 

@@ -175,6 +175,7 @@ mod tests {
             last_error: error.map(String::from),
             reported_at: 0,
             remote: None,
+            ..FleetEntry::default()
         };
         let out = table(&[entry("a", None), entry("long-agent-id", Some("bad\nthing"))]);
         let lines: Vec<&str> = out.lines().collect();

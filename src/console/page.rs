@@ -237,6 +237,7 @@ mod tests {
             last_error: Some("\"quoted\" & 'single'".into()),
             reported_at: 0,
             remote: None,
+            ..FleetEntry::default()
         };
         let page = render(&[], &[entry]);
         assert!(!page.contains("<script>"));

@@ -14,13 +14,13 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
 use tracing::{debug, warn};
 
 use super::identity::ClientCert;
 use super::routes::AppState;
 use super::store::FleetEntry;
 use crate::clock;
+use crate::report::WireReport;
 
 /// The largest report accepted: a report is a handful of short strings and a
 /// pending release (~1 KiB); 16 KiB leaves room for long error messages.
@@ -28,22 +28,6 @@ pub const MAX_REPORT_BYTES: usize = 16 * 1024;
 
 /// The longest agent id: agent ids are random tokens, far shorter.
 const MAX_AGENT_ID: usize = 64;
-
-/// What an agent sends. Unknown fields are accepted (and dropped), so newer
-/// agents can report more to an older console.
-#[derive(Debug, Deserialize)]
-pub struct Report {
-    /// The version it runs.
-    version: Option<String>,
-    /// The bank it runs from.
-    bank: Option<String>,
-    /// `committed` or `trial`.
-    phase: Option<String>,
-    /// A release being staged or scheduled, in any shape.
-    pending: Option<serde_json::Value>,
-    /// The agent's last error.
-    last_error: Option<String>,
-}
 
 /// `POST /v1/agents/{agent_id}/report` → 204 once stored.
 pub async fn report(
@@ -67,7 +51,7 @@ pub async fn report(
         debug!(agent_id = %agent_id, remote = %remote, reason = %refused, "report refused");
         return refused.into_response();
     }
-    let report: Report = match serde_json::from_slice(&body) {
+    let report: WireReport = match serde_json::from_slice(&body) {
         Ok(report) => report,
         Err(e) => {
             debug!(agent_id = %agent_id, error = %e, "malformed report");
@@ -84,6 +68,10 @@ pub async fn report(
         last_error: report.last_error,
         reported_at: clock::unix(clock::now_seconds()),
         remote: Some(remote.to_string()),
+        previous_version: report.previous_version,
+        sequence: report.sequence,
+        last_error_kind: report.last_error_kind,
+        restarts: report.restarts,
     };
     debug!(agent_id = %entry.agent_id, version = ?entry.version, "report");
     match state.store.save(entry).await {
@@ -126,14 +114,5 @@ mod tests {
         assert!(!is_agent_id(""));
         assert!(!is_agent_id("../x"));
         assert!(!is_agent_id("a.b"));
-    }
-
-    #[test]
-    fn reports_accept_unknown_fields_and_nulls() {
-        let r: Report =
-            serde_json::from_str(r#"{"version":"1.0.0","bank":null,"extra":{"x":1}}"#).unwrap();
-        assert_eq!(r.version.as_deref(), Some("1.0.0"));
-        assert!(r.bank.is_none() && r.phase.is_none() && r.pending.is_none());
-        assert!(r.last_error.is_none());
     }
 }

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use crate::report::RestartsReport;
+
 /// The database's file name inside the console data folder.
 pub const FLEET_DB: &str = "fleet.sqlite";
 
@@ -44,20 +46,33 @@ const SCHEMA: &str = "
     );
 ";
 
+/// Columns added after the first schema: `(name, type)`, added to an older
+/// database at open.
+const ADDED_COLUMNS: [(&str, &str); 4] = [
+    ("previous_version", "TEXT"),
+    ("sequence", "INTEGER"),
+    ("last_error_kind", "TEXT"),
+    ("restarts", "TEXT"),
+];
+
 const UPSERT: &str = "
-    INSERT INTO reports (agent_id, version, bank, phase, pending, last_error, reported_at, remote)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+    INSERT INTO reports (agent_id, version, bank, phase, pending, last_error, reported_at, remote,
+                         previous_version, sequence, last_error_kind, restarts)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
     ON CONFLICT(agent_id) DO UPDATE SET
         version = excluded.version, bank = excluded.bank, phase = excluded.phase,
         pending = excluded.pending, last_error = excluded.last_error,
-        reported_at = excluded.reported_at, remote = excluded.remote";
+        reported_at = excluded.reported_at, remote = excluded.remote,
+        previous_version = excluded.previous_version, sequence = excluded.sequence,
+        last_error_kind = excluded.last_error_kind, restarts = excluded.restarts";
 
 const SELECT: &str = "
-    SELECT agent_id, version, bank, phase, pending, last_error, reported_at, remote
+    SELECT agent_id, version, bank, phase, pending, last_error, reported_at, remote,
+           previous_version, sequence, last_error_kind, restarts
     FROM reports ORDER BY agent_id";
 
 /// The latest report of one agent, as stored and as `GET /v1/fleet` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetEntry {
     /// The agent's stable identity (`ROOT/agent-id`).
     pub agent_id: String,
@@ -75,12 +90,24 @@ pub struct FleetEntry {
     pub reported_at: u64,
     /// The address the report came from.
     pub remote: Option<String>,
+    /// The version kept for rollback.
+    #[serde(default)]
+    pub previous_version: Option<String>,
+    /// The highest release sequence the agent accepted.
+    #[serde(default)]
+    pub sequence: Option<u64>,
+    /// The kind of the last error (`check`, `release`, `staging`, `trial`, `payload`).
+    #[serde(default)]
+    pub last_error_kind: Option<String>,
+    /// The payload's current streak of failures.
+    #[serde(default)]
+    pub restarts: Option<RestartsReport>,
 }
 
 /// Work for the database thread.
 enum Job {
     /// Insert or replace an agent's report.
-    Save(FleetEntry, oneshot::Sender<Result<(), String>>),
+    Save(Box<FleetEntry>, oneshot::Sender<Result<(), String>>),
     /// Read every agent's latest report.
     List(oneshot::Sender<Result<Vec<FleetEntry>, String>>),
 }
@@ -97,6 +124,7 @@ impl Store {
     pub fn open(path: &Path) -> anyhow::Result<(Store, JoinHandle<()>)> {
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.execute_batch(SCHEMA)
+            .and_then(|()| add_columns(&conn))
             .with_context(|| format!("setting up {}", path.display()))?;
         let (jobs, receiver) = mpsc::channel(QUEUE_LEN);
         let path = path.to_path_buf();
@@ -111,7 +139,7 @@ impl Store {
     pub async fn save(&self, entry: FleetEntry) -> anyhow::Result<()> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job::Save(entry, reply))
+            .send(Job::Save(Box::new(entry), reply))
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?.map_err(|e| anyhow!(e))
@@ -130,6 +158,20 @@ impl Store {
 
 fn stopped() -> anyhow::Error {
     anyhow!("the fleet database thread has stopped")
+}
+
+/// Adds the [`ADDED_COLUMNS`] an older database lacks.
+fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let mut info = conn.prepare("SELECT name FROM pragma_table_info('reports')")?;
+    let present: Vec<String> = info
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (name, kind) in ADDED_COLUMNS {
+        if !present.iter().any(|p| p == name) {
+            conn.execute_batch(&format!("ALTER TABLE reports ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the fleet from a database file, for `console fleet --data` (empty if
@@ -189,6 +231,11 @@ fn save_all(conn: &mut Connection, saves: &[Job]) -> rusqlite::Result<()> {
             let Job::Save(e, _) = job else { continue };
             let pending = e.pending.as_ref().map(serde_json::Value::to_string);
             let reported_at = i64::try_from(e.reported_at).unwrap_or(i64::MAX);
+            let sequence = e.sequence.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+            let restarts = e
+                .restarts
+                .as_ref()
+                .and_then(|r| serde_json::to_string(r).ok());
             upsert.execute(params![
                 e.agent_id,
                 e.version,
@@ -197,7 +244,11 @@ fn save_all(conn: &mut Connection, saves: &[Job]) -> rusqlite::Result<()> {
                 pending,
                 e.last_error,
                 reported_at,
-                e.remote
+                e.remote,
+                e.previous_version,
+                sequence,
+                e.last_error_kind,
+                restarts
             ])?;
         }
     }
@@ -221,6 +272,15 @@ fn select_all(conn: &Connection) -> rusqlite::Result<Vec<FleetEntry>> {
             last_error: row.get(5)?,
             reported_at: u64::try_from(reported_at).unwrap_or(0),
             remote: row.get(7)?,
+            previous_version: row.get(8)?,
+            sequence: row
+                .get::<_, Option<i64>>(9)?
+                .map(|s| u64::try_from(s).unwrap_or(0)),
+            last_error_kind: row.get(10)?,
+            // Stored by us from a parsed value; text that no longer parses is dropped.
+            restarts: row
+                .get::<_, Option<String>>(11)?
+                .and_then(|r| serde_json::from_str(&r).ok()),
         })
     })?;
     rows.collect()
@@ -240,6 +300,14 @@ mod tests {
             last_error: None,
             reported_at: 1_700_000_000,
             remote: Some("127.0.0.1:4000".into()),
+            previous_version: Some("0.9.0".into()),
+            sequence: Some(7),
+            last_error_kind: None,
+            restarts: Some(RestartsReport {
+                count: 2,
+                last_exit: "1.0.0 exited (exit status: 3)".into(),
+                since: "2026-12-01T10:00:00Z".into(),
+            }),
         }
     }
 
@@ -257,5 +325,28 @@ mod tests {
         drop(store);
         thread.join().unwrap();
         assert_eq!(read(&dir.path().join("absent.sqlite")).unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_first_schema_gains_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FLEET_DB);
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE reports (agent_id TEXT PRIMARY KEY NOT NULL, version TEXT, bank TEXT,
+             phase TEXT, pending TEXT, last_error TEXT, reported_at INTEGER NOT NULL, remote TEXT);
+             INSERT INTO reports (agent_id, reported_at) VALUES ('old', 1);",
+        )
+        .unwrap();
+        drop(old);
+        let (store, thread) = Store::open(&path).unwrap();
+        store.save(entry("new", "1.0.0")).await.unwrap();
+        let listed = store.list().await.unwrap();
+        assert_eq!(listed[0].agent_id, "new");
+        assert_eq!(listed[0], entry("new", "1.0.0"));
+        assert_eq!(listed[1].agent_id, "old");
+        assert!(listed[1].sequence.is_none() && listed[1].restarts.is_none());
+        drop(store);
+        thread.join().unwrap();
     }
 }

@@ -7,14 +7,13 @@ mod client;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::agent::control::{self, Request};
+use crate::control::{self, Request};
 use crate::demo::client::Client;
 
 /// How long any one step may take before the demo gives up.
@@ -83,9 +82,8 @@ impl Demo {
         let url = self.start_console()?;
 
         say("5. An agent: it holds the service's socket and hands it to each payload generation");
-        let port = free_port()?;
         let config = format!(
-            "console = \"{url}\"\nroot = \"{root}\"\ntrusted_keys = [\"{key}\"]\npoll_interval = \"60s\"\nmax_delay = \"2s\"   # random delay before a swap (minutes in production)\n\n[[listen]]\nname = \"http\"\naddress = \"127.0.0.1:{port}\"\n\n[health]\nnotify = true      # the payload says READY=1\ngrace = \"10s\"\n\n[tls]\nca_certs = [\"{ca}\"]\n",
+            "console = \"{url}\"\nroot = \"{root}\"\ntrusted_keys = [\"{key}\"]\npoll_interval = \"60s\"\nmax_delay = \"2s\"   # random delay before a swap (minutes in production)\n\n[[listen]]\nname = \"http\"\naddress = \"127.0.0.1:0\"   # any free port; the agent logs the one it bound\n\n[health]\nnotify = true      # the payload says READY=1\ngrace = \"10s\"\n\n[tls]\nca_certs = [\"{ca}\"]\n",
             root = p("root"),
             key = p("release.pub"),
             ca = p("tls/ca.pem"),
@@ -96,6 +94,7 @@ impl Demo {
         self.wait_for("1.0.0 running", |s| {
             s.active_version.as_deref() == Some("1.0.0") && s.phase == "committed"
         })?;
+        let port = bound_port(&d.join("agent.log"))?;
 
         say(&format!(
             "6. A client starts asking http://127.0.0.1:{port}/ every 20 ms, and keeps going"
@@ -230,7 +229,7 @@ impl Demo {
     fn wait_for(
         &self,
         what: &str,
-        done: impl Fn(&crate::commands::StatusReport) -> bool,
+        done: impl Fn(&crate::report::StatusReport) -> bool,
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + STEP_DEADLINE;
         loop {
@@ -302,6 +301,20 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("   {l}\n")).collect()
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// The port the agent bound for its `http` socket (the config asks for port 0),
+/// from its `listening name=http ... bound=ADDR` log line.
+fn bound_port(log: &Path) -> anyhow::Result<u16> {
+    let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    text.lines()
+        .find(|l| l.contains("listening name=http"))
+        .and_then(|line| line.split("bound=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no `listening name=http ... bound=` line",
+                log.display()
+            )
+        })
 }

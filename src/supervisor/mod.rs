@@ -36,7 +36,7 @@ use bank_layout::BankId;
 
 pub use error::SupervisorError;
 pub use listeners::Listeners;
-pub use payload::Payload;
+pub use payload::{Payload, sleep_until};
 
 /// Everything needed to start one payload generation.
 #[derive(Debug, Clone)]

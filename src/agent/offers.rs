@@ -1,0 +1,116 @@
+//! What the console offers: check outcomes, the verification of the latest
+//! manifest against the current state, and the schedule of a release.
+
+use signing::{ReleaseError, VerifiedRelease};
+use tracing::{error, info, warn};
+
+use crate::agent::checker::CheckOutcome;
+use crate::agent::core::{Agent, Disk, Mode};
+use crate::agent::fetch::Checked;
+use crate::agent::schedule;
+use crate::agent::staging::STAGE_RETRY;
+use crate::agent::status::ErrorKind;
+use crate::clock;
+use crate::release::verify;
+
+impl Agent {
+    pub(super) fn on_checked(&mut self, outcome: CheckOutcome) {
+        self.last_check = Some(self.now());
+        match outcome {
+            Ok(Checked::Unchanged) => self.console_reachable(),
+            Ok(Checked::Release {
+                manifest,
+                signature,
+                ..
+            }) => {
+                self.console_reachable();
+                self.latest = Some((manifest, signature));
+                self.evaluate_latest();
+            }
+            Err(message) => {
+                if self.console_up != Some(false) {
+                    warn!(
+                        error = message,
+                        "console unreachable; the payload keeps running"
+                    );
+                }
+                self.console_up = Some(false);
+                let message = format!("checking {}: {message}", self.console);
+                self.set_error(ErrorKind::Check, message);
+            }
+        }
+    }
+
+    fn console_reachable(&mut self) {
+        if self.console_up == Some(false) {
+            info!(console = self.console, "console reachable again");
+            self.clear_error(ErrorKind::Check);
+        }
+        self.console_up = Some(true);
+    }
+
+    /// Verifies the last manifest seen against the current state and schedules it.
+    pub(super) fn evaluate_latest(&mut self) {
+        if matches!(self.mode, Mode::Trial(_)) || matches!(self.disk, Disk::Staging { .. }) {
+            return; // looked at again when the trial or the staging ends
+        }
+        let Some((manifest, signature)) = self.latest.clone() else {
+            return;
+        };
+        let Some(root) = self.root() else { return };
+        let now = self.now();
+        match verify(root, &self.setup, &manifest, &signature, now) {
+            Ok(release) => self.schedule(&release, &manifest, &signature),
+            Err(ReleaseError::NotNewer { version, running }) if version == running => {
+                self.clear_error(ErrorKind::Release);
+            }
+            Err(e) => {
+                let message = format!("release from {}: {e}", self.console);
+                if self.last_error.as_ref().map(|l| l.message.as_str()) != Some(&message) {
+                    warn!(error = %e, "release rejected; the payload keeps running");
+                }
+                self.set_error(ErrorKind::Release, message);
+            }
+        }
+    }
+
+    /// Records `release` as pending, at its rollout slot plus a random delay.
+    fn schedule(&mut self, release: &VerifiedRelease, manifest: &[u8], signature: &[u8]) {
+        let m = &release.manifest;
+        let now = self.now();
+        let scheduled = self
+            .root()
+            .and_then(|r| r.state().pending.as_ref())
+            .filter(|p| p.sequence == m.sequence)
+            .map(|p| clock::from_unix(p.not_before));
+        if let Some(at) = scheduled {
+            let slack = STAGE_RETRY.max(self.config.poll_interval);
+            let (rollout, max_delay) = (m.rollout.as_ref(), self.config.max_delay);
+            if !schedule::made_under_a_clock_ahead(at, now, rollout, max_delay, slack) {
+                return; // already scheduled: a restart neither re-rolls nor forgets it
+            }
+            warn!(version = %m.version, not_before = %clock::rfc3339(at), "the schedule was made under a clock far ahead; deriving it again");
+        }
+        let not_before = schedule::not_before(
+            now,
+            m.rollout.as_ref(),
+            &self.agent_id,
+            m.sequence,
+            self.config.max_delay,
+            self.clock.random(),
+        );
+        let pending = bank_layout::Pending {
+            version: m.version.to_string(),
+            sequence: m.sequence,
+            not_before: clock::unix(not_before),
+            manifest: String::from_utf8_lossy(manifest).into_owned(),
+            signature: String::from_utf8_lossy(signature).into_owned(),
+        };
+        info!(version = %m.version, sequence = m.sequence, not_before = %clock::rfc3339(not_before), "release scheduled");
+        let Some(root) = self.root_mut() else { return };
+        if let Err(e) = root.update_state(|s| s.pending = Some(pending)) {
+            error!(error = %e, "could not save the schedule");
+        }
+        self.clear_errors();
+    }
+}

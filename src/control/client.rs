@@ -1,0 +1,44 @@
+//! The client side of the control socket, used by `status`, `rollback`,
+//! `check` and the demo.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{Request, Response, socket_path};
+
+/// How long a client waits for the agent (a rollback stops and starts payloads).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Sends a request to the agent running on `root`; `None` when no agent listens.
+pub fn request(root: &Path, request: Request) -> anyhow::Result<Option<Response>> {
+    let path = socket_path(root);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
+    };
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut line = serde_json::to_vec(&request)?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .with_context(|| format!("writing to {}", path.display()))?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .with_context(|| format!("reading from {}", path.display()))?;
+    let response = serde_json::from_str(answer.trim())
+        .with_context(|| format!("{}: unreadable answer", path.display()))?;
+    Ok(Some(response))
+}

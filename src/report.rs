@@ -1,0 +1,239 @@
+//! What an agent says about itself: the `status --json` object ([`StatusReport`])
+//! and the report it POSTs to its console ([`WireReport`]), one type each, shared
+//! by `status`, the agent, the control socket and the console.
+
+use bank_layout::{Phase, State};
+use serde::{Deserialize, Serialize};
+
+use crate::clock;
+
+/// The `status --json` object. Field names are a public interface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// This machine's stable identity (null before `init`).
+    pub agent_id: Option<String>,
+    /// The data root.
+    pub root: String,
+    /// `"Bank1"` or `"Bank2"`.
+    pub active_bank: String,
+    /// The version in the active bank (null on an empty root).
+    pub active_version: Option<String>,
+    /// The version kept in the other bank for rollback.
+    pub previous_version: Option<String>,
+    /// `"committed"` or `"trial"`.
+    pub phase: String,
+    /// The highest release sequence this root has accepted.
+    pub sequence: u64,
+    /// A release being staged or scheduled.
+    pub pending: Option<PendingReport>,
+    /// When the console was last asked (RFC 3339).
+    pub last_check: Option<String>,
+    /// The last error, kept until a later success.
+    pub last_error: Option<String>,
+    /// What kind of work failed last (`check`, `release`, `staging`, `trial`,
+    /// `payload`, `admin`), next to `last_error`.
+    #[serde(default)]
+    pub last_error_kind: Option<String>,
+    /// Versions this agent refuses until a higher sequence re-publishes them.
+    pub bad_versions: Vec<BadReport>,
+    /// The payload's current streak of failures (null while it runs well).
+    #[serde(default)]
+    pub restarts: Option<RestartsReport>,
+}
+
+/// A payload's streak of failures: exits, watchdog expiries, failed starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartsReport {
+    /// Failures in the streak.
+    pub count: u32,
+    /// The last one, e.g. `1.0.0 exited (exit status: 3)`.
+    pub last_exit: String,
+    /// When the streak began (RFC 3339).
+    pub since: String,
+}
+
+/// A pending release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingReport {
+    /// Its version.
+    pub version: String,
+    /// Its sequence.
+    pub sequence: u64,
+    /// When the swap may start (RFC 3339).
+    pub not_before: String,
+}
+
+/// A version marked bad.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BadReport {
+    /// The version.
+    pub version: String,
+    /// Bad at or below this sequence.
+    pub sequence: u64,
+    /// Why.
+    pub reason: String,
+}
+
+impl StatusReport {
+    /// Builds the report from a root's state.
+    pub fn new(root: &str, agent_id: Option<String>, state: &State) -> StatusReport {
+        StatusReport {
+            agent_id,
+            root: root.to_string(),
+            active_bank: state.active.to_string(),
+            active_version: state.version_of(state.active).map(str::to_string),
+            previous_version: state.version_of(state.active.other()).map(str::to_string),
+            phase: match state.phase {
+                Phase::Committed => "committed",
+                Phase::Trial => "trial",
+            }
+            .to_string(),
+            sequence: state.highest_sequence,
+            pending: state.pending.as_ref().map(|p| PendingReport {
+                version: p.version.clone(),
+                sequence: p.sequence,
+                not_before: clock::rfc3339(clock::from_unix(p.not_before)),
+            }),
+            last_check: state
+                .last_check
+                .map(|t| clock::rfc3339(clock::from_unix(t))),
+            last_error: state.last_error.clone(),
+            last_error_kind: None,
+            bad_versions: state
+                .bad_versions
+                .iter()
+                .map(|b| BadReport {
+                    version: b.version.clone(),
+                    sequence: b.sequence,
+                    reason: b.reason.clone(),
+                })
+                .collect(),
+            restarts: None,
+        }
+    }
+
+    /// Human-readable lines.
+    pub fn print_text(&self) {
+        let none = "none";
+        println!("root:       {}", self.root);
+        println!("agent-id:   {}", self.agent_id.as_deref().unwrap_or(none));
+        println!(
+            "running:    {} in {} ({})",
+            self.active_version.as_deref().unwrap_or(none),
+            self.active_bank,
+            self.phase
+        );
+        println!(
+            "previous:   {}",
+            self.previous_version.as_deref().unwrap_or(none)
+        );
+        println!("sequence:   {}", self.sequence);
+        if let Some(p) = &self.pending {
+            println!(
+                "pending:    {} (sequence {}) not before {}",
+                p.version, p.sequence, p.not_before
+            );
+        }
+        if let Some(t) = &self.last_check {
+            println!("last check: {t}");
+        }
+        if let Some(e) = &self.last_error {
+            println!("last error: {e}");
+        }
+        if let Some(r) = &self.restarts {
+            println!(
+                "restarts:   {} since {} (last: {})",
+                r.count, r.since, r.last_exit
+            );
+        }
+        for b in &self.bad_versions {
+            println!(
+                "bad:        {} (sequence <= {}): {}",
+                b.version, b.sequence, b.reason
+            );
+        }
+    }
+}
+
+/// What an agent POSTs to `{console}/v1/agents/{id}/report`. Unknown fields are
+/// accepted (and dropped) by the console, so newer agents can report more to an
+/// older console; every field may be absent.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct WireReport {
+    /// The version it runs.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The bank it runs from.
+    #[serde(default)]
+    pub bank: Option<String>,
+    /// `committed` or `trial`.
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// A release being staged or scheduled, in any shape.
+    #[serde(default)]
+    pub pending: Option<serde_json::Value>,
+    /// The agent's last error.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The kind of the last error.
+    #[serde(default)]
+    pub last_error_kind: Option<String>,
+    /// The version kept for rollback.
+    #[serde(default)]
+    pub previous_version: Option<String>,
+    /// The highest sequence accepted.
+    #[serde(default)]
+    pub sequence: Option<u64>,
+    /// The payload's current streak of failures.
+    #[serde(default)]
+    pub restarts: Option<RestartsReport>,
+}
+
+impl From<&StatusReport> for WireReport {
+    fn from(status: &StatusReport) -> WireReport {
+        WireReport {
+            version: status.active_version.clone(),
+            bank: Some(status.active_bank.clone()),
+            phase: Some(status.phase.clone()),
+            pending: status
+                .pending
+                .as_ref()
+                .and_then(|p| serde_json::to_value(p).ok()),
+            last_error: status.last_error.clone(),
+            last_error_kind: status.last_error_kind.clone(),
+            previous_version: status.previous_version.clone(),
+            sequence: Some(status.sequence),
+            restarts: status.restarts.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_report_carries_previous_version_and_sequence() {
+        let state = State {
+            highest_sequence: 7,
+            last_error: Some("x".into()),
+            ..State::default()
+        };
+        let status = StatusReport::new("/r", None, &state);
+        let wire = WireReport::from(&status);
+        let json = serde_json::to_value(&wire).unwrap();
+        assert_eq!(json["sequence"], 7);
+        assert_eq!(json["bank"], "Bank1");
+        assert!(json.get("previous_version").is_some());
+        let back: WireReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, wire);
+    }
+
+    #[test]
+    fn wire_reports_accept_unknown_fields_and_nulls() {
+        let r: WireReport =
+            serde_json::from_str(r#"{"version":"1.0.0","bank":null,"extra":{"x":1}}"#).unwrap();
+        assert_eq!(r.version.as_deref(), Some("1.0.0"));
+        assert!(r.bank.is_none() && r.phase.is_none() && r.pending.is_none());
+    }
+}
