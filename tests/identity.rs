@@ -509,3 +509,23 @@ fn an_expired_certificate_is_refused_with_403_and_what_to_do() {
     );
     assert_eq!(fleet.fleet().as_array().expect("array").len(), 0);
 }
+
+#[test]
+fn an_agent_reporting_in_a_loop_is_rate_limited() {
+    let fleet = Fleet::start(&[]);
+    let root = fleet.world.path("agent");
+    assert_eq!(fleet.enroll(&root, &fleet.token("t", &[])).code, 0);
+    let id = agent_id(&root);
+    let http = fleet.client_of(&root);
+    // MAX_REPORTS_PER_WINDOW (60) a minute are stored; the 61st is refused.
+    let statuses: Vec<u16> = (0..61)
+        .map(|i| {
+            fleet
+                .report(&http, &id, &format!("{{\"last_error\":\"report {i}\"}}"))
+                .status
+        })
+        .collect();
+    assert!(statuses[..60].iter().all(|s| *s == 204), "{statuses:?}");
+    assert_eq!(statuses[60], 429);
+    assert_eq!(fleet.fleet()[0]["last_error"], "report 59");
+}
