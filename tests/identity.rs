@@ -392,7 +392,10 @@ fn run_enrolls_with_its_token_and_reports_over_mtls() {
     fs::write(&token_file, format!("{token}\n")).expect("token file");
     let agent = live.agent(
         "agent",
-        &format!("enrollment_token_file = \"{}\"", token_file.display()),
+        &format!(
+            "enrollment_token_file = \"{}\"\n[health]\ngrace = \"1s\"\n",
+            token_file.display()
+        ),
     );
     // The log first: `status` on a root no agent holds yet would take its lock.
     agent.wait_log("running version=1.0.0");
@@ -432,6 +435,20 @@ fn run_enrolls_with_its_token_and_reports_over_mtls() {
     );
     assert_eq!(reply.status, 403);
     assert_eq!(agent.status()["active_version"], "1.0.0");
+
+    // A second agent with the spent token: refused with the reason, and its
+    // payload runs all the same.
+    let second = live.agent(
+        "second",
+        &format!(
+            "enrollment_token_file = \"{}\"\n[health]\ngrace = \"1s\"\n",
+            token_file.display()
+        ),
+    );
+    second.wait_log("the enrollment token was already used");
+    second.wait_log("running version=1.0.0");
+    second.wait_committed("1.0.0");
+    assert!(!live.w.path("second/identity/cert.pem").exists());
 }
 
 #[test]
@@ -463,7 +480,7 @@ fn nginx_requiring_a_client_certificate_serves_an_enrolled_agent_and_refuses_a_s
         &root,
         &AgentSettings {
             console: &url,
-            extra: "",
+            extra: "[health]\ngrace = \"1s\"\n",
         },
     );
     // The log first: `status` on a root no agent holds yet would take its lock.

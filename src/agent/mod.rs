@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::AgentConfig;
 use crate::error::UsageError;
@@ -44,7 +44,13 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             let http = fetch::client(&config)?;
             std::fs::create_dir_all(&config.root).context("creating the root")?;
             let id = crate::agent_id::ensure(&config.root).context("writing the agent id")?;
-            crate::identity::ensure(&http, &console, &config.root, &id, Some(token)).await?;
+            // Never fatal: the payload runs whatever the console says; the
+            // agent reports without a certificate (refused) until it has one.
+            if let Err(e) =
+                crate::identity::ensure(&http, &console, &config.root, &id, Some(token)).await
+            {
+                warn!(error = %format!("{e:#}"), "no agent certificate");
+            }
         }
         let agent = core::Agent::start(config, console).await?;
         agent.run(shutdown_signal()).await
