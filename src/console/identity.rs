@@ -444,7 +444,11 @@ fn enroll_in_db(
     now: SystemTime,
 ) -> Result<Result<IssuedCert, EnrollRefusal>, IdentityError> {
     let db_error = |e: rusqlite::Error| IdentityError::internal("cannot record the enrollment", e);
-    let tx = db.transaction().map_err(db_error)?;
+    // IMMEDIATE: the write lock up front, so the token read and its update
+    // never race another writer (a deferred transaction would fail at once).
+    let tx = db
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_error)?;
     if let Err(refusal) = registry::spend_enrollment_token(&tx, token, now).map_err(db_error)? {
         return Ok(Err(refusal));
     }
