@@ -220,18 +220,23 @@ impl AgentCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let serial: [u8; 16] = rand::random();
-        // A positive serial: the top bit clear.
+        // A positive serial whose DER encoding is these 16 bytes: the top bit
+        // clear, the first byte not zero.
         let mut serial = serial.to_vec();
-        serial[0] &= 0x7f;
+        serial[0] = (serial[0] & 0x7f) | 0x01;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         params.not_before = OffsetDateTime::from(now - ISSUED_BACKDATE);
         let not_after = now + lifetime;
         params.not_after = OffsetDateTime::from(not_after);
         csr.params = params;
         let cert = csr.signed_by(&self.cert, &self.key)?;
+        // The serial as a verifier reads it back (DER may re-encode the bytes given).
+        let serial = x509_parser::parse_x509_certificate(cert.der())
+            .map(|(_, parsed)| hex::encode(parsed.raw_serial()))
+            .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
         Ok(IssuedCert {
             pem: cert.pem(),
-            serial: hex::encode(&serial),
+            serial,
             not_after: crate::clock::unix(not_after),
         })
     }
@@ -261,4 +266,44 @@ fn create_agent_ca(cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
     bank_layout::write_atomic(cert_path, cert.pem().as_bytes())
         .with_context(|| format!("writing {}", cert_path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_serials_read_back_as_recorded_and_names_are_the_consoles() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = AgentCa::load_or_create(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(AGENT_CA_KEY))
+            .unwrap()
+            .permissions();
+        assert_eq!(PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name("asks-for-another-name");
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let now = std::time::SystemTime::now();
+        // Enough serials that a leading zero byte would have shown up (1 in 128).
+        for _ in 0..300 {
+            let issued = ca
+                .sign_csr(&csr, "agent-7", std::time::Duration::from_secs(120), now)
+                .unwrap();
+            let (_, pem) = x509_parser::pem::parse_x509_pem(issued.pem.as_bytes()).unwrap();
+            let cert = pem.parse_x509().unwrap();
+            assert_eq!(hex::encode(cert.raw_serial()), issued.serial);
+            let cn = cert.subject().iter_common_name().next().unwrap();
+            assert_eq!(cn.as_str().unwrap(), "agent-7");
+        }
+        // Loaded again, the same CA.
+        assert_eq!(
+            AgentCa::load_or_create(dir.path()).unwrap().cert_pem,
+            ca.cert_pem
+        );
+        assert!(
+            ca.sign_csr("not a CSR", "a", std::time::Duration::from_secs(60), now)
+                .is_err()
+        );
+    }
 }

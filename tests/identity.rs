@@ -392,7 +392,10 @@ fn run_enrolls_with_its_token_and_reports_over_mtls() {
     fs::write(&token_file, format!("{token}\n")).expect("token file");
     let agent = live.agent(
         "agent",
-        &format!("enrollment_token_file = \"{}\"", token_file.display()),
+        &format!(
+            "enrollment_token_file = \"{}\"\n[health]\ngrace = \"1s\"\n",
+            token_file.display()
+        ),
     );
     // The log first: `status` on a root no agent holds yet would take its lock.
     agent.wait_log("running version=1.0.0");
@@ -432,6 +435,20 @@ fn run_enrolls_with_its_token_and_reports_over_mtls() {
     );
     assert_eq!(reply.status, 403);
     assert_eq!(agent.status()["active_version"], "1.0.0");
+
+    // A second agent with the spent token: refused with the reason, and its
+    // payload runs all the same.
+    let second = live.agent(
+        "second",
+        &format!(
+            "enrollment_token_file = \"{}\"\n[health]\ngrace = \"1s\"\n",
+            token_file.display()
+        ),
+    );
+    second.wait_log("the enrollment token was already used");
+    second.wait_log("running version=1.0.0");
+    second.wait_committed("1.0.0");
+    assert!(!live.w.path("second/identity/cert.pem").exists());
 }
 
 #[test]
@@ -463,7 +480,7 @@ fn nginx_requiring_a_client_certificate_serves_an_enrolled_agent_and_refuses_a_s
         &root,
         &AgentSettings {
             console: &url,
-            extra: "",
+            extra: "[health]\ngrace = \"1s\"\n",
         },
     );
     // The log first: `status` on a root no agent holds yet would take its lock.
@@ -508,4 +525,24 @@ fn an_expired_certificate_is_refused_with_403_and_what_to_do() {
         "{reason}"
     );
     assert_eq!(fleet.fleet().as_array().expect("array").len(), 0);
+}
+
+#[test]
+fn an_agent_reporting_in_a_loop_is_rate_limited() {
+    let fleet = Fleet::start(&[]);
+    let root = fleet.world.path("agent");
+    assert_eq!(fleet.enroll(&root, &fleet.token("t", &[])).code, 0);
+    let id = agent_id(&root);
+    let http = fleet.client_of(&root);
+    // MAX_REPORTS_PER_WINDOW (60) a minute are stored; the 61st is refused.
+    let statuses: Vec<u16> = (0..61)
+        .map(|i| {
+            fleet
+                .report(&http, &id, &format!("{{\"last_error\":\"report {i}\"}}"))
+                .status
+        })
+        .collect();
+    assert!(statuses[..60].iter().all(|s| *s == 204), "{statuses:?}");
+    assert_eq!(statuses[60], 429);
+    assert_eq!(fleet.fleet()[0]["last_error"], "report 59");
 }

@@ -14,9 +14,10 @@
 //! read on every request, so a revocation counts from the next request on,
 //! on connections already open too.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -41,6 +42,17 @@ pub const MAX_ENROLL_BYTES: usize = 16 * 1024;
 
 /// The longest host name an agent may give.
 const MAX_HOSTNAME: usize = 253;
+
+/// Reports stored per agent within [`REPORT_WINDOW`]: an agent reports when
+/// its status changes, a handful of times per update; more is a loop or abuse.
+pub const MAX_REPORTS_PER_WINDOW: u32 = 60;
+
+/// The window of [`MAX_REPORTS_PER_WINDOW`].
+pub const REPORT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Agents whose report rate is tracked at once (bounds the memory; beyond
+/// it, after dropping finished windows, further ids are not limited).
+const MAX_TRACKED_AGENTS: usize = 100_000;
 
 /// The client certificate of a connection, parsed once after the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +108,9 @@ pub enum IdentityError {
     /// Too many failed enrollments from this address (429).
     #[error("too many failed enrollments from this address; try again later")]
     RateLimited,
+    /// Too many reports from one agent (429).
+    #[error("{0}")]
+    TooManyReports(String),
     /// A malformed request (400).
     #[error("{0}")]
     BadRequest(String),
@@ -116,7 +131,9 @@ impl IntoResponse for IdentityError {
         let status = match self {
             IdentityError::NoCertificate(_) => StatusCode::UNAUTHORIZED,
             IdentityError::Refused(_) | IdentityError::Enrollment(_) => StatusCode::FORBIDDEN,
-            IdentityError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            IdentityError::RateLimited | IdentityError::TooManyReports(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             IdentityError::BadRequest(_) => StatusCode::BAD_REQUEST,
             IdentityError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -142,6 +159,8 @@ pub struct Identity {
     pub allow_anonymous_reports: bool,
     /// Failed enrollments per address.
     limiter: Limiter,
+    /// Agent id → (start of its window, reports in it).
+    report_counts: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 impl Identity {
@@ -160,6 +179,7 @@ impl Identity {
             require_client_cert,
             allow_anonymous_reports,
             limiter: Limiter::default(),
+            report_counts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -216,6 +236,42 @@ impl Identity {
 
     /// May a report for `agent_id` be stored, from a client with `peer`?
     pub async fn authorize_report(
+        self: &Arc<Self>,
+        peer: Option<&PeerCert>,
+        agent_id: &str,
+    ) -> Result<(), IdentityError> {
+        self.authorize_sender(peer, agent_id).await?;
+        self.count_report(agent_id, Instant::now())
+    }
+
+    /// Counts a report of `agent_id`; refuses it past the rate limit.
+    fn count_report(&self, agent_id: &str, now: Instant) -> Result<(), IdentityError> {
+        let mut counts = self
+            .report_counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if counts.len() >= MAX_TRACKED_AGENTS && !counts.contains_key(agent_id) {
+            counts.retain(|_, (since, _)| now.duration_since(*since) < REPORT_WINDOW);
+            if counts.len() >= MAX_TRACKED_AGENTS {
+                return Ok(());
+            }
+        }
+        let entry = counts.entry(agent_id.to_string()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= REPORT_WINDOW {
+            *entry = (now, 0);
+        }
+        if entry.1 >= MAX_REPORTS_PER_WINDOW {
+            return Err(IdentityError::TooManyReports(format!(
+                "agent {agent_id} sent more than {MAX_REPORTS_PER_WINDOW} reports in {REPORT_WINDOW:?}; \
+                 this one is dropped"
+            )));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    /// Whether the sender may report for `agent_id` at all.
+    async fn authorize_sender(
         self: &Arc<Self>,
         peer: Option<&PeerCert>,
         agent_id: &str,
@@ -388,7 +444,11 @@ fn enroll_in_db(
     now: SystemTime,
 ) -> Result<Result<IssuedCert, EnrollRefusal>, IdentityError> {
     let db_error = |e: rusqlite::Error| IdentityError::internal("cannot record the enrollment", e);
-    let tx = db.transaction().map_err(db_error)?;
+    // IMMEDIATE: the write lock up front, so the token read and its update
+    // never race another writer (a deferred transaction would fail at once).
+    let tx = db
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_error)?;
     if let Err(refusal) = registry::spend_enrollment_token(&tx, token, now).map_err(db_error)? {
         return Ok(Err(refusal));
     }

@@ -123,6 +123,8 @@ impl Store {
     /// Opens (creating if needed) the database and starts its thread.
     pub fn open(path: &Path) -> anyhow::Result<(Store, JoinHandle<()>)> {
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // The identity tables (registry.rs) share the file: wait for their writes.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch(SCHEMA)
             .and_then(|()| add_columns(&conn))
             .with_context(|| format!("setting up {}", path.display()))?;
