@@ -175,7 +175,13 @@ fn dead_console_then_recovery() {
     );
     live.publish_sleeper("2.0.0");
     // The console comes back on the same address.
-    live.console = ConsoleProcess::start(&live.data, &live.ca, &addr, &live.w.path("console.log"));
+    live.console = ConsoleProcess::start_with(
+        &live.data,
+        &live.ca,
+        &addr,
+        &live.w.path("console.log"),
+        &["--allow-anonymous-reports"],
+    );
     agent.wait_committed("2.0.0");
     assert!(agent.status()["last_error"].is_null(), "{}", agent.status());
     assert!(

@@ -305,7 +305,14 @@ impl Live {
         let data = w.path("console-data");
         fs::create_dir_all(&data).expect("data");
         let ca = make_test_ca(&w.path("tls"));
-        let console = ConsoleProcess::start(&data, &ca, "127.0.0.1:0", &w.path("console.log"));
+        // Agents here never enroll: the console stores their reports without a certificate.
+        let console = ConsoleProcess::start_with(
+            &data,
+            &ca,
+            "127.0.0.1:0",
+            &w.path("console.log"),
+            &["--allow-anonymous-reports"],
+        );
         Live {
             w,
             data,
