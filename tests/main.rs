@@ -3,6 +3,7 @@
 
 mod agent;
 mod clock;
+mod config_validation;
 mod console;
 mod crash;
 mod demo;

@@ -291,7 +291,7 @@ impl Agent {
             Some(url) if now >= trial.next_probe => {
                 trial.next_probe =
                     now + (self.config.health.grace / 10).max(Duration::from_millis(100));
-                match probe(&self.http, url).await {
+                match probe(&self.http, url.as_str()).await {
                     Ok(()) => return self.commit().await,
                     Err(e) if now >= trial.deadline => {
                         let reason =
