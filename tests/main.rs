@@ -7,6 +7,7 @@ mod config_validation;
 mod console;
 mod crash;
 mod demo;
+mod drip;
 mod hostile;
 mod idle_push;
 mod install;

@@ -208,6 +208,8 @@ impl Agent {
                 self.swap_to(bank).await;
             }
             Err(e) => {
+                // With its causes: "reading the artifact failed" alone hides why.
+                let e = format!("{:#}", anyhow::Error::new(e));
                 error!(version, sequence, error = %e, "staging failed; the active bank is untouched");
                 let retry = SystemTime::now() + STAGE_RETRY.max(self.config.poll_interval);
                 let message = format!("staging {version} (sequence {sequence}): {e}");
