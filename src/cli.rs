@@ -144,6 +144,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "KEY.pub", requires = "admin_token_file")]
     pub trust: Vec<String>,
     /// The longest a push request (`?wait=`) is held, e.g. `5m` (the default).
+    /// Agents hold again at once after a hold of 30 s or more.
     #[arg(long, value_name = "DURATION")]
     pub max_wait: Option<String>,
 }

@@ -17,6 +17,11 @@ use crate::config::Timeouts;
 
 /// First pause after a failed check; doubles up to the poll interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// A 304 that took this long (or half the wait, if less) was held by a
+/// console, which may end holds well before the agent's wait (`console serve
+/// --max-wait`): the next request is held at once. A static host answers in
+/// milliseconds; one slower than this costs at most one request per 30 s.
+const HELD_AT_LEAST: Duration = Duration::from_secs(30);
 
 /// What the checker tells the core.
 pub type CheckOutcome = Result<Checked, String>;
@@ -69,7 +74,9 @@ pub async fn run_checker(
                 Instant::now()
             }
             // A held request that ran its course: hold the next one at once, no gap.
-            Ok(Checked::Unchanged) if held && started.elapsed() >= wait / 2 => {
+            Ok(Checked::Unchanged)
+                if held && started.elapsed() >= (wait / 2).min(HELD_AT_LEAST) =>
+            {
                 backoff = FIRST_BACKOFF;
                 Instant::now()
             }
