@@ -333,6 +333,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "KEY.pub")]
     pub trust: Vec<String>,
     /// The longest a push request (`?wait=`) is held, e.g. `5m` (the default).
+    /// Agents hold again at once after a hold of 30 s or more.
     #[arg(long, value_name = "DURATION")]
     pub max_wait: Option<String>,
     /// Serve channel files and artifacts only to enrolled agents presenting

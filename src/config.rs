@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use reqwest::Url;
 use serde::Deserialize;
 use signing::PublicKey;
 
@@ -48,6 +49,7 @@ pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(30);
 struct RawConfig {
     console: Option<String>,
     enrollment_token_file: Option<PathBuf>,
+    allow_insecure_http: Option<bool>,
     channel: Option<String>,
     root: Option<PathBuf>,
     #[serde(default)]
@@ -255,8 +257,8 @@ pub struct HealthConfig {
     pub grace: Duration,
     /// Failed probes (or exits) tolerated during the trial.
     pub max_failures: u32,
-    /// An HTTP URL that must answer 2xx.
-    pub http: Option<String>,
+    /// An http(s) URL that must answer 2xx.
+    pub http: Option<Url>,
     /// A payload that sends `WATCHDOG=1` must do so at least this often.
     pub watchdog: Option<Duration>,
     /// The payload must send `READY=1` within `grace` (recommended with `[[listen]]`
@@ -292,7 +294,43 @@ pub struct LogConfig {
     /// Text or JSON lines.
     pub format: LogFormat,
     /// `udp://host:port` or `tcp://host:port` for RFC 5424 syslog.
-    pub syslog: Option<String>,
+    pub syslog: Option<SyslogTarget>,
+}
+
+/// A validated `[log] syslog` address: `udp://host:port` or `tcp://host:port`.
+/// It reads as its text (`&*target`), which is what the log writer connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogTarget(String);
+
+impl SyslogTarget {
+    /// Checks the form (the host is resolved when the log writer connects).
+    pub fn parse(text: &str) -> Result<SyslogTarget, String> {
+        let bad = |why: &str| format!("[log] syslog `{}`: {why}", redact_url(text));
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| bad("must be udp://host:port or tcp://host:port"))?;
+        if scheme != "udp" && scheme != "tcp" {
+            return Err(bad("the scheme must be udp or tcp"));
+        }
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| bad("must be udp://host:port or tcp://host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return Err(bad("the host is missing or malformed"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(SyslogTarget(text.to_string())),
+            _ => Err(bad("the port must be 1-65535")),
+        }
+    }
+}
+
+impl std::ops::Deref for SyslogTarget {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 impl AgentConfig {
@@ -319,26 +357,35 @@ impl AgentConfig {
         let channel = raw.channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_string());
         check_channel(&channel)?;
         if let Some(console) = &raw.console {
-            check_console_url(console)?;
+            check_console_url(console, raw.allow_insecure_http.unwrap_or(false))?;
         }
         let listen = raw
             .listen
             .into_iter()
-            .map(|l| {
-                let mode = l
-                    .mode
-                    .map(|m| {
-                        u32::from_str_radix(&m, 8)
-                            .map_err(|_| format!("listen.mode `{m}` is not octal"))
-                    })
-                    .transpose()?;
-                Ok(ListenConfig {
-                    name: l.name,
-                    address: l.address,
-                    mode,
-                })
-            })
+            .map(ListenConfig::parse)
             .collect::<Result<Vec<_>, String>>()?;
+        if let Some(dup) = listen
+            .iter()
+            .enumerate()
+            .find(|(i, l)| listen[..*i].iter().any(|o| o.name == l.name))
+        {
+            return Err(format!("[[listen]] name `{}` is used twice", dup.1.name));
+        }
+        let health_http = raw
+            .health
+            .http
+            .as_deref()
+            .map(|u| http_url("[health] http", u))
+            .transpose()?;
+        if let Some(proxy) = &raw.proxy {
+            http_url("[proxy] url", &proxy.url)?;
+        }
+        let syslog = raw
+            .log
+            .syslog
+            .as_deref()
+            .map(SyslogTarget::parse)
+            .transpose()?;
         Ok(AgentConfig {
             console: raw.console,
             enrollment_token_file: raw.enrollment_token_file,
@@ -359,7 +406,7 @@ impl AgentConfig {
             health: HealthConfig {
                 grace: duration("health.grace", raw.health.grace, Duration::from_secs(30))?,
                 max_failures: raw.health.max_failures.unwrap_or(3),
-                http: raw.health.http,
+                http: health_http,
                 watchdog: raw
                     .health
                     .watchdog
@@ -376,7 +423,7 @@ impl AgentConfig {
             }),
             log: LogConfig {
                 format: raw.log.format.unwrap_or_default(),
-                syslog: raw.log.syslog,
+                syslog,
             },
             timeouts: Timeouts::parse(raw.timeouts)?,
         })
@@ -412,11 +459,88 @@ pub fn check_channel(channel: &str) -> Result<(), String> {
     }
 }
 
-fn check_console_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") || url.starts_with("http://") {
-        Ok(())
-    } else {
-        Err(format!("console `{url}` must be an https:// URL"))
+/// `console` must be https: the manifest is signed, but push, reports and the
+/// artifact's availability are not, so plain http needs an explicit
+/// `allow_insecure_http = true` (as `console serve --insecure-http` does).
+fn check_console_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
+    let parsed = http_url("console", url)?;
+    if parsed.scheme() == "http" && !allow_insecure_http {
+        return Err(format!(
+            "console `{}`: must be an https:// URL (plain http:// needs allow_insecure_http = true)",
+            redact_url(url)
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an absolute http(s) URL with a host; errors name `key` and never
+/// print credentials.
+fn http_url(key: &str, text: &str) -> Result<Url, String> {
+    let bad = |why: String| format!("{key} `{}`: {why}", redact_url(text));
+    let url = Url::parse(text).map_err(|e| bad(format!("not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must be an http:// or https:// URL".into()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host".into()));
+    }
+    Ok(url)
+}
+
+/// systemd's rule for `LISTEN_FDNAMES` entries: 1–255 printable ASCII, no `:`.
+const MAX_LISTEN_NAME: usize = 255;
+
+/// The largest Unix socket mode (permission bits only).
+const MAX_SOCKET_MODE: u32 = 0o777;
+
+impl ListenConfig {
+    fn parse(raw: RawListen) -> Result<ListenConfig, String> {
+        let name = &raw.name;
+        if name.is_empty()
+            || name.len() > MAX_LISTEN_NAME
+            || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        {
+            return Err(format!(
+                "[[listen]] name `{name}`: must be 1-255 printable ASCII characters without `:` (LISTEN_FDNAMES)"
+            ));
+        }
+        let address = &raw.address;
+        let bad = |why: &str| format!("[[listen]] {name} address `{address}`: {why}");
+        let is_path = address.starts_with('/');
+        if is_path {
+            if address.contains('\0') {
+                return Err(bad("a socket path cannot hold a NUL byte"));
+            }
+        } else if address.starts_with("./") {
+            return Err(bad("a Unix socket path must be absolute"));
+        } else {
+            let (host, port) = address
+                .rsplit_once(':')
+                .ok_or_else(|| bad("must be host:port or an absolute Unix socket path"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                return Err(bad("the host is missing or malformed"));
+            }
+            port.parse::<u16>()
+                .map_err(|_| bad("the port must be 0-65535"))?;
+        }
+        let mode = match &raw.mode {
+            None => None,
+            Some(_) if !is_path => return Err(bad("mode applies to Unix sockets only")),
+            Some(m) => match u32::from_str_radix(m, 8) {
+                Ok(mode) if mode <= MAX_SOCKET_MODE => Some(mode),
+                _ => {
+                    return Err(format!(
+                        "[[listen]] {name} mode `{m}`: must be octal permission bits, 0-777"
+                    ));
+                }
+            },
+        };
+        Ok(ListenConfig {
+            name: raw.name,
+            address: raw.address,
+            mode,
+        })
     }
 }
 
@@ -505,6 +629,44 @@ mod tests {
     fn missing_keys_is_an_error() {
         let err = AgentConfig::parse("channel = \"beta\"", Path::new(".")).expect_err("no keys");
         assert!(err.contains("trusted_keys"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_console_needs_the_explicit_allowance() {
+        let config = |extra: &str| {
+            AgentConfig::parse(
+                &format!("trusted_keys = [\"{KEY}\"]\nconsole = \"http://c.example\"\n{extra}"),
+                Path::new("."),
+            )
+        };
+        assert!(config("").is_err());
+        assert!(config("allow_insecure_http = true").is_ok());
+    }
+
+    #[test]
+    fn redaction_hides_userinfo_even_in_malformed_urls() {
+        assert_eq!(
+            redact_url("http://u:p@proxy host:3128/x"),
+            "http://***@proxy host:3128/x"
+        );
+        assert_eq!(redact_url("u:p@proxy:3128"), "***@proxy:3128");
+        assert_eq!(redact_url("http://proxy:3128"), "http://proxy:3128");
+    }
+
+    #[test]
+    fn valid_listen_health_and_syslog_values_pass() {
+        let cfg = AgentConfig::parse(
+            &format!(
+                "trusted_keys = [\"{KEY}\"]\n[health]\nhttp = \"http://127.0.0.1:8080/health\"\n\
+                 [[listen]]\nname = \"http\"\naddress = \"[::1]:8080\"\n\
+                 [[listen]]\nname = \"unix\"\naddress = \"/run/x.sock\"\nmode = \"660\"\n\
+                 [log]\nsyslog = \"tcp://loghost:514\""
+            ),
+            Path::new("."),
+        )
+        .expect("valid");
+        assert_eq!(cfg.listen[1].mode, Some(0o660));
+        assert_eq!(cfg.log.syslog.as_deref(), Some("tcp://loghost:514"));
     }
 
     #[test]

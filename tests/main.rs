@@ -4,10 +4,12 @@
 mod admin;
 mod agent;
 mod clock;
+mod config_validation;
 mod console;
 mod crash;
 mod demo;
 mod doctor;
+mod drip;
 mod hostile;
 mod identity;
 mod idle_push;

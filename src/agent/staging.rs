@@ -109,6 +109,8 @@ impl Agent {
     }
 
     fn staging_failed(&mut self, version: &str, sequence: u64, e: &LayoutError) {
+        // With its causes: "reading the artifact failed" alone hides why.
+        let e = with_causes(e);
         error!(version, sequence, error = %e, "staging failed; the active bank is untouched");
         let retry = self.now() + STAGE_RETRY.max(self.config.poll_interval);
         if let Some(root) = self.root_mut() {
@@ -134,4 +136,20 @@ fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// `error: cause: cause …`, one line: what a staging error says with everything under it.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors repeat their cause in their own text already.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
