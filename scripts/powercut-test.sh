@@ -137,7 +137,7 @@ lfs_mounted() { grep -q " $MNT fuse" /proc/mounts; }
 lfs_umount() {
   if lfs_mounted; then
     fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" ||
-      camp_die "cannot unmount $MNT: $(fuser -vm "$MNT" 2>&1 | tail -3)"
+      camp_die "cannot unmount $MNT"
   fi
   if [ -n "$LFS_PID" ]; then
     if ! camp_wait "LazyFS to exit" "$LAZYFS_DEADLINE_S" bash -c "! kill -0 $LFS_PID 2>/dev/null"; then

@@ -9,6 +9,7 @@ mod hostile;
 mod install;
 mod interop;
 mod offline;
+mod powercut;
 mod proxy;
 mod publish_upload;
 mod static_host;

@@ -26,7 +26,7 @@
 #      previous version (which must exist) whole in the other.
 # A trial whose check 1 fails is counted broken and not restarted (bounded time).
 #
-# Needs: bash, coreutils, diffutils, grep, sed, procps (ps). No python.
+# Needs: bash, coreutils, diffutils, grep, sed. No python, no procps.
 
 CAMP_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
@@ -112,12 +112,23 @@ camp_alive() {
   [ -n "$state" ] && [ "$state" != Z ]
 }
 
-# Every descendant of PID (children first listed after their parent).
+# Every descendant of PID, from one pass over /proc (no procps needed).
 camp_descendants() {
-  local child
-  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$child"
-    camp_descendants "$child"
+  local p stat fields parent child
+  local -A kids=()
+  for p in /proc/[0-9]*; do
+    { read -r stat <"$p/stat"; } 2>/dev/null || continue
+    read -r -a fields <<<"${stat##*) }" # state ppid ...
+    kids[${fields[1]:-0}]+=" ${p#/proc/}"
+  done
+  local todo=("$1")
+  while [ ${#todo[@]} -gt 0 ]; do
+    parent="${todo[0]}"
+    todo=("${todo[@]:1}")
+    for child in ${kids[$parent]:-}; do
+      echo "$child"
+      todo+=("$child")
+    done
   done
 }
 
@@ -484,6 +495,58 @@ camp_calibrate() {
   done
   WINDOW_MS=$((longest * 3 / 2 + 20))
   camp_log "$phase: an uninterrupted run takes up to ${longest} ms; cuts fall in the first ${WINDOW_MS} ms"
+  if [ "$phase" = online ]; then camp_segments "$log" "$start" "$took"; fi
+}
+
+# The steps of the online update, each with a weight: a cut falls into a step chosen
+# by weight, at a uniform point of it, so short steps (staging a small payload takes
+# a few hundred ms; the trial lasts CAMP_GRACE) are cut as often as they matter.
+CAMP_STEPS=(boot:1 scheduled:1 staging:3 swap:1 trial:2 committed:1)
+# Log line (ERE) that starts each step after boot.
+declare -gA CAMP_STEP_START=([scheduled]='release scheduled' [staging]=' staging ' [swap]='staged and verified'
+  [trial]='swapped' [committed]=' committed ')
+
+# camp_log_ms LOG ERE: unix time in ms of the first line matching ERE (lines start with RFC 3339 UTC).
+camp_log_ms() {
+  local ts
+  ts="$(camp_plain "$1" | grep -E -m1 -e "$2" | cut -d' ' -f1)"
+  [ -n "$ts" ] && date -u -d "$ts" +%s%3N
+}
+
+# camp_segments LOG START_MS TOOK_MS: STEP_FROM[step], STEP_TO[step] in ms after the
+# agent's start, from an uninterrupted probe's log.
+camp_segments() {
+  local log="$1" start="$2" took="$3" step prev=boot at
+  declare -gA STEP_FROM=([boot]=0) STEP_TO=()
+  for step in scheduled staging swap trial committed; do
+    at="$(camp_log_ms "$log" "${CAMP_STEP_START[$step]}")" || camp_die "the probe's log has no '${CAMP_STEP_START[$step]}' line"
+    at=$((at - start))
+    ((at >= STEP_FROM[$prev])) || at=${STEP_FROM[$prev]}
+    STEP_TO[$prev]=$at
+    STEP_FROM[$step]=$at
+    prev=$step
+  done
+  STEP_TO[committed]=$((took + took / 4 + 20))
+  local line=""
+  for step in boot scheduled staging swap trial committed; do line+=" $step ${STEP_FROM[$step]}-${STEP_TO[$step]}"; done
+  camp_log "online steps (ms after the agent starts):$line"
+}
+
+# camp_online_delay: CAMP_R = a cut point (ms after the agent starts), by CAMP_STEPS.
+camp_online_delay() {
+  local total=0 entry pick
+  for entry in "${CAMP_STEPS[@]}"; do total=$((total + ${entry#*:})); done
+  camp_below "$total"
+  pick=$CAMP_R
+  for entry in "${CAMP_STEPS[@]}"; do
+    if ((pick < ${entry#*:})); then
+      local step="${entry%:*}"
+      camp_below $((STEP_TO[$step] - STEP_FROM[$step] + 1))
+      CAMP_R=$((STEP_FROM[$step] + CAMP_R))
+      return
+    fi
+    pick=$((pick - ${entry#*:}))
+  done
 }
 
 # camp_trial PHASE KIND INDEX: one interruption. KIND: kill | clear | crash-state | crash-bank.
@@ -492,14 +555,16 @@ camp_trial() {
   local -n window="WINDOW_$phase"
   camp_hook_prepare "trial-$i"
   log="$CAMP_W/logs/trial-$i-$phase.log"
-  camp_below "$window"
+  if [ "$phase" = online ]; then camp_online_delay; else camp_below "$window"; fi
   delay=$CAMP_R
   camp_start_op "$phase" "$log"
   camp_sleep_ms "$delay"
   case "$kind" in
     kill | clear)
-      where="$(camp_where "$phase" "$log")"
+      # (for the agent, its log after the kill says best where it was)
+      [ "$phase" = online ] || where="$(camp_where "$phase" "$log")"
       camp_kill_tree "$OP_PID"
+      [ "$phase" != online ] || where="$(camp_where "$phase" "$log")"
       camp_hook_cut
       ;;
     crash-state | crash-bank)
@@ -519,6 +584,7 @@ camp_trial() {
       ;;
   esac
   local label="$kind${fired:+ ($fired)} $where"
+  CAMP_WHY=""
   if ! camp_check_after_cut "$ROOT"; then
     camp_record "$phase" "$kind" "$i" BROKEN "cut at ${delay} ms ($label): $CAMP_WHY"
   elif ! camp_check_restart "$ROOT" "$CAMP_W/logs/trial-$i-restart.log"; then
@@ -526,5 +592,6 @@ camp_trial() {
   else
     camp_record "$phase" "$kind" "$i" OK "$label -> $OUTCOME"
   fi
+  if [ "${CAMP_VERBOSE:-0}" = 1 ]; then camp_log "#$i $phase cut at $delay ms ($label): ${CAMP_WHY:-ok, $OUTCOME}"; fi
   camp_hook_finish
 }
