@@ -13,8 +13,11 @@
 #                next rename onto state.json: LazyFS dies right before it (the cache
 #                is lost with it); then kill the processes, remount
 #   crash-bank   the same for the next rename onto a bank folder (Bank1, Bank2)
+#   crash-aside  the same for the next rename of a bank aside (onto a name ending in
+#                Bank1 or Bank2 that is not the bank itself, e.g. .retired-Bank1)
 # A crash whose rename never comes ("not reached") ends as a clear after the
-# operation finished. Before the campaign, a control case proves the harness bites:
+# operation finished. Apply and online cuts: 1/2 clear, 1/4 crash-state, 1/8 each
+# crash-bank and crash-aside; rollback: 3/4 clear, 1/4 crash-state. Before the campaign, a control case proves the harness bites:
 # a file renamed into place without fsync must come back empty (and an fsynced one whole).
 #
 # Usage: scripts/powercut-test.sh [--cuts N] [--seed S]
@@ -105,9 +108,17 @@ blocks_per_page=1
 log_all_operations=false
 logfile="$LFS_LOG"
 EOF
-  "$LAZYFS" "$MNT" --config-path "$conf" -o allow_other -o modules=subdir -o "subdir=$LOWER" \
-    >>"$W/lazyfs/stdout.log" 2>&1 &
-  LFS_PID=$!
+  # -f: in the foreground, so LFS_PID is the daemon itself (its death is the crash).
+  # A subshell waits for it, so its exit (LazyFS aborts when it stops) is not
+  # reported by this shell.
+  rm -f "$W/lazyfs/pid"
+  (
+    "$LAZYFS" "$MNT" -f --config-path "$conf" -o allow_other -o modules=subdir -o "subdir=$LOWER" &
+    echo $! >"$W/lazyfs/pid"
+    wait
+  ) >>"$W/lazyfs/stdout.log" 2>&1 &
+  camp_wait "LazyFS to start" "$LAZYFS_DEADLINE_S" test -s "$W/lazyfs/pid" || camp_die "LazyFS did not start"
+  LFS_PID="$(cat "$W/lazyfs/pid")"
   camp_track "$LFS_PID"
   camp_wait "LazyFS to mount $MNT" "$LAZYFS_DEADLINE_S" grep -q " $MNT fuse" /proc/mounts ||
     camp_die "LazyFS did not mount (log $LFS_LOG): $(tail -3 "$LFS_LOG" 2>/dev/null)"
@@ -143,7 +154,6 @@ lfs_umount() {
     if ! camp_wait "LazyFS to exit" "$LAZYFS_DEADLINE_S" bash -c "! kill -0 $LFS_PID 2>/dev/null"; then
       kill -KILL "$LFS_PID" 2>/dev/null || true
     fi
-    wait "$LFS_PID" 2>/dev/null || true
     LFS_PID=""
   fi
 }
@@ -239,11 +249,12 @@ done
 
 for ((i = 0; i < CUTS; i++)); do
   phase="${PHASES[$((i % ${#PHASES[@]}))]}"
-  camp_below 4
+  camp_below 8
   case "$phase:$CAMP_R" in
-    rollback:3 | apply:2 | online:2) kind=crash-state ;;
-    apply:3 | online:3) kind=crash-bank ;;
-    *) kind=clear ;;
+    *:[0-3] | rollback:[4-5]) kind=clear ;;
+    *:[4-5] | rollback:*) kind=crash-state ;;
+    *:6) kind=crash-bank ;;
+    *) kind=crash-aside ;;
   esac
   camp_trial "$phase" "$kind" "$i"
   if (((i + 1) % 10 == 0)); then camp_log "$((i + 1)) of $CUTS cuts, $CAMP_BROKEN broken so far"; fi

@@ -549,13 +549,22 @@ camp_online_delay() {
   done
 }
 
-# camp_trial PHASE KIND INDEX: one interruption. KIND: kill | clear | crash-state | crash-bank.
+# camp_trial PHASE KIND INDEX: one interruption. KIND: kill | clear | crash-state |
+# crash-bank | crash-aside.
 camp_trial() {
   local phase="$1" kind="$2" i="$3" delay log where rgx fired=""
   local -n window="WINDOW_$phase"
   camp_hook_prepare "trial-$i"
   log="$CAMP_W/logs/trial-$i-$phase.log"
-  if [ "$phase" = online ]; then camp_online_delay; else camp_below "$window"; fi
+  # A crash is armed for the next rename after the delay: armed after the end it
+  # would never fire, so it falls within the operation itself (2/3 of the window).
+  if [ "$phase" = online ]; then
+    camp_online_delay
+  elif [ "${kind#crash-}" != "$kind" ]; then
+    camp_below $((window * 2 / 3))
+  else
+    camp_below "$window"
+  fi
   delay=$CAMP_R
   camp_start_op "$phase" "$log"
   camp_sleep_ms "$delay"
@@ -567,8 +576,12 @@ camp_trial() {
       [ "$phase" != online ] || where="$(camp_where "$phase" "$log")"
       camp_hook_cut
       ;;
-    crash-state | crash-bank)
-      if [ "$kind" = crash-state ]; then rgx='/state\.json$'; else rgx='/Bank[12]$'; fi
+    crash-*)
+      case "$kind" in
+        crash-state) rgx='/state\.json$' ;;
+        crash-bank) rgx='/Bank[12]$' ;;  # a staged tree renamed into a bank
+        crash-aside) rgx='[^/]Bank[12]$' ;; # a bank renamed aside (e.g. .retired-Bank1)
+      esac
       where="armed $(camp_where "$phase" "$log")"
       camp_hook_arm_crash "$rgx"
       camp_wait "the $phase to finish or the file system to die" "$CAMP_DEADLINE_S" \
