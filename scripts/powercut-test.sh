@@ -120,8 +120,13 @@ EOF
   camp_wait "LazyFS to start" "$LAZYFS_DEADLINE_S" test -s "$W/lazyfs/pid" || camp_die "LazyFS did not start"
   LFS_PID="$(cat "$W/lazyfs/pid")"
   camp_track "$LFS_PID"
-  camp_wait "LazyFS to mount $MNT" "$LAZYFS_DEADLINE_S" grep -q " $MNT fuse" /proc/mounts ||
-    camp_die "LazyFS did not mount (log $LFS_LOG): $(tail -3 "$LFS_LOG" 2>/dev/null)"
+  if ! camp_wait "LazyFS to mount $MNT" "$LAZYFS_DEADLINE_S" grep -q " $MNT fuse" /proc/mounts; then
+    local why
+    why="$(tail -3 "$W/lazyfs/stdout.log" "$LFS_LOG" 2>/dev/null | grep -v '^==>' | tr '\n' ' ')"
+    # The first mount is the test of whether FUSE works here at all.
+    ((LFS_N > 1)) || unavailable "FUSE mounts do not work here (LazyFS: $why)"
+    camp_die "LazyFS did not mount (log $LFS_LOG): $why"
+  fi
   camp_wait "LazyFS to listen for commands" "$LAZYFS_DEADLINE_S" grep -q 'waiting for fault commands' "$LFS_LOG" ||
     camp_die "LazyFS does not listen on $LFS_FIFO"
 }

@@ -556,12 +556,13 @@ camp_trial() {
   local -n window="WINDOW_$phase"
   camp_hook_prepare "trial-$i"
   log="$CAMP_W/logs/trial-$i-$phase.log"
-  # A crash is armed for the next rename after the delay: armed after the end it
-  # would never fire, so it falls within the operation itself (2/3 of the window).
+  # A crash is armed for the next matching rename after the delay: armed after the
+  # end it would never fire, so it falls within the first half of the operation
+  # (a third of the window; the command runs for less than its probe did).
   if [ "$phase" = online ]; then
     camp_online_delay
   elif [ "${kind#crash-}" != "$kind" ]; then
-    camp_below $((window * 2 / 3))
+    camp_below $((window / 3))
   else
     camp_below "$window"
   fi
