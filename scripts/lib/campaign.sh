@@ -532,7 +532,10 @@ camp_segments() {
   camp_log "online steps (ms after the agent starts):$line"
 }
 
-# camp_online_delay: CAMP_R = a cut point (ms after the agent starts), by CAMP_STEPS.
+# camp_online_delay: picks a step by CAMP_STEPS' weights; CAMP_STEP = it, CAMP_R = a
+# uniform offset (ms) within its length in the probe. The trial waits for the step's
+# first log line, then sleeps the offset: on a loaded machine the steps stretch, but
+# each is still cut as often as its weight says.
 camp_online_delay() {
   local total=0 entry pick
   for entry in "${CAMP_STEPS[@]}"; do total=$((total + ${entry#*:})); done
@@ -540,13 +543,18 @@ camp_online_delay() {
   pick=$CAMP_R
   for entry in "${CAMP_STEPS[@]}"; do
     if ((pick < ${entry#*:})); then
-      local step="${entry%:*}"
-      camp_below $((STEP_TO[$step] - STEP_FROM[$step] + 1))
-      CAMP_R=$((STEP_FROM[$step] + CAMP_R))
+      CAMP_STEP="${entry%:*}"
+      camp_below $((STEP_TO[$CAMP_STEP] - STEP_FROM[$CAMP_STEP] + 1))
       return
     fi
     pick=$((pick - ${entry#*:}))
   done
+}
+
+# camp_online_wait LOG: waits for CAMP_STEP's first log line (boot: none), bounded.
+camp_online_wait() {
+  [ "$CAMP_STEP" = boot ] && return 0
+  camp_wait "the agent to reach $CAMP_STEP" "$CAMP_DEADLINE_S" camp_log_has "$1" "${CAMP_STEP_START[$CAMP_STEP]}" || true
 }
 
 # camp_trial PHASE KIND INDEX: one interruption. KIND: kill | clear | crash-state |
@@ -566,9 +574,12 @@ camp_trial() {
   else
     camp_below "$window"
   fi
-  delay=$CAMP_R
+  local offset=$CAMP_R started
+  started="$(camp_now_ms)"
   camp_start_op "$phase" "$log"
-  camp_sleep_ms "$delay"
+  [ "$phase" != online ] || camp_online_wait "$log"
+  camp_sleep_ms "$offset"
+  delay=$(($(camp_now_ms) - started)) # what the cut's report shows
   case "$kind" in
     kill | clear)
       # (for the agent, its log after the kill says best where it was)
