@@ -70,6 +70,8 @@ fn run(
     let record = BankRecord {
         version: "bench".into(),
         sequence: 1,
+        // The archive's own program: the entrypoint check needs one (BENCH_ENTRYPOINT).
+        command: std::env::var("BENCH_ENTRYPOINT").unwrap_or_else(|_| "bin/app".into()),
         ..BankRecord::default()
     };
     let spec = StageSpec {
@@ -77,6 +79,9 @@ fn run(
         size,
         sha256: &sha256,
         record,
+        unpacked_size: None,
+        entries: None,
+        allow_in_place: false,
     };
     let start = Instant::now();
     let bank = root.stage(File::open(&artifact)?, spec, &mut |_| {})?;

@@ -10,18 +10,27 @@ use crate::BankId;
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     /// Another process holds `ROOT/lock`.
-    #[error("root {} is locked by another bankswap process", root.display())]
+    #[error(
+        "root {} is locked by another bankswap process{}",
+        root.display(),
+        holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
     Locked {
         /// The data root.
         root: PathBuf,
+        /// Who holds it, as the holder wrote it into the lock file (`pid 42: bankswap
+        /// run`), when it did.
+        holder: Option<String>,
     },
-    /// A file system operation failed (ENOSPC, EACCES, ...).
-    #[error("{}", path.display())]
+    /// A file system operation failed (ENOSPC, EACCES, ...). The OS error is part of
+    /// the one line (`/r/Bank2/f: No space left on device`) and not a `source()`, so a
+    /// chain printer (anyhow's `{:#}`) shows it once.
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file or folder the operation was about.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// `state.json` exists but cannot be used; nothing on disk was modified.
     #[error(
@@ -103,6 +112,66 @@ pub enum LayoutError {
         /// The error the source returned.
         source: io::Error,
     },
+    /// The archive unpacks to more bytes than announced (`artifact.unpacked_size`, or
+    /// the fallback bound when the manifest announces none): refused before they are written.
+    #[error(
+        "archive unpacks to more than the {limit} bytes {basis}; stopped before writing past it"
+    )]
+    UnpackedTooLarge {
+        /// The bound.
+        limit: u64,
+        /// Where the bound comes from ("announced", or the fallback's rule).
+        basis: String,
+    },
+    /// The archive holds more entries than announced (`artifact.entries`, or the fallback).
+    #[error("archive holds more than the {limit} entries {basis}")]
+    TooManyEntries {
+        /// The bound.
+        limit: u64,
+        /// Where the bound comes from.
+        basis: String,
+    },
+    /// Not enough free space (or inodes) in the root's file system, even in place.
+    #[error(
+        "not enough space in {}: staging needs {} MiB and {needed_inodes} inodes, {} MiB and {free_inodes} inodes free",
+        root.display(), mib(*needed), mib(*free)
+    )]
+    NoRoom {
+        /// The data root.
+        root: PathBuf,
+        /// Bytes staging needs.
+        needed: u64,
+        /// Bytes free for us.
+        free: u64,
+        /// Inodes staging needs.
+        needed_inodes: u64,
+        /// Inodes free for us.
+        free_inodes: u64,
+    },
+    /// There is room only to stage in place (over the idle bank, losing the rollback
+    /// target), and the caller did not allow it.
+    #[error(
+        "not enough space in {} for a scratch copy: staging needs {} MiB, {} MiB free; only in place over the idle bank ({} MiB, the rollback target) would fit, which is not allowed (allow_in_place)",
+        root.display(), mib(*needed), mib(*free), mib(*idle)
+    )]
+    InPlaceOnly {
+        /// The data root.
+        root: PathBuf,
+        /// Bytes staging needs.
+        needed: u64,
+        /// Bytes free for us.
+        free: u64,
+        /// Bytes the idle bank holds.
+        idle: u64,
+    },
+    /// The release's entrypoint is not a usable program inside the bank.
+    #[error("entrypoint `{command}` {reason}")]
+    BadEntrypoint {
+        /// The command as the manifest gives it.
+        command: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Rollback asked for, but the idle bank holds no release.
     #[error("no previous version to roll back to: the idle bank holds no release")]
     NoPrevious,
@@ -133,10 +202,10 @@ pub enum LayoutError {
 
 impl LayoutError {
     /// An [`LayoutError::Io`] about `path`.
-    pub(crate) fn io(path: &Path, source: io::Error) -> LayoutError {
+    pub(crate) fn io(path: &Path, cause: io::Error) -> LayoutError {
         LayoutError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 
@@ -144,6 +213,11 @@ impl LayoutError {
     pub(crate) fn at(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
         move |source| LayoutError::io(path, source)
     }
+}
+
+/// Bytes in MiB, rounded up: "needs 1 MiB" for 10 bytes, never "needs 0 MiB".
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024 * 1024)
 }
 
 #[cfg(test)]
@@ -174,8 +248,26 @@ mod tests {
             (
                 LayoutError::Locked {
                     root: "/var/lib/bankswap".into(),
+                    holder: None,
                 },
                 "root /var/lib/bankswap is locked by another bankswap process",
+            ),
+            (
+                LayoutError::Locked {
+                    root: "/r".into(),
+                    holder: Some("pid 42: bankswap run".into()),
+                },
+                "root /r is locked by another bankswap process (pid 42: bankswap run)",
+            ),
+            (
+                LayoutError::NoRoom {
+                    root: "/r".into(),
+                    needed: 300 << 20,
+                    free: 10 << 20,
+                    needed_inodes: 12,
+                    free_inodes: 1000,
+                },
+                "not enough space in /r: staging needs 300 MiB and 12 inodes, 10 MiB and 1000 inodes free",
             ),
             (
                 LayoutError::Truncated {
@@ -213,17 +305,17 @@ mod tests {
     }
 
     #[test]
-    fn io_errors_name_the_path_and_the_os_error() {
+    fn io_errors_name_the_path_and_the_os_error_once() {
         let error = LayoutError::io(
             Path::new("/r/Bank2/big.bin"),
             io::Error::from_raw_os_error(libc::ENOSPC),
         );
-        // The path is the message; the OS error is the source, so that a chain
-        // printer (anyhow's `{:#}`) shows each once: "/r/Bank2/big.bin: No space left on device".
-        assert_eq!(error.to_string(), "/r/Bank2/big.bin");
-        let source = std::error::Error::source(&error)
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        assert!(source.contains("No space left on device"), "{source}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("/r/Bank2/big.bin: No space left on device"),
+            "{text}"
+        );
+        // Not a source too: a chain printer (anyhow's `{:#}`) would print it twice.
+        assert!(std::error::Error::source(&error).is_none());
     }
 }

@@ -4,16 +4,24 @@
 //! Entries may only be regular files, folders, hard links to files already extracted,
 //! and symlinks. Paths may only hold plain names (and `.`). Symlinks are created after
 //! every other entry, so nothing is ever written through one, and each is then proven
-//! to resolve inside the bank. setuid, setgid and sticky bits are dropped. Between the
-//! decompressor and `tar` sits a [`TarGuard`]: headers `tar` would hold whole in memory
-//! are bounded before they are read, and GNU sparse entries are refused.
+//! to resolve inside the bank. setuid, setgid and sticky bits are dropped, and so is
+//! write permission for group and others: a bank is writable by the agent alone. Between
+//! the decompressor and `tar` sits a [`TarGuard`]: headers `tar` would hold whole in
+//! memory are bounded before they are read, and GNU sparse entries are refused.
+//!
+//! Bounds: no file is written past the [`Limits`] (the unpacked size and entry count the
+//! manifest announces): an entry whose header claims more than what is left is refused
+//! before a byte of it is written. Memory does not grow with the entry count: the
+//! deferred symlinks go to an unlinked scratch file beside the bank, not to memory, and
+//! only folders whose mode must wait for the end (no owner rwx) are kept, at most
+//! [`MAX_RESTRICTED_DIRS`].
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, DirBuilder, OpenOptions, Permissions};
-use std::io::{self, BufRead, Read, Write};
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::stage::fill;
@@ -29,9 +37,10 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// break the 32 MiB memory budget of SPEC §8.
 const MAX_ZSTD_WINDOW_LOG: u32 = 24;
 
-/// Permission bits kept from an archive: rwx for owner, group, others. setuid, setgid
-/// and sticky are dropped (SPEC §4).
-const PERMISSION_BITS: u32 = 0o777;
+/// Permission bits kept from an archive: rwx for the owner, r-x for group and others.
+/// setuid, setgid and sticky are dropped (SPEC §4), and so is write for group and
+/// others: the payload user may read a bank, only the agent may change it (issue 8.8).
+const PERMISSION_BITS: u32 = 0o755;
 
 /// Owner rwx, forced on folders while extracting so we can fill them; the archive's
 /// own mode is applied at the end.
@@ -40,56 +49,171 @@ const OWNER_RWX: u32 = 0o700;
 /// Mode of folders the archive implies but does not list.
 const IMPLIED_DIR_MODE: u32 = 0o755;
 
+/// Folders whose mode lacks owner rwx, kept in memory until the end (their mode would
+/// keep us from filling them). A release has a handful at most; 4096 entries of a few
+/// hundred bytes each stay far inside the 32 MiB budget, and an archive with more is
+/// refused rather than let grow memory with its entry count.
+pub const MAX_RESTRICTED_DIRS: usize = 4096;
+
+/// Bytes of the buffered writer and reader of the deferred-symlink file.
+const LINK_LOG_BUFFER: usize = 64 * 1024;
+
+/// What extraction may write at most.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Bytes of file data, in total.
+    pub(crate) bytes: u64,
+    /// Where the byte bound comes from, for the error ("announced", ...).
+    pub(crate) bytes_basis: String,
+    /// Archive entries, in total.
+    pub(crate) entries: u64,
+    /// Where the entry bound comes from.
+    pub(crate) entries_basis: String,
+}
+
 /// What extraction left for [`finish`]: the deferred symlinks and folder modes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Extracted {
-    /// Symlinks to create, in archive order: path in the bank, target as written.
-    symlinks: Vec<(PathBuf, PathBuf)>,
-    /// Final mode of every folder the archive lists.
+    /// The deferred symlinks, in archive order, in an unlinked scratch file.
+    links: LinkLog,
+    /// Final mode of every listed folder whose mode lacks owner rwx.
     dir_modes: HashMap<PathBuf, u32>,
 }
 
+/// Symlinks to create at the end: `(path in the bank, target)` records, appended to an
+/// unlinked file (gone by itself after a crash), read back in order.
+#[derive(Debug)]
+struct LinkLog {
+    /// The buffered log file.
+    writer: BufWriter<File>,
+    /// Records written.
+    count: u64,
+}
+
+impl LinkLog {
+    /// A new, already unlinked, log file in `dir` (the root, beside the scratch bank).
+    fn create(dir: &Path) -> Result<LinkLog, LayoutError> {
+        let path = dir.join(format!(".staging-links.{}", std::process::id()));
+        let _ = fs::remove_file(&path); // a leftover of a crashed process with our pid
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(LayoutError::at(&path))?;
+        fs::remove_file(&path).map_err(LayoutError::at(&path))?;
+        Ok(LinkLog {
+            writer: BufWriter::with_capacity(LINK_LOG_BUFFER, file),
+            count: 0,
+        })
+    }
+
+    /// Appends the symlink `path` -> `target`.
+    fn push(&mut self, path: &Path, target: &Path) -> Result<(), LayoutError> {
+        let mut put = |bytes: &[u8]| -> io::Result<()> {
+            let len = u32::try_from(bytes.len())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name too long"))?;
+            self.writer.write_all(&len.to_le_bytes())?;
+            self.writer.write_all(bytes)
+        };
+        put(path.as_os_str().as_bytes())
+            .and_then(|()| put(target.as_os_str().as_bytes()))
+            .map_err(|e| LayoutError::io(Path::new("(deferred symlinks)"), e))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Calls `each` with every record, in order.
+    fn for_each(
+        &mut self,
+        mut each: impl FnMut(&Path, &Path) -> Result<(), LayoutError>,
+    ) -> Result<(), LayoutError> {
+        let at = |e| LayoutError::io(Path::new("(deferred symlinks)"), e);
+        if self.count == 0 {
+            return Ok(());
+        }
+        self.writer.flush().map_err(at)?;
+        let mut file = self.writer.get_ref();
+        file.rewind().map_err(at)?;
+        let mut reader = BufReader::with_capacity(LINK_LOG_BUFFER, file);
+        let take = |reader: &mut BufReader<&File>| -> io::Result<PathBuf> {
+            let mut len = [0u8; 4];
+            reader.read_exact(&mut len)?;
+            let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+            reader.read_exact(&mut bytes)?;
+            Ok(PathBuf::from(OsStr::from_bytes(&bytes)))
+        };
+        for _ in 0..self.count {
+            let path = take(&mut reader).map_err(at)?;
+            let target = take(&mut reader).map_err(at)?;
+            each(&path, &target)?;
+        }
+        // Appends go to the end again if anything is pushed later.
+        let mut file = self.writer.get_ref();
+        file.seek(io::SeekFrom::End(0)).map_err(at)?;
+        Ok(())
+    }
+}
+
 /// Decompresses `input` by `format` and extracts its entries into the empty folder `bank`.
+/// Never more than `limits`; the deferred symlinks go to a scratch file in `scratch_dir`.
 pub(crate) fn extract_archive<R: BufRead>(
     input: R,
     format: ArchiveFormat,
     bank: &Path,
+    limits: &Limits,
+    scratch_dir: &Path,
 ) -> Result<Extracted, LayoutError> {
+    let out = Extracted {
+        links: LinkLog::create(scratch_dir)?,
+        dir_modes: HashMap::new(),
+    };
     match format {
-        ArchiveFormat::Tar => extract_tar(input, bank),
-        ArchiveFormat::TarGz => extract_tar(flate2::bufread::MultiGzDecoder::new(input), bank),
+        ArchiveFormat::Tar => extract_tar(input, bank, limits, out),
+        ArchiveFormat::TarGz => extract_tar(
+            flate2::bufread::MultiGzDecoder::new(input),
+            bank,
+            limits,
+            out,
+        ),
         ArchiveFormat::TarZst => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(archive)?;
             decoder
                 .window_log_max(MAX_ZSTD_WINDOW_LOG)
                 .map_err(archive)?;
-            extract_tar(decoder, bank)
+            extract_tar(decoder, bank, limits, out)
         }
     }
 }
 
 /// Creates the deferred symlinks, proves each resolves inside `bank`, then applies the
-/// folder modes (deepest first, so a read-only folder never blocks its children).
-pub(crate) fn finish(bank: &Path, extracted: Extracted) -> Result<(), LayoutError> {
+/// restrictive folder modes (deepest first, so a read-only folder never blocks its children).
+pub(crate) fn finish(bank: &Path, mut extracted: Extracted) -> Result<(), LayoutError> {
     // Parents first, while no symlink exists: every folder made here is a real one, so
     // no symlink below can be created through another symlink.
     let mut parents = ParentCache::default();
-    for (link, _) in &extracted.symlinks {
-        parents.ensure(bank, link)?;
-    }
-    for (link, target) in &extracted.symlinks {
+    extracted
+        .links
+        .for_each(|link, _| parents.ensure(bank, link))?;
+    extracted.links.for_each(|link, target| {
         let path = bank.join(link);
         match std::os::unix::fs::symlink(target, &path) {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(conflict(link, "a symbolic link"));
+                // Only symlinks made here can be symlinks: a later entry of the same path wins.
+                if !fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(conflict(link, "a symbolic link"));
+                }
+                fs::remove_file(&path).map_err(LayoutError::at(&path))?;
+                std::os::unix::fs::symlink(target, &path).map_err(LayoutError::at(&path))
             }
-            Err(e) => return Err(LayoutError::io(&path, e)),
+            Err(e) => Err(LayoutError::io(&path, e)),
         }
-    }
-    for (link, _) in &extracted.symlinks {
-        resolve::check_symlink(bank, link)?;
-    }
+    })?;
+    extracted
+        .links
+        .for_each(|link, _| resolve::check_symlink(bank, link))?;
     let mut dirs: Vec<_> = extracted.dir_modes.into_iter().collect();
     dirs.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
     for (dir, mode) in dirs {
@@ -101,9 +225,14 @@ pub(crate) fn finish(bank: &Path, extracted: Extracted) -> Result<(), LayoutErro
 
 /// Walks the tar entries of `reader`, through a [`TarGuard`] that refuses the headers
 /// `tar` would read whole into memory when they are too large.
-fn extract_tar<R: Read>(reader: R, bank: &Path) -> Result<Extracted, LayoutError> {
+fn extract_tar<R: Read>(
+    reader: R,
+    bank: &Path,
+    limits: &Limits,
+    out: Extracted,
+) -> Result<Extracted, LayoutError> {
     let mut tar_archive = tar::Archive::new(TarGuard::new(reader));
-    let walked = walk_entries(&mut tar_archive, bank);
+    let walked = walk_entries(&mut tar_archive, bank, limits, out);
     let mut guard = tar_archive.into_inner();
     // A refused header is the cause of whatever error `tar` then made of the failed read.
     if let Some(refusal) = guard.take_refusal() {
@@ -120,13 +249,17 @@ fn extract_tar<R: Read>(reader: R, bank: &Path) -> Result<Extracted, LayoutError
 fn walk_entries<R: Read>(
     tar_archive: &mut tar::Archive<R>,
     bank: &Path,
+    limits: &Limits,
+    out: Extracted,
 ) -> Result<Extracted, LayoutError> {
     let mut extractor = Extractor {
         bank,
         parents: ParentCache::default(),
-        symlink_index: HashMap::new(),
-        out: Extracted::default(),
+        out,
         buf: vec![0; WRITE_CHUNK],
+        limits,
+        bytes_left: limits.bytes,
+        entries_left: limits.entries,
     };
     for entry in tar_archive.entries().map_err(archive)? {
         extractor.entry(entry.map_err(archive)?)?;
@@ -140,12 +273,16 @@ struct Extractor<'a> {
     bank: &'a Path,
     /// The last folder made sure of, so sorted archives do not stat it per file.
     parents: ParentCache,
-    /// Index of each deferred symlink in `out.symlinks`: a later entry replaces it.
-    symlink_index: HashMap<PathBuf, usize>,
     /// What [`finish`] still has to do.
     out: Extracted,
     /// The copy buffer, [`WRITE_CHUNK`] bytes.
     buf: Vec<u8>,
+    /// The bounds.
+    limits: &'a Limits,
+    /// File data bytes still allowed.
+    bytes_left: u64,
+    /// Entries still allowed.
+    entries_left: u64,
 }
 
 impl Extractor<'_> {
@@ -155,6 +292,13 @@ impl Extractor<'_> {
         if kind.is_pax_global_extensions() {
             return Ok(()); // metadata for the whole archive; nothing to create
         }
+        if self.entries_left == 0 {
+            return Err(LayoutError::TooManyEntries {
+                limit: self.limits.entries,
+                basis: self.limits.entries_basis.clone(),
+            });
+        }
+        self.entries_left -= 1;
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let path = bank_path(&raw).map_err(|reason| escape(&name, reason))?;
@@ -182,8 +326,7 @@ impl Extractor<'_> {
                     reason: format!("symbolic link `{name}` has an empty target"),
                 });
             }
-            self.defer_symlink(path, target);
-            Ok(())
+            self.out.links.push(&path, &target)
         } else if kind.is_hard_link() {
             let target = link_target(&name, &entry)?;
             self.hard_link(&name, &path, &target)
@@ -210,10 +353,22 @@ impl Extractor<'_> {
         size: u64,
         data: &mut impl Read,
     ) -> Result<(), LayoutError> {
+        // The header's size is what `tar` hands out: refuse before writing a byte of it.
+        if size > self.bytes_left {
+            return Err(LayoutError::UnpackedTooLarge {
+                limit: self.limits.bytes,
+                basis: self.limits.bytes_basis.clone(),
+            });
+        }
+        self.bytes_left -= size;
         self.parents.ensure(self.bank, path)?;
         let full = self.bank.join(path);
         let mut file = create_replacing(name, &full, |p| {
-            OpenOptions::new().write(true).create_new(true).open(p)
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
         })?;
         let mut written = 0u64;
         loop {
@@ -237,11 +392,12 @@ impl Extractor<'_> {
             .map_err(LayoutError::at(&full))
     }
 
-    /// Creates the folder `path` (owner rwx for now) and remembers its final mode.
+    /// Creates the folder `path` with its mode; a mode without owner rwx is applied
+    /// at the end (owner rwx until then, so we can fill it).
     fn dir(&mut self, name: &str, path: &Path, mode: u32) -> Result<(), LayoutError> {
         self.parents.ensure(self.bank, path)?;
         let full = self.bank.join(path);
-        match DirBuilder::new().mode(mode | OWNER_RWX).create(&full) {
+        match DirBuilder::new().mode(OWNER_RWX).create(&full) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if !fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
@@ -250,20 +406,25 @@ impl Extractor<'_> {
             }
             Err(e) => return Err(LayoutError::io(&full, e)),
         }
-        self.out.dir_modes.insert(path.to_path_buf(), mode);
-        Ok(())
-    }
-
-    /// Queues the symlink `path` -> `target`; a later entry of the same path wins.
-    fn defer_symlink(&mut self, path: PathBuf, target: PathBuf) {
-        match self.symlink_index.get(&path) {
-            Some(&i) => self.out.symlinks[i].1 = target,
-            None => {
-                self.symlink_index
-                    .insert(path.clone(), self.out.symlinks.len());
-                self.out.symlinks.push((path, target));
+        // Set on the folder itself: the umask never narrows or widens it.
+        let now = mode | OWNER_RWX;
+        fs::set_permissions(&full, Permissions::from_mode(now)).map_err(LayoutError::at(&full))?;
+        if now == mode {
+            // A repeated entry: the last one wins.
+            self.out.dir_modes.remove(path);
+        } else {
+            if self.out.dir_modes.len() >= MAX_RESTRICTED_DIRS
+                && !self.out.dir_modes.contains_key(path)
+            {
+                return Err(LayoutError::Archive {
+                    reason: format!(
+                        "more than {MAX_RESTRICTED_DIRS} folders without owner rwx (at `{name}`)"
+                    ),
+                });
             }
+            self.out.dir_modes.insert(path.to_path_buf(), mode);
         }
+        Ok(())
     }
 
     /// Creates `path` as a hard link to the already extracted regular file `target`.
@@ -303,32 +464,54 @@ impl ParentCache {
         if self.last.as_deref() == Some(parent) {
             return Ok(());
         }
-        let full = bank.join(parent);
-        match DirBuilder::new()
-            .recursive(true)
-            .mode(IMPLIED_DIR_MODE)
-            .create(&full)
-        {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                return Err(LayoutError::Archive {
-                    reason: format!(
-                        "entry `{}` lies below `{}`, which is not a folder",
-                        path.display(),
-                        parent.display()
-                    ),
-                });
-            }
-            Err(e) => return Err(LayoutError::io(&full, e)),
-        }
+        make_dirs(bank, parent).map_err(|e| match e {
+            MakeDirs::NotAFolder => LayoutError::Archive {
+                reason: format!(
+                    "entry `{}` lies below `{}`, which is not a folder",
+                    path.display(),
+                    parent.display()
+                ),
+            },
+            MakeDirs::Io(e) => e,
+        })?;
         self.last = Some(parent.to_path_buf());
         Ok(())
     }
+}
+
+/// Why [`make_dirs`] failed.
+enum MakeDirs {
+    /// Something on the way is not a folder.
+    NotAFolder,
+    /// Another error.
+    Io(LayoutError),
+}
+
+/// Creates `rel` (relative to `bank`) and the folders above it, each with exactly
+/// [`IMPLIED_DIR_MODE`] (set on the folder: the umask does not apply).
+fn make_dirs(bank: &Path, rel: &Path) -> Result<(), MakeDirs> {
+    let full = bank.join(rel);
+    match DirBuilder::new().mode(OWNER_RWX).create(&full) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return if fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                Ok(())
+            } else {
+                Err(MakeDirs::NotAFolder)
+            };
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(parent) => make_dirs(bank, parent)?,
+                None => return Err(MakeDirs::Io(LayoutError::io(&full, e))),
+            }
+            return make_dirs(bank, rel);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Err(MakeDirs::NotAFolder),
+        Err(e) => return Err(MakeDirs::Io(LayoutError::io(&full, e))),
+    }
+    fs::set_permissions(&full, Permissions::from_mode(IMPLIED_DIR_MODE))
+        .map_err(|e| MakeDirs::Io(LayoutError::io(&full, e)))
 }
 
 /// Runs `create` on `path`; if a file is already there (a repeated entry) it is

@@ -1,4 +1,5 @@
-//! Small file system helpers for bank folders: empty one, make one durable.
+//! Small file system helpers for bank folders: empty one, make one durable, measure
+//! one, and ask the file system for free space and what `syncfs` is worth on it.
 
 use std::fs::{self, File};
 use std::io;
@@ -59,11 +60,113 @@ fn make_writable(dir: &Path) -> Result<(), LayoutError> {
     Ok(())
 }
 
-/// Makes everything written below `dir` durable: one `syncfs` of its file system,
-/// or, where that fails, an fsync of every file and folder below it.
+/// `statfs` magic numbers (f_type) of file systems where one `syncfs` is a real barrier
+/// for everything written before it: ext4 (also ext2/ext3), xfs, btrfs, and tmpfs
+/// (nothing to make durable). Anywhere else, and on FUSE (`0x65735546`) above all,
+/// `syncfs` may never reach the storage (the kernel does not forward it to a FUSE
+/// daemon), so every file and folder is fsynced one by one.
+const SYNCFS_BARRIER_MAGICS: [u32; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994];
+
+/// How the tree below a folder is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// One `syncfs` of the file system (fast: one call for the whole tree).
+    Syncfs,
+    /// fsync of every file and every folder (FUSE, unknown file systems).
+    EachFile,
+}
+
+/// What `syncfs` is worth on the file system holding `dir`.
+pub(crate) fn durability_of(dir: &Path) -> Durability {
+    match fs_magic(dir) {
+        Some(magic) if SYNCFS_BARRIER_MAGICS.contains(&magic) => Durability::Syncfs,
+        _ => Durability::EachFile,
+    }
+}
+
+/// The `statfs` f_type of the file system holding `dir`, if it can be asked.
+fn fs_magic(dir: &Path) -> Option<u32> {
+    let path = c_path(dir)?;
+    // SAFETY: statfs writes into the zeroed struct we own; `path` is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(path.as_ptr(), &mut st) };
+    // f_type is a signed word on some targets; the magics are 32-bit values.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = (st.f_type as i64 & 0xFFFF_FFFF) as u32;
+    (rc == 0).then_some(magic)
+}
+
+/// Free space of the file system holding a folder, as an unprivileged writer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Free {
+    /// Bytes available (f_bavail × f_frsize).
+    pub(crate) bytes: u64,
+    /// Inodes available (f_favail); `u64::MAX` where the file system has no inode limit.
+    pub(crate) inodes: u64,
+}
+
+/// `statvfs` of the file system holding `dir`.
+pub(crate) fn free_space(dir: &Path) -> Result<Free, LayoutError> {
+    let path = c_path(dir).ok_or_else(|| {
+        LayoutError::io(
+            dir,
+            io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"),
+        )
+    })?;
+    // SAFETY: statvfs writes into the zeroed struct we own; `path` is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(LayoutError::io(dir, io::Error::last_os_error()));
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let (bavail, frsize, files, favail) = (
+        st.f_bavail as u64,
+        st.f_frsize as u64,
+        st.f_files as u64,
+        st.f_favail as u64,
+    );
+    Ok(Free {
+        bytes: bavail.saturating_mul(frsize),
+        // btrfs and others report 0 inodes in total: they allocate them on demand.
+        inodes: if files == 0 { u64::MAX } else { favail },
+    })
+}
+
+/// Space a tree takes: allocated bytes (st_blocks × 512) and inodes, symlinks not followed.
+pub(crate) fn tree_usage(dir: &Path) -> Result<(u64, u64), LayoutError> {
+    let mut bytes = 0u64;
+    let mut inodes = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries = match fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(LayoutError::io(&folder, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(LayoutError::at(&folder))?;
+            let meta = entry.metadata().map_err(LayoutError::at(&entry.path()))?;
+            bytes = bytes.saturating_add(std::os::unix::fs::MetadataExt::blocks(&meta) * 512);
+            inodes += 1;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok((bytes, inodes))
+}
+
+/// `path` as a C string, `None` if it holds a NUL byte.
+fn c_path(path: &Path) -> Option<std::ffi::CString> {
+    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).ok()
+}
+
+/// Makes everything written below `dir` durable, as [`durability_of`] says is needed:
+/// one `syncfs` where that is a barrier (falling back to the walk if it fails), else an
+/// fsync of every file and folder below it.
 pub(crate) fn sync_tree(dir: &Path) -> Result<(), LayoutError> {
     #[cfg(target_os = "linux")]
-    {
+    if durability_of(dir) == Durability::Syncfs {
         use std::os::fd::AsRawFd;
         let folder = File::open(dir).map_err(LayoutError::at(dir))?;
         // SAFETY: syncfs only uses the descriptor, which `folder` keeps open for the call.
@@ -73,6 +176,24 @@ pub(crate) fn sync_tree(dir: &Path) -> Result<(), LayoutError> {
         }
     }
     fsync_walk(dir)
+}
+
+/// Removes the folder `dir` and everything in it, even read-only folders; a missing
+/// folder is fine.
+pub(crate) fn remove_tree(dir: &Path) -> Result<(), LayoutError> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LayoutError::io(dir, e)),
+        Ok(meta) if !meta.is_dir() => {
+            return fs::remove_file(dir).map_err(LayoutError::at(dir));
+        }
+        Ok(_) => {}
+    }
+    if fs::remove_dir_all(dir).is_err() {
+        make_writable(dir)?;
+        fs::remove_dir_all(dir).map_err(LayoutError::at(dir))?;
+    }
+    Ok(())
 }
 
 /// fsyncs every regular file and folder below `dir`, children before their folder.
@@ -132,6 +253,24 @@ mod tests {
         fs::write(dir.path().join("d/f"), b"x").unwrap();
         sync_tree(dir.path()).unwrap();
         fsync_walk(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn free_space_usage_and_durability_are_known() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), vec![1u8; 10_000]).unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        let free = free_space(dir.path()).unwrap();
+        assert!(free.bytes > 0 && free.inodes > 0, "{free:?}");
+        let (bytes, inodes) = tree_usage(dir.path()).unwrap();
+        assert_eq!(inodes, 2);
+        assert!(bytes >= 8192, "{bytes}");
+        // Whatever the test machine's file system, the answer is one of the two.
+        let _ = durability_of(dir.path());
+        assert_eq!(durability_of(Path::new("/proc")), Durability::EachFile);
+        remove_tree(dir.path()).unwrap();
+        assert!(!dir.path().exists());
+        remove_tree(dir.path()).unwrap();
     }
 
     #[test]

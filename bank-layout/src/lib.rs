@@ -2,14 +2,17 @@
 //!
 //! ```text
 //! ROOT/
-//!   Bank1/ Bank2/   payload files of one release each, plus RECORD_FILE (written last)
-//!   state.json      the single source of truth (active bank, phase, versions, ...)
-//!   lock            held (flock) by the one process that owns the root
+//!   Bank1/ Bank2/   payload files of one release each, plus RECORD_FILE (written last); 0755
+//!   state.json      the single source of truth (active bank, phase, versions, ...); 0600
+//!   lock            held (flock) by the one process that owns the root; 0600
+//!   .staging/       the scratch folder a release is staged into (same file system)
 //! ```
 //!
 //! [`Root::open`] takes the lock and repairs what a crash or a hand left behind;
-//! [`Root::stage`] streams a release into the idle bank; [`Root::activate`],
-//! [`Root::commit`], [`Root::rollback`] and [`Root::mark_bad`] move the state machine.
+//! [`Root::inspect`] reads without locking or writing; [`Root::stage`] streams a
+//! release into a scratch folder that replaces the idle bank only once complete;
+//! [`Root::activate`], [`Root::commit`], [`Root::rollback_marking_bad`] and
+//! [`Root::mark_bad`] move the state machine.
 //!
 //! **Architecture Invariant:** this crate knows nothing of the network, child processes,
 //! the wall clock (`now` is passed in as unix seconds) or randomness. It never writes
@@ -18,12 +21,15 @@
 #![deny(missing_docs)]
 
 mod atomic;
+mod entrypoint;
 mod error;
 mod extract;
 mod fsutil;
+mod lock;
 mod recover;
 mod resolve;
 mod root;
+mod space;
 mod stage;
 mod state;
 mod tar_guard;
@@ -32,12 +38,21 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::atomic::write_atomic;
+pub use crate::atomic::{
+    AtomicFile, DEFAULT_FILE_MODE, write_atomic, write_atomic_mode, write_atomic_with,
+};
 pub use crate::error::LayoutError;
+pub use crate::extract::MAX_RESTRICTED_DIRS;
 pub use crate::recover::Recovery;
-pub use crate::root::Root;
-pub use crate::stage::StageSpec;
-pub use crate::state::{BadVersion, BankRecord, Pending, STATE_SCHEMA, State};
+pub use crate::root::{Inspection, RolledBack, Root, SCRATCH_DIR};
+pub use crate::space::{ENTRY_OVERHEAD_BYTES, INODE_MARGIN, SPACE_MARGIN_BYTES, SpacePlan};
+pub use crate::stage::{
+    FALLBACK_EXPANSION, FALLBACK_MAX_ENTRIES, FALLBACK_MIN_UNPACKED, StageSpec,
+};
+pub use crate::state::{
+    BadVersion, BankRecord, MAX_BAD_VERSIONS, MAX_NOTE_BYTES, Pending, STATE_SCHEMA, State,
+    marked_bad,
+};
 
 /// Name of the bank record inside each bank folder.
 ///

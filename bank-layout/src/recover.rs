@@ -6,9 +6,14 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use crate::atomic::{remove_temp_files, write_atomic};
-use crate::fsutil::{empty_dir, has_entries, remove_durably};
+use crate::atomic::{fsync_dir, remove_temp_files, write_atomic_mode};
+use crate::fsutil::{empty_dir, has_entries, remove_durably, remove_tree};
+use crate::root::{Inspection, PRIVATE_MODE, SCRATCH_DIR, make_bank_dir, retired_name};
 use crate::{BankId, BankRecord, LayoutError, Phase, RECORD_FILE, STATE_FILE, State};
+
+/// Prefix of the unlinked file of deferred symlinks (see `extract`): a crash between its
+/// creation and its unlinking leaves one, removed at open.
+const LINK_LOG_PREFIX: &str = ".staging-links.";
 
 /// One repair made by [`Root::open`](crate::Root::open). `Display` is one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,10 +58,24 @@ pub enum Recovery {
         /// What the bank's record says.
         actual: Option<String>,
     },
-    /// Temp files of an interrupted [`write_atomic`] were removed.
+    /// Temp files of an interrupted [`write_atomic`](crate::write_atomic) were removed.
     TempFilesRemoved {
         /// How many.
         count: usize,
+    },
+    /// The scratch folder of an interrupted staging was removed; both banks are as
+    /// they were before it.
+    ScratchRemoved,
+    /// A staging was interrupted between its two renames: the bank folder was missing
+    /// and its retired copy was renamed back.
+    BankRestored {
+        /// The bank.
+        bank: BankId,
+    },
+    /// The retired copy of a bank replaced by a staged release was removed.
+    RetiredRemoved {
+        /// The bank.
+        bank: BankId,
     },
 }
 
@@ -95,6 +114,17 @@ impl fmt::Display for Recovery {
                     f,
                     "removed {count} temporary file(s) left by an interrupted write"
                 )
+            }
+            Recovery::ScratchRemoved => write!(
+                f,
+                "removed the scratch folder of an interrupted staging; both banks are as they were"
+            ),
+            Recovery::BankRestored { bank } => write!(
+                f,
+                "put back {bank} from its retired copy (a staging was interrupted while replacing it)"
+            ),
+            Recovery::RetiredRemoved { bank } => {
+                write!(f, "removed the retired copy of {bank} left by a staging")
             }
         }
     }
@@ -146,6 +176,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LayoutError> {
     if removed > 0 {
         notes.push(Recovery::TempFilesRemoved { count: removed });
     }
+    remove_staging_leftovers(dir, &mut notes)?;
 
     let mut records = [None, None];
     let mut findings = [Finding::Empty; 2];
@@ -212,14 +243,122 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LayoutError> {
             .as_ref()
             .map(|r| r.product.clone());
     }
+    state.bound();
     if stored.as_ref() != Some(&state) {
         let bytes = state.to_bytes().map_err(LayoutError::at(&state_path))?;
-        write_atomic(&state_path, &bytes).map_err(LayoutError::at(&state_path))?;
+        write_atomic_mode(&state_path, &bytes, PRIVATE_MODE)
+            .map_err(LayoutError::at(&state_path))?;
+    } else if let Ok(meta) = fs::metadata(&state_path) {
+        // A state file made by an older bankswap under a loose umask is narrowed.
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o777 != PRIVATE_MODE {
+            fs::set_permissions(&state_path, fs::Permissions::from_mode(PRIVATE_MODE))
+                .map_err(LayoutError::at(&state_path))?;
+        }
     }
     Ok(Recovered {
         state,
         records,
         notes,
+    })
+}
+
+/// Undoes what an interrupted staging left (see the order in `root`): a bank folder
+/// missing while its retired copy exists gets the copy back (the staged release never
+/// replaced it); a retired copy beside its bank is removed (the new release is in); the
+/// scratch folder is removed. Then the root is fsynced, so the repair is durable
+/// before anything else changes.
+fn remove_staging_leftovers(dir: &Path, notes: &mut Vec<Recovery>) -> Result<(), LayoutError> {
+    let mut changed = false;
+    for bank in BankId::ALL {
+        let retired = dir.join(retired_name(bank));
+        if fs::symlink_metadata(&retired).is_err() {
+            continue;
+        }
+        let bank_dir = dir.join(bank.dir_name());
+        match fs::symlink_metadata(&bank_dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::rename(&retired, &bank_dir).map_err(LayoutError::at(&bank_dir))?;
+                notes.push(Recovery::BankRestored { bank });
+            }
+            _ => {
+                remove_tree(&retired)?;
+                notes.push(Recovery::RetiredRemoved { bank });
+            }
+        }
+        changed = true;
+    }
+    let scratch = dir.join(SCRATCH_DIR);
+    if fs::symlink_metadata(&scratch).is_ok() {
+        remove_tree(&scratch)?;
+        notes.push(Recovery::ScratchRemoved);
+        changed = true;
+    }
+    for entry in fs::read_dir(dir).map_err(LayoutError::at(dir))? {
+        let entry = entry.map_err(LayoutError::at(dir))?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(LINK_LOG_PREFIX)
+        {
+            fs::remove_file(entry.path()).map_err(LayoutError::at(&entry.path()))?;
+            changed = true;
+        }
+    }
+    if changed {
+        fsync_dir(dir).map_err(LayoutError::at(dir))?;
+    }
+    Ok(())
+}
+
+/// The read-only view of [`Root::inspect`](crate::Root::inspect): what [`recover`]
+/// would find, without writing, creating or locking anything.
+pub(crate) fn view(dir: &Path) -> Result<Inspection, LayoutError> {
+    let meta = fs::metadata(dir).map_err(LayoutError::at(dir))?;
+    if !meta.is_dir() {
+        return Err(LayoutError::io(
+            dir,
+            io::Error::new(io::ErrorKind::NotADirectory, "a root must be a folder"),
+        ));
+    }
+    let stored = State::read(&dir.join(STATE_FILE))?;
+    let mut records = [None, None];
+    for bank in BankId::ALL {
+        let bank_dir = dir.join(bank.dir_name());
+        let record = match fs::symlink_metadata(&bank_dir) {
+            Ok(meta) if meta.is_dir() => BankRecord::read(&bank_dir)?,
+            // Between the renames of a staging: the retired copy is put back at open.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let retired = dir.join(retired_name(bank));
+                if retired.is_dir() {
+                    BankRecord::read(&retired)?
+                } else {
+                    None
+                }
+            }
+            Ok(_) => None,
+            Err(e) => return Err(LayoutError::io(&bank_dir, e)),
+        };
+        records[bank.index()] = record;
+    }
+    let has_state_file = stored.is_some();
+    let mut state = stored.unwrap_or_else(|| rebuild(&records));
+    let active = state.active;
+    if records[active.index()].is_none() && records[active.other().index()].is_some() {
+        state.active = active.other();
+        state.phase = Phase::Committed;
+        state.trial_started = None;
+    }
+    state.sync_with(&records);
+    if state.product.is_none() {
+        state.product = records[state.active.index()]
+            .as_ref()
+            .map(|r| r.product.clone());
+    }
+    Ok(Inspection {
+        state,
+        records,
+        has_state_file,
     })
 }
 
@@ -235,7 +374,7 @@ fn recover_bank(bank_dir: &Path) -> Result<(Finding, Option<BankRecord>), Layout
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir(bank_dir).map_err(LayoutError::at(bank_dir))?;
+            make_bank_dir(bank_dir)?;
             return Ok((Finding::Recreated, None));
         }
         Err(e) => return Err(LayoutError::io(bank_dir, e)),

@@ -41,13 +41,8 @@ fn steps(path: &Path) -> impl Iterator<Item = Step> + '_ {
 pub(crate) fn check_symlink(bank: &Path, link: &Path) -> Result<(), LayoutError> {
     let link_path = bank.join(link);
     let target = fs::read_link(&link_path).map_err(LayoutError::at(&link_path))?;
-    let escape = |why: &str| LayoutError::PathEscape {
-        entry: link.to_string_lossy().into_owned(),
-        reason: format!("symbolic link to `{}` {why}", target.display()),
-    };
-
     // The folder the link lives in, as names below the bank.
-    let mut at: Vec<OsString> = match link.parent() {
+    let at: Vec<OsString> = match link.parent() {
         Some(parent) => steps(parent)
             .filter_map(|s| match s {
                 Step::Name(name) => Some(name),
@@ -56,14 +51,43 @@ pub(crate) fn check_symlink(bank: &Path, link: &Path) -> Result<(), LayoutError>
             .collect(),
         None => Vec::new(),
     };
-    let mut pending: VecDeque<Step> = steps(&target).collect();
+    match walk(bank, at, &target) {
+        Ok(_) => Ok(()),
+        Err(Walk::Escape(why)) => Err(LayoutError::PathEscape {
+            entry: link.to_string_lossy().into_owned(),
+            reason: format!("symbolic link to `{}` {why}", target.display()),
+        }),
+        Err(Walk::Io(e)) => Err(e),
+    }
+}
+
+/// Resolves `rel` from the bank folder the way the kernel would, following symlinks
+/// inside the bank: the resolved path inside the bank, or why it leaves the bank.
+pub(crate) fn resolve_in_bank(bank: &Path, rel: &Path) -> Result<PathBuf, Walk> {
+    let names = walk(bank, Vec::new(), rel)?;
+    Ok(names.iter().fold(bank.to_path_buf(), |p, n| p.join(n)))
+}
+
+/// Why a walk inside the bank failed.
+#[derive(Debug)]
+pub(crate) enum Walk {
+    /// The path leaves the bank: the rule it broke.
+    Escape(String),
+    /// Reading a link failed.
+    Io(LayoutError),
+}
+
+/// Walks `target` from the folder `at` (names below `bank`), following symlinks met in
+/// the bank; returns the names of where it ends.
+fn walk(bank: &Path, mut at: Vec<OsString>, target: &Path) -> Result<Vec<OsString>, Walk> {
+    let mut pending: VecDeque<Step> = steps(target).collect();
     let mut followed = 0;
     while let Some(step) = pending.pop_front() {
         match step {
-            Step::Root => return Err(escape("points to an absolute path")),
+            Step::Root => return Err(Walk::Escape("points to an absolute path".into())),
             Step::Parent => {
                 if at.pop().is_none() {
-                    return Err(escape("leads above the bank folder"));
+                    return Err(Walk::Escape("leads above the bank folder".into()));
                 }
             }
             Step::Name(name) => {
@@ -74,11 +98,12 @@ pub(crate) fn check_symlink(bank: &Path, link: &Path) -> Result<(), LayoutError>
                 if is_symlink {
                     followed += 1;
                     if followed > MAX_SYMLINK_DEPTH {
-                        return Err(escape(&format!(
+                        return Err(Walk::Escape(format!(
                             "does not resolve within {MAX_SYMLINK_DEPTH} levels of links"
                         )));
                     }
-                    let next = fs::read_link(&here).map_err(LayoutError::at(&here))?;
+                    let next =
+                        fs::read_link(&here).map_err(|e| Walk::Io(LayoutError::io(&here, e)))?;
                     at.pop();
                     let next: Vec<Step> = steps(&next).collect();
                     for step in next.into_iter().rev() {
@@ -88,7 +113,7 @@ pub(crate) fn check_symlink(bank: &Path, link: &Path) -> Result<(), LayoutError>
             }
         }
     }
-    Ok(())
+    Ok(at)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use sha2::{Digest, Sha256};
 
+use crate::extract::Limits;
 use crate::{ArchiveFormat, BankRecord, LayoutError, extract, fsutil};
 
 /// Bytes read from the source per chunk: large enough that channel and syscall costs
@@ -23,6 +24,20 @@ const CHANNEL_DEPTH: usize = 8;
 /// enough to cost nothing.
 const PROGRESS_INTERVAL: u64 = 1024 * 1024;
 
+/// Without an announced unpacked size, the archive may unpack to at most this many
+/// times its compressed size (but at least [`FALLBACK_MIN_UNPACKED`]). zstd turns 8 GiB
+/// of zeros into ~256 KiB (32,000 : 1), while real payloads stay far below 1,000 : 1
+/// (the most repetitive test payloads reach ~5,000 : 1): 16,384 keeps both sides apart.
+pub const FALLBACK_EXPANSION: u64 = 16_384;
+
+/// Least fallback bound on the unpacked size, for tiny artifacts whose ratio says
+/// little (a 1 KiB artifact of a few MiB of a repeated pattern is honest).
+pub const FALLBACK_MIN_UNPACKED: u64 = 64 * 1024 * 1024;
+
+/// Without an announced entry count, the archive may hold at most this many entries:
+/// three times the 300,000-entry archives staging is measured with (SPEC §8).
+pub const FALLBACK_MAX_ENTRIES: u64 = 1_000_000;
+
 /// What to stage: the artifact's announced format, size and digest, and the record to
 /// write once the bank is complete.
 #[derive(Debug, Clone)]
@@ -34,22 +49,69 @@ pub struct StageSpec<'a> {
     /// Announced SHA-256 (hex) of the artifact bytes.
     pub sha256: &'a str,
     /// The record to write into the bank on success (its `sha256` is set to the
-    /// verified digest).
+    /// verified digest). Its `command` is the entrypoint, checked before the bank is
+    /// valid: it must be an executable regular file inside the bank.
     pub record: BankRecord,
+    /// The manifest's `artifact.unpacked_size`: bytes of file data the archive holds.
+    /// Never written past; `None` (an older manifest) means the fallback bound
+    /// [`FALLBACK_EXPANSION`] × `size` (at least [`FALLBACK_MIN_UNPACKED`]).
+    pub unpacked_size: Option<u64>,
+    /// The manifest's `artifact.entries`: archive entries. Never more; `None` means
+    /// [`FALLBACK_MAX_ENTRIES`].
+    pub entries: Option<u64>,
+    /// Stage in place (wiping the idle bank, the rollback target, first) when the file
+    /// system has room only for that. Off: such a staging is refused with
+    /// [`LayoutError::InPlaceOnly`]. [`Root::space_plan`](crate::Root::space_plan) says
+    /// beforehand which it will be.
+    pub allow_in_place: bool,
 }
 
-/// Streams `source` into the empty folder `bank`: caps, hashes, extracts and syncs.
-/// Returns the verified digest (lower-case hex). The caller wipes the bank on error.
+impl StageSpec<'_> {
+    /// The bounds extraction enforces.
+    pub(crate) fn limits(&self) -> Limits {
+        let (bytes, bytes_basis) = match self.unpacked_size {
+            Some(n) => (n, "announced".to_owned()),
+            None => (
+                self.size
+                    .saturating_mul(FALLBACK_EXPANSION)
+                    .max(FALLBACK_MIN_UNPACKED),
+                format!(
+                    "allowed ({FALLBACK_EXPANSION} times the artifact size, at least {FALLBACK_MIN_UNPACKED}: the manifest announces no unpacked_size)"
+                ),
+            ),
+        };
+        let (entries, entries_basis) = match self.entries {
+            Some(n) => (n, "announced".to_owned()),
+            None => (
+                FALLBACK_MAX_ENTRIES,
+                "allowed (the manifest announces no entry count)".to_owned(),
+            ),
+        };
+        Limits {
+            bytes,
+            bytes_basis,
+            entries,
+            entries_basis,
+        }
+    }
+}
+
+/// Streams `source` into the empty folder `bank`: caps, hashes, extracts, checks the
+/// entrypoint and syncs. Returns the verified digest (lower-case hex). The caller
+/// removes the folder on error. `scratch_dir` (the root) holds the unlinked file of
+/// deferred symlinks.
 ///
 /// Error priority: a size problem, a source error or a digest mismatch is reported
 /// before any archive error, since it is the cause of a decompression failure.
 pub(crate) fn stream_into(
     bank: &Path,
+    scratch_dir: &Path,
     source: impl Read + Send,
     spec: &StageSpec<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<String, LayoutError> {
     let size = spec.size;
+    let limits = spec.limits();
     let (extracted, report) = std::thread::scope(|scope| {
         let (chunks_tx, chunks_rx) = mpsc::sync_channel(CHANNEL_DEPTH);
         let (recycle_tx, recycle_rx) = mpsc::channel();
@@ -63,7 +125,8 @@ pub(crate) fn stream_into(
             reported: 0,
             progress,
         };
-        let extracted = extract::extract_archive(&mut input, spec.format, bank);
+        let extracted =
+            extract::extract_archive(&mut input, spec.format, bank, &limits, scratch_dir);
         // Whatever the archive did, hash every announced byte (capped at `size`).
         input.drain();
         match reader.join() {
@@ -90,6 +153,7 @@ pub(crate) fn stream_into(
         });
     }
     extract::finish(bank, extracted?)?;
+    crate::entrypoint::check(bank, &spec.record.command)?;
     fsutil::sync_tree(bank)?;
     Ok(actual)
 }

@@ -16,6 +16,15 @@ pub const STATE_SCHEMA: u32 = 1;
 /// a runaway or hostile file from exhausting memory.
 const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Most bad versions `state.json` keeps; the oldest marks go first. Versions come from
+/// signed manifests (at most 64 KiB each), so even 32 absurdly long ones stay below
+/// [`MAX_STATE_BYTES`], and no agent meets 32 distinct bad releases between two good ones.
+pub const MAX_BAD_VERSIONS: usize = 32;
+
+/// Longest `last_error` and bad-version reason kept, in bytes (cut at a character
+/// boundary, with an ellipsis): a line of status, not a log.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
 /// Largest bank record read: a manifest (at most 64 KiB) and its signature, plus a few
 /// short fields. Anything bigger is not a record we wrote.
 const MAX_RECORD_BYTES: u64 = 1024 * 1024;
@@ -130,7 +139,74 @@ impl Default for State {
     }
 }
 
+/// The one bad-version rule, used by the rollback refusal here and (through the binary)
+/// by the release policy: `version` at `sequence` is refused when a mark names the same
+/// version (semver equality; exact text where either does not parse) at or above that
+/// sequence. A higher sequence re-publishing the version clears the mark.
+pub fn marked_bad<'a>(
+    bad_versions: &'a [BadVersion],
+    version: &str,
+    sequence: u64,
+) -> Option<&'a BadVersion> {
+    let parsed = semver::Version::parse(version).ok();
+    bad_versions.iter().find(|bad| {
+        let same = match (&parsed, semver::Version::parse(&bad.version).ok()) {
+            (Some(a), Some(b)) => *a == b,
+            _ => bad.version == version,
+        };
+        same && sequence <= bad.sequence
+    })
+}
+
+/// `text` cut to at most [`MAX_NOTE_BYTES`] bytes at a character boundary, one line.
+pub(crate) fn bounded_note(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.len() <= MAX_NOTE_BYTES {
+        return line;
+    }
+    let mut end = MAX_NOTE_BYTES - '…'.len_utf8();
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end])
+}
+
 impl State {
+    /// Marks `version` bad at or below `sequence`: an existing mark of that version is
+    /// raised to the higher sequence, takes the new reason and becomes the newest.
+    pub(crate) fn add_bad(&mut self, version: &str, sequence: u64, reason: &str) {
+        let mut mark = BadVersion {
+            version: version.to_owned(),
+            sequence,
+            reason: bounded_note(reason),
+        };
+        if let Some(i) = self.bad_versions.iter().position(|b| b.version == version) {
+            mark.sequence = mark.sequence.max(self.bad_versions[i].sequence);
+            self.bad_versions.remove(i);
+        }
+        self.bad_versions.push(mark);
+    }
+
+    /// Applies the bounds of what `state.json` keeps: at most [`MAX_BAD_VERSIONS`] (the
+    /// newest), notes at most [`MAX_NOTE_BYTES`]; so it never outgrows its read cap.
+    pub(crate) fn bound(&mut self) {
+        let excess = self.bad_versions.len().saturating_sub(MAX_BAD_VERSIONS);
+        self.bad_versions.drain(..excess);
+        for bad in &mut self.bad_versions {
+            if bad.reason.len() > MAX_NOTE_BYTES {
+                bad.reason = bounded_note(&bad.reason);
+            }
+        }
+        if let Some(error) = &self.last_error
+            && error.len() > MAX_NOTE_BYTES
+        {
+            self.last_error = Some(bounded_note(error));
+        }
+    }
+
     /// The version `state.json` lists for `bank`.
     pub fn version_of(&self, bank: BankId) -> Option<&str> {
         match bank {
@@ -327,5 +403,60 @@ mod tests {
         };
         std::fs::write(dir.path().join(RECORD_FILE), record.to_bytes().unwrap()).unwrap();
         assert!(matches!(BankRecord::read(dir.path()), Ok(Some(r)) if r == record));
+    }
+
+    #[test]
+    fn one_bad_version_rule() {
+        let bad = [BadVersion {
+            version: "1.2.0".into(),
+            sequence: 7,
+            reason: "r".into(),
+        }];
+        assert!(marked_bad(&bad, "1.2.0", 7).is_some());
+        assert!(marked_bad(&bad, "1.2.0", 3).is_some());
+        assert!(
+            marked_bad(&bad, "1.2.0", 8).is_none(),
+            "re-published higher"
+        );
+        assert!(marked_bad(&bad, "1.2.1", 7).is_none());
+        let odd = [BadVersion {
+            version: "not-semver".into(),
+            sequence: 1,
+            reason: "r".into(),
+        }];
+        assert!(marked_bad(&odd, "not-semver", 1).is_some());
+    }
+
+    #[test]
+    fn the_state_stays_bounded() {
+        let mut state = State::default();
+        for i in 0..50_000u64 {
+            state.add_bad(&format!("1.0.{i}"), i, &"x".repeat(5000));
+            state.bound();
+        }
+        state.last_error = Some("e".repeat(1 << 20));
+        state.bound();
+        assert_eq!(state.bad_versions.len(), MAX_BAD_VERSIONS);
+        assert_eq!(state.bad_versions.last().map(|b| b.sequence), Some(49_999));
+        assert!(
+            state
+                .last_error
+                .as_ref()
+                .is_some_and(|e| e.len() <= MAX_NOTE_BYTES)
+        );
+        let bytes = state.to_bytes().unwrap();
+        assert!(
+            (bytes.len() as u64) < MAX_STATE_BYTES / 16,
+            "{}",
+            bytes.len()
+        );
+        // A repeated mark moves to the newest place and keeps the higher sequence.
+        state.add_bad("1.0.49968", 1, "again");
+        let last = state.bad_versions.last().unwrap();
+        assert_eq!(
+            (last.version.as_str(), last.sequence),
+            ("1.0.49968", 49_968)
+        );
+        assert_eq!(bounded_note("a\nb"), "a b");
     }
 }

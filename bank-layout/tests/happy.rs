@@ -197,6 +197,7 @@ fn activate_and_rollback_need_a_release() {
 fn setuid_setgid_and_sticky_bits_are_dropped() {
     let payload = || {
         Payload::new()
+            .file("bin/app", b"#!/bin/sh\n", 0o755)
             .file("suid", b"x", 0o4755)
             .file("sgid", b"x", 0o2750)
             .dir("tmp/", 0o1777)
@@ -207,7 +208,8 @@ fn setuid_setgid_and_sticky_bits_are_dropped() {
         let b = root.bank_dir(bank);
         assert_eq!(mode(&b.join("suid")), 0o755);
         assert_eq!(mode(&b.join("sgid")), 0o750);
-        assert_eq!(mode(&b.join("tmp")), 0o777);
+        // Group and others never write into a bank: only the agent does (issue 8.8).
+        assert_eq!(mode(&b.join("tmp")), 0o755);
     }
 }
 
@@ -215,6 +217,7 @@ fn setuid_setgid_and_sticky_bits_are_dropped() {
 fn read_only_folders_are_filled_then_locked_and_can_be_replaced() {
     let payload = || {
         Payload::new()
+            .file("bin/app", b"#!/bin/sh\n", 0o755)
             .dir("ro/", 0o555)
             .file("ro/inside", b"data", 0o444)
             .dir("ro/deeper/", 0o500)
@@ -247,6 +250,7 @@ fn read_only_folders_are_filled_then_locked_and_can_be_replaced() {
 #[test]
 fn archives_made_with_tar_c_dot_extract() {
     let payload = Payload::new()
+        .file("bin/app", b"#!/bin/sh\n", 0o755)
         .dir("./", 0o700)
         .dir("./bin/", 0o755)
         .file("./bin/app", b"app", 0o755)
@@ -274,6 +278,7 @@ fn long_names_from_gnu_and_pax_headers() {
     let pax_name = format!("{}/pax-file", "p".repeat(150));
     for format in FORMATS {
         let payload = Payload::new()
+            .file("bin/app", b"#!/bin/sh\n", 0o755)
             .long_file(&long, b"gnu")
             .pax_file(&pax_name, b"pax");
         let (_dir, mut root) = fresh();
@@ -288,6 +293,7 @@ fn long_names_from_gnu_and_pax_headers() {
 #[test]
 fn a_repeated_entry_takes_the_last_content_and_hard_links_keep_theirs() {
     let payload = Payload::new()
+        .file("bin/app", b"#!/bin/sh\n", 0o755)
         .file("a", b"first", 0o644)
         .hard_link("b", "a")
         .file("a", b"second", 0o600)
@@ -320,7 +326,12 @@ fn big_files_stream_in_chunks_and_progress_is_reported() {
         *byte = x as u8;
     }
     for format in FORMATS {
-        let artifact = Artifact::new(Payload::new().file("big.bin", &data, 0o644), format);
+        let artifact = Artifact::new(
+            Payload::new()
+                .file("bin/app", b"#!/bin/sh\n", 0o755)
+                .file("big.bin", &data, 0o644),
+            format,
+        );
         let (_dir, mut root) = fresh();
         let mut calls = Vec::new();
         let bank = root

@@ -44,14 +44,17 @@ fn a_second_open_is_locked_out() {
     let (dir, root) = fresh();
     let error = Root::open(dir.path()).unwrap_err();
     assert!(
-        matches!(&error, LayoutError::Locked { root } if root == dir.path()),
+        matches!(&error, LayoutError::Locked { root, .. } if root == dir.path()),
         "{error:?}"
     );
+    // The holder wrote who it is into the lock file: the message names it.
     assert_eq!(
         error.to_string(),
         format!(
-            "root {} is locked by another bankswap process",
-            dir.path().display()
+            "root {} is locked by another bankswap process (pid {}: {})",
+            dir.path().display(),
+            std::process::id(),
+            holder_name()
         )
     );
     // status reads without the lock.
@@ -298,4 +301,22 @@ fn a_bank_that_is_not_a_folder_is_an_error() {
         matches!(error, LayoutError::Io { ref path, .. } if path.ends_with("Bank2")),
         "{error:?}"
     );
+}
+
+/// How this test process names itself in the lock file: `main-HASH` and its first argument.
+fn holder_name() -> String {
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .map(|p| {
+            Path::new(&p)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .unwrap();
+    format!("{program} {}", args.next().unwrap_or_default())
+        .trim_end()
+        .to_owned()
 }

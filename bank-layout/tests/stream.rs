@@ -13,6 +13,7 @@ fn payload() -> Payload {
         .flat_map(|i| format!("line {i}\n").into_bytes())
         .collect();
     Payload::new()
+        .file("bin/app", b"#!/bin/sh\n", 0o755)
         .file("a.txt", &text, 0o644)
         .file("b.txt", b"tail", 0o644)
 }
@@ -86,6 +87,9 @@ fn an_endless_stream_is_cut_at_the_announced_size() {
         size: 1 << 20,
         sha256: &sha,
         record: record("2", 2),
+        unpacked_size: None,
+        entries: None,
+        allow_in_place: false,
     };
     let error = fails(io::repeat(0x28), spec);
     assert!(
@@ -224,29 +228,31 @@ fn a_failing_source_is_reported_as_such() {
 }
 
 #[test]
-fn a_failed_stage_wipes_the_previous_idle_release() {
-    // SPEC §3: the previous version stays until the next update *starts* staging.
+fn a_failed_stage_keeps_the_previous_idle_release() {
+    // SPEC §3, §13: the previous version stays until a newer one is completely staged.
     let (_dir, mut root) = running();
     let v2 = Artifact::new(payload(), ArchiveFormat::Tar);
     let idle = root
         .stage(v2.bytes.as_slice(), v2.spec("2", 2), &mut |_| {})
         .unwrap();
     assert!(root.bank_record(idle).is_some());
+    let before = crate::support::snapshot(&root.bank_dir(idle));
+    let state = std::fs::read(root.dir().join("state.json")).unwrap();
     let error = root
         .stage(&v2.bytes[..10], v2.spec("3", 3), &mut |_| {})
         .unwrap_err();
     assert!(matches!(error, LayoutError::Truncated { .. }));
-    assert!(root.bank_record(idle).is_none());
-    assert_eq!(std::fs::read_dir(root.bank_dir(idle)).unwrap().count(), 0);
-    // state.json was not touched by the failure; the next open corrects it.
-    assert_eq!(root.state().version_of(idle), Some("2"));
+    assert_eq!(
+        root.bank_record(idle).map(|r| r.version.as_str()),
+        Some("2")
+    );
+    assert_eq!(crate::support::snapshot(&root.bank_dir(idle)), before);
+    assert_eq!(std::fs::read(root.dir().join("state.json")).unwrap(), state);
+    assert!(!root.dir().join(bank_layout::SCRATCH_DIR).exists());
+    // And the next open finds nothing to repair.
     let dir = root.dir().to_path_buf();
     drop(root);
     let (root, notes) = Root::open(&dir).unwrap();
-    assert_eq!(root.state().version_of(idle), None);
-    assert_eq!(notes.len(), 1, "{notes:?}");
-    assert_eq!(
-        notes[0].to_string(),
-        format!("state.json listed 2 in {idle}, which holds no release; corrected")
-    );
+    assert_eq!(root.state().version_of(idle), Some("2"));
+    assert_eq!(notes, vec![]);
 }

@@ -204,6 +204,9 @@ impl Artifact {
             size: self.bytes.len() as u64,
             sha256: &self.sha256,
             record: record(version, sequence),
+            unpacked_size: None,
+            entries: None,
+            allow_in_place: false,
         }
     }
 }
@@ -356,6 +359,10 @@ impl Untouched {
             "idle bank not empty"
         );
         assert!(root.bank_record(self.active.other()).is_none());
+        assert!(
+            !root.dir().join(bank_layout::SCRATCH_DIR).exists(),
+            "scratch folder left"
+        );
     }
 }
 

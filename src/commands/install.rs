@@ -145,6 +145,10 @@ pub fn install(
                 size: manifest.artifact.size,
                 sha256: &manifest.artifact.sha256,
                 record,
+                // The manifest does not announce them yet: the layout's fallback bounds apply.
+                unpacked_size: None,
+                entries: None,
+                allow_in_place: false,
             },
             &mut |done| progress.update(done),
         )

@@ -17,20 +17,14 @@ pub fn run(args: &RootArgs) -> anyhow::Result<()> {
         return control::print_response(&dir, &response);
     }
     let mut root = open_root(&dir)?;
-    let from = root.active_bank();
-    let left = root
-        .bank_record(from)
-        .map(|r| (r.version.clone(), r.sequence));
-    let to = root
-        .rollback()
+    // One state write: the rollback and the mark of the version left.
+    let done = root
+        .rollback_marking_bad("rolled back by an admin")
         .with_context(|| format!("rollback in {}", dir.display()))?;
-    if let Some((version, sequence)) = &left {
-        root.mark_bad(version, *sequence, "rolled back by an admin")
-            .with_context(|| format!("marking {version} bad"))?;
-    }
+    let (to, from) = (done.to, done.from);
     let now = root.state().version_of(to).unwrap_or("none").to_string();
-    match left {
-        Some((version, _)) => {
+    match done.left {
+        Some(version) => {
             println!("rolled back to {now} in {to}; {version} stays in {from}, marked bad")
         }
         None => println!("rolled back to {now} in {to}"),

@@ -1,14 +1,13 @@
 //! `bankswap status`: what runs where, in text or as one JSON object (SPEC §6).
 
 use anyhow::Context;
-use bank_layout::{LayoutError, Phase, Root, State};
+use bank_layout::{Phase, Root, State};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::control::{self, Request};
 use crate::agent_id;
 use crate::cli::RootArgs;
 use crate::clock;
-use crate::commands::install::open_root;
 use crate::setup;
 
 /// The `status --json` object. Field names are a public interface.
@@ -142,15 +141,10 @@ pub fn run(args: &RootArgs, json: bool) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("agent on {}: {}", root.display(), response.message))?;
         return print(&report, json);
     }
-    let state = match Root::read_state(&root) {
-        // No state.json (a new root, or one removed to recover): open rebuilds it from the banks.
-        Err(LayoutError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound && root.is_dir() =>
-        {
-            open_root(&root)?.state().clone()
-        }
-        other => other.with_context(|| format!("root {}", root.display()))?,
-    };
+    // Read-only: no lock, no write; without state.json the view comes from the records.
+    let state = Root::inspect(&root)
+        .with_context(|| format!("root {}", root.display()))?
+        .state;
     let id = agent_id::read(&root).with_context(|| format!("root {}: agent id", root.display()))?;
     let report = StatusReport::new(&root.display().to_string(), id, &state);
     print(&report, json)

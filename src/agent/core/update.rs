@@ -175,6 +175,9 @@ impl Agent {
                     size,
                     sha256: &sha256,
                     record,
+                    unpacked_size: None,
+                    entries: None,
+                    allow_in_place: false,
                 },
                 &mut |done| progress.update(done),
             );
@@ -366,9 +369,10 @@ impl Agent {
             .root
             .as_mut()
             .ok_or_else(|| anyhow!("a release is being staged"))?;
-        let bank = root.rollback()?;
-        root.mark_bad(version, sequence, reason)?;
-        Ok(bank)
+        // One state write for the rollback and the mark of the version left, which is
+        // the active one (`version` at `sequence`).
+        let _ = (version, sequence);
+        Ok(root.rollback_marking_bad(reason)?.to)
     }
 
     // ----- control -----------------------------------------------------------------------
