@@ -5,6 +5,7 @@ mod agent;
 mod console;
 mod crash;
 mod demo;
+mod durability;
 mod hostile;
 mod install;
 mod interop;
