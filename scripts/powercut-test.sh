@@ -86,6 +86,7 @@ build_lazyfs() {
 
 LFS_N=0       # mounts so far (each has its own config, FIFO and log)
 LFS_PID=""    # the running LazyFS, if any
+LFS_PARENT="" # the subshell that started it and waits for it
 LFS_LOG=""
 LFS_FIFO=""
 
@@ -117,9 +118,11 @@ EOF
     echo $! >"$W/lazyfs/pid"
     wait
   ) >>"$W/lazyfs/stdout.log" 2>&1 &
+  LFS_PARENT=$!
+  camp_track "$LFS_PARENT"
   camp_wait "LazyFS to start" "$LAZYFS_DEADLINE_S" test -s "$W/lazyfs/pid" || camp_die "LazyFS did not start"
   LFS_PID="$(cat "$W/lazyfs/pid")"
-  camp_track "$LFS_PID"
+  camp_track "$LFS_PID" "$LFS_PARENT"
   if ! camp_wait "LazyFS to mount $MNT" "$LAZYFS_DEADLINE_S" grep -q " $MNT fuse" /proc/mounts; then
     local why
     why="$(tail -3 "$W/lazyfs/stdout.log" "$LFS_LOG" 2>/dev/null | grep -v '^==>' | tr '\n' ' ')"
@@ -156,9 +159,10 @@ lfs_umount() {
       camp_die "cannot unmount $MNT"
   fi
   if [ -n "$LFS_PID" ]; then
-    if ! camp_wait "LazyFS to exit" "$LAZYFS_DEADLINE_S" bash -c "! kill -0 $LFS_PID 2>/dev/null"; then
-      kill -KILL "$LFS_PID" 2>/dev/null || true
+    if ! camp_wait "LazyFS to exit" "$LAZYFS_DEADLINE_S" camp_gone "$LFS_PID" "$LFS_PARENT"; then
+      camp_kill_tree "$LFS_PID" "$LFS_PARENT"
     fi
+    camp_wait "LazyFS's waiter to exit" "$LAZYFS_DEADLINE_S" camp_gone "$LFS_PARENT" || true
     LFS_PID=""
   fi
 }
@@ -188,7 +192,7 @@ camp_hook_cut() {
 camp_hook_arm_crash() { lfs_cmd "lazyfs::crash::timing=before::op=rename::from_rgx=/::to_rgx=$1"; }
 # (from_rgx=/ is needed: upstream LazyFS ignores a to_rgx given alone, and matches
 # from_rgx only against the word "none", so "/" makes the rule "to_rgx only".)
-camp_hook_crashed() { ! camp_alive "$LFS_PID"; }
+camp_hook_crashed() { ! camp_alive "$LFS_PID" "$LFS_PARENT"; }
 camp_hook_recover() {
   lfs_umount
   lfs_mount

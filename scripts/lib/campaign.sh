@@ -101,16 +101,22 @@ camp_wait() {
 
 # ----- processes -------------------------------------------------------------------------
 
-# Background processes to stop on exit.
+# Background processes to stop on exit, as PID:PARENT.
 CAMP_PIDS=()
-camp_track() { CAMP_PIDS+=("$1"); }
+# camp_track PID [PARENT]: PARENT (default this shell) started PID.
+camp_track() { CAMP_PIDS+=("$1:${2:-$$}"); }
 
-# Whether PID is alive and not a zombie.
+# camp_alive PID [PARENT]: whether PID is alive, not a zombie, and still the child of
+# PARENT (default this shell). PIDs are reused (pid_max may be 32768, and a campaign
+# starts many processes): a PID whose parent is not ours is someone else's process,
+# never to be signalled.
 camp_alive() {
-  local state
-  state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
+  local stat fields
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  read -r -a fields <<<"${stat##*) }" # state ppid ...
+  [ "${fields[0]:-Z}" != Z ] && [ "${fields[1]:-}" = "${2:-$$}" ]
 }
+camp_gone() { ! camp_alive "$@"; }
 
 # Every descendant of PID, from one pass over /proc (no procps needed).
 camp_descendants() {
@@ -132,11 +138,12 @@ camp_descendants() {
   done
 }
 
-# camp_kill_tree PID: the power cut for processes: SIGSTOP PID (it starts nothing
+# camp_kill_tree PID [PARENT]: the power cut for processes: SIGSTOP PID (it starts nothing
 # more), SIGKILL it and every descendant (its payload) at once, and wait until all
 # are gone. Only processes this script started (PID and what PID started).
 camp_kill_tree() {
   local pid="$1" all p
+  camp_alive "$pid" "${2:-$$}" || return 0 # gone already (and its PID maybe reused)
   kill -STOP "$pid" 2>/dev/null || true
   all=("$pid" $(camp_descendants "$pid"))
   for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
@@ -154,7 +161,7 @@ camp_stop_agent() {
     return 0
   }
   kill -TERM "$pid" 2>/dev/null || true
-  if ! camp_wait "the agent $pid to stop" 30 bash -c "! kill -0 $pid 2>/dev/null || grep -q '^State:.*Z' /proc/$pid/status"; then
+  if ! camp_wait "the agent $pid to stop" 30 camp_gone "$pid"; then
     camp_kill_tree "$pid"
   fi
   wait "$pid" 2>/dev/null || true
@@ -164,8 +171,7 @@ camp_cleanup_procs() {
   local i pid
   for ((i = ${#CAMP_PIDS[@]} - 1; i >= 0; i--)); do
     pid="${CAMP_PIDS[$i]}"
-    camp_alive "$pid" || continue
-    camp_kill_tree "$pid"
+    camp_kill_tree "${pid%%:*}" "${pid#*:}"
   done
 }
 
@@ -560,7 +566,7 @@ camp_online_wait() {
 # camp_trial PHASE KIND INDEX: one interruption. KIND: kill | clear | crash-state |
 # crash-bank | crash-aside.
 camp_trial() {
-  local phase="$1" kind="$2" i="$3" delay log where rgx fired=""
+  local phase="$1" kind="$2" i="$3" delay log where rgx="" fired=""
   local -n window="WINDOW_$phase"
   camp_hook_prepare "trial-$i"
   log="$CAMP_W/logs/trial-$i-$phase.log"
@@ -574,7 +580,18 @@ camp_trial() {
   else
     camp_below "$window"
   fi
-  local offset=$CAMP_R started
+  local offset=$CAMP_R started early=0
+  case "$kind" in
+    crash-state) rgx='/state\.json$' ;;
+    crash-bank) rgx='/Bank[12]$' ;;     # a staged tree renamed into a bank
+    crash-aside) rgx='[^/]Bank[12]$' ;; # a bank renamed aside (e.g. .retired-Bank1)
+  esac
+  # A rollback has one state write, and is over within a few ms of starting: its
+  # crash is armed before it starts.
+  if [ "$phase" = rollback ] && [ -n "${rgx:-}" ]; then
+    camp_hook_arm_crash "$rgx"
+    early=1
+  fi
   started="$(camp_now_ms)"
   camp_start_op "$phase" "$log"
   [ "$phase" != online ] || camp_online_wait "$log"
@@ -589,13 +606,12 @@ camp_trial() {
       camp_hook_cut
       ;;
     crash-*)
-      case "$kind" in
-        crash-state) rgx='/state\.json$' ;;
-        crash-bank) rgx='/Bank[12]$' ;;  # a staged tree renamed into a bank
-        crash-aside) rgx='[^/]Bank[12]$' ;; # a bank renamed aside (e.g. .retired-Bank1)
-      esac
-      where="armed $(camp_where "$phase" "$log")"
-      camp_hook_arm_crash "$rgx"
+      if ((early)); then
+        where="armed before it started"
+      else
+        where="armed $(camp_where "$phase" "$log")"
+        camp_hook_arm_crash "$rgx"
+      fi
       camp_wait "the $phase to finish or the file system to die" "$CAMP_DEADLINE_S" \
         camp_either "$phase" "$log" || true
       camp_kill_tree "$OP_PID"
