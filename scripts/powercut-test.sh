@@ -17,8 +17,11 @@
 #                Bank1 or Bank2 that is not the bank itself, e.g. .retired-Bank1)
 # A crash whose rename never comes ("not reached") ends as a clear after the
 # operation finished. Apply and online cuts: 1/2 clear, 1/4 crash-state, 1/8 each
-# crash-bank and crash-aside; rollback: 3/4 clear, 1/4 crash-state. Before the campaign, a control case proves the harness bites:
-# a file renamed into place without fsync must come back empty (and an fsynced one whole).
+# crash-bank and crash-aside; rollback: 3/4 clear, 1/4 crash-state. Before the
+# campaign, a control case proves the harness bites: a file renamed into place
+# without fsync must come back empty (and an fsynced one whole).
+# LazyFS is built from a copy of its sources with mknod added (the agent's control
+# socket needs it; scripts/lib/lazyfs-mknod.sh), by the tools' own build script.
 #
 # Usage: scripts/powercut-test.sh [--cuts N] [--seed S]
 #   --cuts N       cuts in all (default 200), spread over the three phases in turn
