@@ -13,9 +13,15 @@
 #                next rename onto state.json: LazyFS dies right before it (the cache
 #                is lost with it); then kill the processes, remount
 #   crash-bank   the same for the next rename onto a bank folder (Bank1, Bank2)
+#   crash-aside  the same for the next rename of a bank aside (onto a name ending in
+#                Bank1 or Bank2 that is not the bank itself, e.g. .retired-Bank1)
 # A crash whose rename never comes ("not reached") ends as a clear after the
-# operation finished. Before the campaign, a control case proves the harness bites:
-# a file renamed into place without fsync must come back empty (and an fsynced one whole).
+# operation finished. Apply and online cuts: 1/2 clear, 1/4 crash-state, 1/8 each
+# crash-bank and crash-aside; rollback: 3/4 clear, 1/4 crash-state. Before the
+# campaign, a control case proves the harness bites: a file renamed into place
+# without fsync must come back empty (and an fsynced one whole).
+# LazyFS is built from a copy of its sources with mknod added (the agent's control
+# socket needs it; scripts/lib/lazyfs-mknod.sh), by the tools' own build script.
 #
 # Usage: scripts/powercut-test.sh [--cuts N] [--seed S]
 #   --cuts N       cuts in all (default 200), spread over the three phases in turn
@@ -83,6 +89,7 @@ build_lazyfs() {
 
 LFS_N=0       # mounts so far (each has its own config, FIFO and log)
 LFS_PID=""    # the running LazyFS, if any
+LFS_PARENT="" # the subshell that started it and waits for it
 LFS_LOG=""
 LFS_FIFO=""
 
@@ -105,12 +112,27 @@ blocks_per_page=1
 log_all_operations=false
 logfile="$LFS_LOG"
 EOF
-  "$LAZYFS" "$MNT" --config-path "$conf" -o allow_other -o modules=subdir -o "subdir=$LOWER" \
-    >>"$W/lazyfs/stdout.log" 2>&1 &
-  LFS_PID=$!
-  camp_track "$LFS_PID"
-  camp_wait "LazyFS to mount $MNT" "$LAZYFS_DEADLINE_S" grep -q " $MNT fuse" /proc/mounts ||
-    camp_die "LazyFS did not mount (log $LFS_LOG): $(tail -3 "$LFS_LOG" 2>/dev/null)"
+  # -f: in the foreground, so LFS_PID is the daemon itself (its death is the crash).
+  # A subshell waits for it, so its exit (LazyFS aborts when it stops) is not
+  # reported by this shell.
+  rm -f "$W/lazyfs/pid"
+  (
+    "$LAZYFS" "$MNT" -f --config-path "$conf" -o allow_other -o modules=subdir -o "subdir=$LOWER" &
+    echo $! >"$W/lazyfs/pid"
+    wait
+  ) >>"$W/lazyfs/stdout.log" 2>&1 &
+  LFS_PARENT=$!
+  camp_track "$LFS_PARENT"
+  camp_wait "LazyFS to start" "$LAZYFS_DEADLINE_S" test -s "$W/lazyfs/pid" || camp_die "LazyFS did not start"
+  LFS_PID="$(cat "$W/lazyfs/pid")"
+  camp_track "$LFS_PID" "$LFS_PARENT"
+  if ! camp_wait "LazyFS to mount $MNT" "$LAZYFS_DEADLINE_S" grep -q " $MNT fuse" /proc/mounts; then
+    local why
+    why="$(tail -3 "$W/lazyfs/stdout.log" "$LFS_LOG" 2>/dev/null | grep -v '^==>' | tr '\n' ' ')"
+    # The first mount is the test of whether FUSE works here at all.
+    ((LFS_N > 1)) || unavailable "FUSE mounts do not work here (LazyFS: $why)"
+    camp_die "LazyFS did not mount (log $LFS_LOG): $why"
+  fi
   camp_wait "LazyFS to listen for commands" "$LAZYFS_DEADLINE_S" grep -q 'waiting for fault commands' "$LFS_LOG" ||
     camp_die "LazyFS does not listen on $LFS_FIFO"
 }
@@ -137,13 +159,13 @@ lfs_mounted() { grep -q " $MNT fuse" /proc/mounts; }
 lfs_umount() {
   if lfs_mounted; then
     fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" ||
-      camp_die "cannot unmount $MNT: $(fuser -vm "$MNT" 2>&1 | tail -3)"
+      camp_die "cannot unmount $MNT"
   fi
   if [ -n "$LFS_PID" ]; then
-    if ! camp_wait "LazyFS to exit" "$LAZYFS_DEADLINE_S" bash -c "! kill -0 $LFS_PID 2>/dev/null"; then
-      kill -KILL "$LFS_PID" 2>/dev/null || true
+    if ! camp_wait "LazyFS to exit" "$LAZYFS_DEADLINE_S" camp_gone "$LFS_PID" "$LFS_PARENT"; then
+      camp_kill_tree "$LFS_PID" "$LFS_PARENT"
     fi
-    wait "$LFS_PID" 2>/dev/null || true
+    camp_wait "LazyFS's waiter to exit" "$LAZYFS_DEADLINE_S" camp_gone "$LFS_PARENT" || true
     LFS_PID=""
   fi
 }
@@ -173,7 +195,7 @@ camp_hook_cut() {
 camp_hook_arm_crash() { lfs_cmd "lazyfs::crash::timing=before::op=rename::from_rgx=/::to_rgx=$1"; }
 # (from_rgx=/ is needed: upstream LazyFS ignores a to_rgx given alone, and matches
 # from_rgx only against the word "none", so "/" makes the rule "to_rgx only".)
-camp_hook_crashed() { ! camp_alive "$LFS_PID"; }
+camp_hook_crashed() { ! camp_alive "$LFS_PID" "$LFS_PARENT"; }
 camp_hook_recover() {
   lfs_umount
   lfs_mount
@@ -239,11 +261,12 @@ done
 
 for ((i = 0; i < CUTS; i++)); do
   phase="${PHASES[$((i % ${#PHASES[@]}))]}"
-  camp_below 4
+  camp_below 8
   case "$phase:$CAMP_R" in
-    rollback:3 | apply:2 | online:2) kind=crash-state ;;
-    apply:3 | online:3) kind=crash-bank ;;
-    *) kind=clear ;;
+    *:[0-3] | rollback:[4-5]) kind=clear ;;
+    *:[4-5] | rollback:*) kind=crash-state ;;
+    *:6) kind=crash-bank ;;
+    *) kind=crash-aside ;;
   esac
   camp_trial "$phase" "$kind" "$i"
   if (((i + 1) % 10 == 0)); then camp_log "$((i + 1)) of $CUTS cuts, $CAMP_BROKEN broken so far"; fi

@@ -75,15 +75,25 @@ pub(crate) fn plan(
     idle_record: Option<&BankRecord>,
     spec: &StageSpec<'_>,
 ) -> Result<SpacePlan, LayoutError> {
-    let (needed, needed_inodes) = needs(spec);
-    let Free { bytes, inodes } = free_space(dir)?;
+    let free = free_space(dir)?;
+    decide(needs(spec), free, || tree_usage(idle_dir), idle_record)
+}
+
+/// The decision of [`plan`], given what is needed, what is free and how to measure the
+/// idle bank (asked only when the scratch copy does not fit).
+fn decide(
+    (needed, needed_inodes): (u64, u64),
+    Free { bytes, inodes }: Free,
+    idle_usage: impl FnOnce() -> Result<(u64, u64), LayoutError>,
+    idle_record: Option<&BankRecord>,
+) -> Result<SpacePlan, LayoutError> {
     if bytes >= needed && inodes >= needed_inodes {
         return Ok(SpacePlan::Scratch {
             needed,
             free: bytes,
         });
     }
-    let (idle_bytes, idle_inodes) = tree_usage(idle_dir)?;
+    let (idle_bytes, idle_inodes) = idle_usage()?;
     let (with_bytes, with_inodes) = (
         bytes.saturating_add(idle_bytes),
         inodes.saturating_add(idle_inodes),
@@ -102,4 +112,99 @@ pub(crate) fn plan(
         needed_inodes,
         free_inodes: inodes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ArchiveFormat;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn spec(unpacked: Option<u64>, entries: Option<u64>) -> StageSpec<'static> {
+        StageSpec {
+            format: ArchiveFormat::TarZst,
+            size: 10 * MIB,
+            sha256: "",
+            record: BankRecord::default(),
+            unpacked_size: unpacked,
+            entries,
+            allow_in_place: false,
+        }
+    }
+
+    fn free(bytes: u64, inodes: u64) -> Free {
+        Free { bytes, inodes }
+    }
+
+    #[test]
+    fn the_need_counts_data_entries_and_a_margin() {
+        assert_eq!(
+            needs(&spec(Some(100 * MIB), Some(10))),
+            (
+                100 * MIB + 10 * ENTRY_OVERHEAD_BYTES + SPACE_MARGIN_BYTES,
+                10 + INODE_MARGIN
+            )
+        );
+        // Without an announced size, the artifact's own size is all that is known.
+        assert_eq!(
+            needs(&spec(None, None)),
+            (10 * MIB + SPACE_MARGIN_BYTES, INODE_MARGIN)
+        );
+        assert_eq!(needs(&spec(Some(u64::MAX), Some(u64::MAX))).0, u64::MAX);
+    }
+
+    #[test]
+    fn scratch_in_place_or_no_room() {
+        let need = (100 * MIB, 1000);
+        let record = BankRecord {
+            version: "1.0.0".into(),
+            ..BankRecord::default()
+        };
+        let never = || -> Result<(u64, u64), LayoutError> {
+            Err(LayoutError::NoPrevious) // not asked when the scratch copy fits
+        };
+        assert_eq!(
+            decide(need, free(200 * MIB, 5000), never, Some(&record)).unwrap(),
+            SpacePlan::Scratch {
+                needed: 100 * MIB,
+                free: 200 * MIB
+            }
+        );
+        assert_eq!(
+            decide(
+                need,
+                free(60 * MIB, 5000),
+                || Ok((50 * MIB, 10)),
+                Some(&record)
+            )
+            .unwrap(),
+            SpacePlan::InPlace {
+                needed: 100 * MIB,
+                free: 60 * MIB,
+                idle: 50 * MIB,
+                loses: Some("1.0.0".into())
+            }
+        );
+        // Inodes count as much as bytes.
+        assert!(matches!(
+            decide(need, free(500 * MIB, 900), || Ok((MIB, 200)), None).unwrap(),
+            SpacePlan::InPlace { loses: None, .. }
+        ));
+        assert_eq!(
+            decide(
+                need,
+                free(10 * MIB, 5000),
+                || Ok((50 * MIB, 10)),
+                Some(&record)
+            )
+            .unwrap(),
+            SpacePlan::NoRoom {
+                needed: 100 * MIB,
+                free: 10 * MIB,
+                needed_inodes: 1000,
+                free_inodes: 5000
+            }
+        );
+    }
 }

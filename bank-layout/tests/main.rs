@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod durable;
 mod escapes;
 mod happy;
 mod headers;
+mod memory;
 mod recovery;
 mod stream;
 mod support;

@@ -26,7 +26,7 @@
 #      previous version (which must exist) whole in the other.
 # A trial whose check 1 fails is counted broken and not restarted (bounded time).
 #
-# Needs: bash, coreutils, diffutils, grep, sed, procps (ps). No python.
+# Needs: bash, coreutils, diffutils, grep, sed. No python, no procps.
 
 CAMP_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
@@ -101,31 +101,49 @@ camp_wait() {
 
 # ----- processes -------------------------------------------------------------------------
 
-# Background processes to stop on exit.
+# Background processes to stop on exit, as PID:PARENT.
 CAMP_PIDS=()
-camp_track() { CAMP_PIDS+=("$1"); }
+# camp_track PID [PARENT]: PARENT (default this shell) started PID.
+camp_track() { CAMP_PIDS+=("$1:${2:-$$}"); }
 
-# Whether PID is alive and not a zombie.
+# camp_alive PID [PARENT]: whether PID is alive, not a zombie, and still the child of
+# PARENT (default this shell). PIDs are reused (pid_max may be 32768, and a campaign
+# starts many processes): a PID whose parent is not ours is someone else's process,
+# never to be signalled.
 camp_alive() {
-  local state
-  state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
+  local stat fields
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  read -r -a fields <<<"${stat##*) }" # state ppid ...
+  [ "${fields[0]:-Z}" != Z ] && [ "${fields[1]:-}" = "${2:-$$}" ]
 }
+camp_gone() { ! camp_alive "$@"; }
 
-# Every descendant of PID (children first listed after their parent).
+# Every descendant of PID, from one pass over /proc (no procps needed).
 camp_descendants() {
-  local child
-  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$child"
-    camp_descendants "$child"
+  local p stat fields parent child
+  local -A kids=()
+  for p in /proc/[0-9]*; do
+    { read -r stat <"$p/stat"; } 2>/dev/null || continue
+    read -r -a fields <<<"${stat##*) }" # state ppid ...
+    kids[${fields[1]:-0}]+=" ${p#/proc/}"
+  done
+  local todo=("$1")
+  while [ ${#todo[@]} -gt 0 ]; do
+    parent="${todo[0]}"
+    todo=("${todo[@]:1}")
+    for child in ${kids[$parent]:-}; do
+      echo "$child"
+      todo+=("$child")
+    done
   done
 }
 
-# camp_kill_tree PID: the power cut for processes: SIGSTOP PID (it starts nothing
+# camp_kill_tree PID [PARENT]: the power cut for processes: SIGSTOP PID (it starts nothing
 # more), SIGKILL it and every descendant (its payload) at once, and wait until all
 # are gone. Only processes this script started (PID and what PID started).
 camp_kill_tree() {
   local pid="$1" all p
+  camp_alive "$pid" "${2:-$$}" || return 0 # gone already (and its PID maybe reused)
   kill -STOP "$pid" 2>/dev/null || true
   all=("$pid" $(camp_descendants "$pid"))
   for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
@@ -143,7 +161,7 @@ camp_stop_agent() {
     return 0
   }
   kill -TERM "$pid" 2>/dev/null || true
-  if ! camp_wait "the agent $pid to stop" 30 bash -c "! kill -0 $pid 2>/dev/null || grep -q '^State:.*Z' /proc/$pid/status"; then
+  if ! camp_wait "the agent $pid to stop" 30 camp_gone "$pid"; then
     camp_kill_tree "$pid"
   fi
   wait "$pid" 2>/dev/null || true
@@ -153,8 +171,7 @@ camp_cleanup_procs() {
   local i pid
   for ((i = ${#CAMP_PIDS[@]} - 1; i >= 0; i--)); do
     pid="${CAMP_PIDS[$i]}"
-    camp_alive "$pid" || continue
-    camp_kill_tree "$pid"
+    camp_kill_tree "${pid%%:*}" "${pid#*:}"
   done
 }
 
@@ -484,28 +501,117 @@ camp_calibrate() {
   done
   WINDOW_MS=$((longest * 3 / 2 + 20))
   camp_log "$phase: an uninterrupted run takes up to ${longest} ms; cuts fall in the first ${WINDOW_MS} ms"
+  if [ "$phase" = online ]; then camp_segments "$log" "$start" "$took"; fi
 }
 
-# camp_trial PHASE KIND INDEX: one interruption. KIND: kill | clear | crash-state | crash-bank.
+# The steps of the online update, each with a weight: a cut falls into a step chosen
+# by weight, at a uniform point of it, so short steps (staging a small payload takes
+# a few hundred ms; the trial lasts CAMP_GRACE) are cut as often as they matter.
+CAMP_STEPS=(boot:1 scheduled:1 staging:3 swap:1 trial:2 committed:1)
+# Log line (ERE) that starts each step after boot.
+declare -gA CAMP_STEP_START=([scheduled]='release scheduled' [staging]=' staging ' [swap]='staged and verified'
+  [trial]='swapped' [committed]=' committed ')
+
+# camp_log_ms LOG ERE: unix time in ms of the first line matching ERE (lines start with RFC 3339 UTC).
+camp_log_ms() {
+  local ts
+  ts="$(camp_plain "$1" | grep -E -m1 -e "$2" | cut -d' ' -f1)"
+  [ -n "$ts" ] && date -u -d "$ts" +%s%3N
+}
+
+# camp_segments LOG START_MS TOOK_MS: STEP_FROM[step], STEP_TO[step] in ms after the
+# agent's start, from an uninterrupted probe's log.
+camp_segments() {
+  local log="$1" start="$2" took="$3" step prev=boot at
+  declare -gA STEP_FROM=([boot]=0) STEP_TO=()
+  for step in scheduled staging swap trial committed; do
+    at="$(camp_log_ms "$log" "${CAMP_STEP_START[$step]}")" || camp_die "the probe's log has no '${CAMP_STEP_START[$step]}' line"
+    at=$((at - start))
+    ((at >= STEP_FROM[$prev])) || at=${STEP_FROM[$prev]}
+    STEP_TO[$prev]=$at
+    STEP_FROM[$step]=$at
+    prev=$step
+  done
+  STEP_TO[committed]=$((took + took / 4 + 20))
+  local line=""
+  for step in boot scheduled staging swap trial committed; do line+=" $step ${STEP_FROM[$step]}-${STEP_TO[$step]}"; done
+  camp_log "online steps (ms after the agent starts):$line"
+}
+
+# camp_online_delay: picks a step by CAMP_STEPS' weights; CAMP_STEP = it, CAMP_R = a
+# uniform offset (ms) within its length in the probe. The trial waits for the step's
+# first log line, then sleeps the offset: on a loaded machine the steps stretch, but
+# each is still cut as often as its weight says.
+camp_online_delay() {
+  local total=0 entry pick
+  for entry in "${CAMP_STEPS[@]}"; do total=$((total + ${entry#*:})); done
+  camp_below "$total"
+  pick=$CAMP_R
+  for entry in "${CAMP_STEPS[@]}"; do
+    if ((pick < ${entry#*:})); then
+      CAMP_STEP="${entry%:*}"
+      camp_below $((STEP_TO[$CAMP_STEP] - STEP_FROM[$CAMP_STEP] + 1))
+      return
+    fi
+    pick=$((pick - ${entry#*:}))
+  done
+}
+
+# camp_online_wait LOG: waits for CAMP_STEP's first log line (boot: none), bounded.
+camp_online_wait() {
+  [ "$CAMP_STEP" = boot ] && return 0
+  camp_wait "the agent to reach $CAMP_STEP" "$CAMP_DEADLINE_S" camp_log_has "$1" "${CAMP_STEP_START[$CAMP_STEP]}" || true
+}
+
+# camp_trial PHASE KIND INDEX: one interruption. KIND: kill | clear | crash-state |
+# crash-bank | crash-aside.
 camp_trial() {
-  local phase="$1" kind="$2" i="$3" delay log where rgx fired=""
+  local phase="$1" kind="$2" i="$3" delay log where rgx="" fired=""
   local -n window="WINDOW_$phase"
   camp_hook_prepare "trial-$i"
   log="$CAMP_W/logs/trial-$i-$phase.log"
-  camp_below "$window"
-  delay=$CAMP_R
+  # A crash is armed for the next matching rename after the delay: armed after the
+  # end it would never fire, so it falls within the first half of the operation
+  # (a third of the window; the command runs for less than its probe did).
+  if [ "$phase" = online ]; then
+    camp_online_delay
+  elif [ "${kind#crash-}" != "$kind" ]; then
+    camp_below $((window / 3))
+  else
+    camp_below "$window"
+  fi
+  local offset=$CAMP_R started early=0
+  case "$kind" in
+    crash-state) rgx='/state\.json$' ;;
+    crash-bank) rgx='/Bank[12]$' ;;     # a staged tree renamed into a bank
+    crash-aside) rgx='[^/]Bank[12]$' ;; # a bank renamed aside (e.g. .retired-Bank1)
+  esac
+  # A rollback has one state write, and is over within a few ms of starting: its
+  # crash is armed before it starts.
+  if [ "$phase" = rollback ] && [ -n "${rgx:-}" ]; then
+    camp_hook_arm_crash "$rgx"
+    early=1
+  fi
+  started="$(camp_now_ms)"
   camp_start_op "$phase" "$log"
-  camp_sleep_ms "$delay"
+  [ "$phase" != online ] || camp_online_wait "$log"
+  camp_sleep_ms "$offset"
+  delay=$(($(camp_now_ms) - started)) # what the cut's report shows
   case "$kind" in
     kill | clear)
-      where="$(camp_where "$phase" "$log")"
+      # (for the agent, its log after the kill says best where it was)
+      [ "$phase" = online ] || where="$(camp_where "$phase" "$log")"
       camp_kill_tree "$OP_PID"
+      [ "$phase" != online ] || where="$(camp_where "$phase" "$log")"
       camp_hook_cut
       ;;
-    crash-state | crash-bank)
-      if [ "$kind" = crash-state ]; then rgx='/state\.json$'; else rgx='/Bank[12]$'; fi
-      where="armed $(camp_where "$phase" "$log")"
-      camp_hook_arm_crash "$rgx"
+    crash-*)
+      if ((early)); then
+        where="armed before it started"
+      else
+        where="armed $(camp_where "$phase" "$log")"
+        camp_hook_arm_crash "$rgx"
+      fi
       camp_wait "the $phase to finish or the file system to die" "$CAMP_DEADLINE_S" \
         camp_either "$phase" "$log" || true
       camp_kill_tree "$OP_PID"
@@ -519,6 +625,7 @@ camp_trial() {
       ;;
   esac
   local label="$kind${fired:+ ($fired)} $where"
+  CAMP_WHY=""
   if ! camp_check_after_cut "$ROOT"; then
     camp_record "$phase" "$kind" "$i" BROKEN "cut at ${delay} ms ($label): $CAMP_WHY"
   elif ! camp_check_restart "$ROOT" "$CAMP_W/logs/trial-$i-restart.log"; then
@@ -526,5 +633,6 @@ camp_trial() {
   else
     camp_record "$phase" "$kind" "$i" OK "$label -> $OUTCOME"
   fi
+  if [ "${CAMP_VERBOSE:-0}" = 1 ]; then camp_log "#$i $phase cut at $delay ms ($label): ${CAMP_WHY:-ok, $OUTCOME}"; fi
   camp_hook_finish
 }
