@@ -490,3 +490,30 @@ fn status_on_a_locked_root_without_state_takes_no_lock_and_writes_nothing() {
     assert_eq!(v["active_version"], "1.1.0");
     assert_eq!(listing(&s.root), before, "status wrote into the root");
 }
+
+#[test]
+fn published_artifacts_are_0644_under_umask_000() {
+    let w = World::new();
+    let data = w.path("data");
+    let payload = w.payload("1.0.0", 1, 10);
+    let out = Command::new("sh")
+        .args(["-c", "umask 000; exec \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_bankswap"))
+        .args(["publish", "--key", &w.secret("release")])
+        .args(["--payload", &payload.display().to_string()])
+        .args(["--version", "1.0.0", "--entrypoint", "bin/app"])
+        .args(["--to", &data.display().to_string()])
+        .output()
+        .expect("publish runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let artifacts: Vec<PathBuf> = fs::read_dir(data.join("v1/artifacts"))
+        .expect("artifacts")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "no temp file left: {artifacts:?}");
+    assert_eq!(mode(&artifacts[0]), 0o644);
+}

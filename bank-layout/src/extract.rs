@@ -55,6 +55,12 @@ const IMPLIED_DIR_MODE: u32 = 0o755;
 /// refused rather than let grow memory with its entry count.
 pub const MAX_RESTRICTED_DIRS: usize = 4096;
 
+/// Most bytes of symlink paths and targets deferred to the end (the scratch file
+/// holding them is on the root's disk, outside the unpacked-size bound, which counts
+/// file data): 300,000 links with 400-byte names each fit; a bomb of long-named links
+/// does not fill the disk.
+pub const MAX_LINK_NAME_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Bytes of the buffered writer and reader of the deferred-symlink file.
 const LINK_LOG_BUFFER: usize = 64 * 1024;
 
@@ -88,6 +94,8 @@ struct LinkLog {
     writer: BufWriter<File>,
     /// Records written.
     count: u64,
+    /// Bytes of names written, at most [`MAX_LINK_NAME_BYTES`].
+    name_bytes: u64,
 }
 
 impl LinkLog {
@@ -106,11 +114,22 @@ impl LinkLog {
         Ok(LinkLog {
             writer: BufWriter::with_capacity(LINK_LOG_BUFFER, file),
             count: 0,
+            name_bytes: 0,
         })
     }
 
     /// Appends the symlink `path` -> `target`.
     fn push(&mut self, path: &Path, target: &Path) -> Result<(), LayoutError> {
+        let len = (path.as_os_str().len() + target.as_os_str().len()) as u64;
+        self.name_bytes += len;
+        if self.name_bytes > MAX_LINK_NAME_BYTES {
+            return Err(LayoutError::Archive {
+                reason: format!(
+                    "symbolic links with more than {MAX_LINK_NAME_BYTES} bytes of names (at `{}`)",
+                    path.display()
+                ),
+            });
+        }
         let mut put = |bytes: &[u8]| -> io::Result<()> {
             let len = u32::try_from(bytes.len())
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name too long"))?;

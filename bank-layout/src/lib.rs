@@ -42,7 +42,7 @@ pub use crate::atomic::{
     AtomicFile, DEFAULT_FILE_MODE, write_atomic, write_atomic_mode, write_atomic_with,
 };
 pub use crate::error::LayoutError;
-pub use crate::extract::MAX_RESTRICTED_DIRS;
+pub use crate::extract::{MAX_LINK_NAME_BYTES, MAX_RESTRICTED_DIRS};
 pub use crate::recover::Recovery;
 pub use crate::root::{Inspection, RolledBack, Root, SCRATCH_DIR};
 pub use crate::space::{ENTRY_OVERHEAD_BYTES, INODE_MARGIN, SPACE_MARGIN_BYTES, SpacePlan};

@@ -35,8 +35,8 @@ pub const MAX_ARTIFACT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Buffer between the request body and the temporary file: few, large writes.
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
-/// Temporary upload files start with a dot, so no artifact URL ever names them.
-const TEMP_PREFIX: &str = ".upload-";
+/// Mode of stored artifacts: world-readable (they are public, served to agents).
+const ARTIFACT_MODE: u32 = 0o644;
 
 /// What a successful artifact upload answers.
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,7 +79,7 @@ pub async fn put_artifact(
         check_digest(&name, &digest, &actual)?;
         return Ok(stored(StatusCode::OK, &name, size, false));
     }
-    let (temp, file) = temp_file(dir.clone()).await?;
+    let (temp, file) = temp_file(dir, target).await?;
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
     let (actual, size) = copy_hashed(body, &mut writer).await?;
     writer
@@ -93,26 +93,26 @@ pub async fn put_artifact(
     drop(file);
     // A mismatch drops `temp`, which removes the file.
     check_digest(&name, &digest, &actual)?;
-    let place = target.clone();
-    tokio::task::spawn_blocking(move || {
-        temp.persist(&place).map_err(|e| e.error)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })
-    .await
-    .map_err(|e| AdminError::internal("cannot store the artifact", e))?
-    .map_err(|e| AdminError::internal("cannot store the artifact", e))?;
+    // The one crash-safe write (bank_layout::AtomicFile): rename over, fsync the folder.
+    tokio::task::spawn_blocking(move || temp.commit())
+        .await
+        .map_err(|e| AdminError::internal("cannot store the artifact", e))?
+        .map_err(|e| AdminError::internal("cannot store the artifact", e))?;
     info!(artifact = %name, size, "artifact uploaded");
     Ok(stored(StatusCode::CREATED, &name, size, true))
 }
 
-/// A new temporary file in `dir` (created if needed), and an async handle on it.
-async fn temp_file(dir: PathBuf) -> Result<(tempfile::NamedTempFile, tokio::fs::File), AdminError> {
+/// A new temporary file for `target` in `dir` (created if needed), and an async handle
+/// on it. Its name starts with a dot, so no artifact URL ever names it; dropped
+/// uncommitted, it is removed.
+async fn temp_file(
+    dir: PathBuf,
+    target: PathBuf,
+) -> Result<(bank_layout::AtomicFile, tokio::fs::File), AdminError> {
     let made = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        let temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(&dir)?;
-        let file = temp.reopen()?;
+        let mut temp = bank_layout::AtomicFile::new(&target, ARTIFACT_MODE)?;
+        let file = temp.file().try_clone()?;
         Ok::<_, std::io::Error>((temp, file))
     })
     .await

@@ -7,7 +7,11 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use bank_layout::AtomicFile;
 use sha2::{Digest, Sha256};
+
+/// Mode of published artifacts: world-readable (a web server serves them).
+const ARTIFACT_MODE: u32 = 0o644;
 
 /// zstd level of published archives: fast to make, ~2 GB/s to unpack.
 const ZSTD_LEVEL: i32 = 3;
@@ -46,10 +50,12 @@ impl Packed {
 /// Packs `payload` into `artifacts/<sha256>.tar.zst`, written crash-safely.
 pub fn pack_artifact(payload: &Path, artifacts: &Path) -> anyhow::Result<Packed> {
     fs::create_dir_all(artifacts).with_context(|| format!("creating {}", artifacts.display()))?;
-    let temp = tempfile::NamedTempFile::new_in(artifacts)
+    // The one crash-safe write (bank_layout::AtomicFile): a 0644 temp file beside the
+    // final name, which is known only once the digest is.
+    let mut temp = AtomicFile::new(&artifacts.join("artifact.tar.zst"), ARTIFACT_MODE)
         .with_context(|| format!("creating a file in {}", artifacts.display()))?;
     let mut sink = HashingWriter {
-        inner: BufWriter::new(temp.reopen()?),
+        inner: BufWriter::new(temp.file().try_clone()?),
         hasher: Sha256::new(),
         size: 0,
     };
@@ -65,13 +71,11 @@ pub fn pack_artifact(payload: &Path, artifacts: &Path) -> anyhow::Result<Packed>
         size,
     } = sink;
     inner.flush()?;
-    inner.get_ref().sync_all()?;
     drop(inner);
     let sha256 = hex::encode(hasher.finalize());
     let file = artifacts.join(format!("{sha256}.tar.zst"));
-    temp.persist(&file)
+    temp.commit_as(&file)
         .with_context(|| format!("writing {}", file.display()))?;
-    File::open(artifacts)?.sync_all()?;
     Ok(Packed {
         file,
         sha256,
