@@ -465,28 +465,21 @@ fn status_on_an_uninitialised_root_creates_nothing() {
 fn status_on_a_locked_root_without_state_takes_no_lock_and_writes_nothing() {
     let s = setup();
     fs::remove_file(s.root.join("state.json")).expect("remove state.json");
-    // Another process holds the lock (a `run` starting), for as long as this test needs.
-    let mut holder = Command::new("flock")
-        .arg(s.root.join("lock"))
-        .args(["sleep", "1000"])
-        .spawn()
-        .expect("flock runs");
-    let deadline = Instant::now() + CONDITION_DEADLINE;
-    while Command::new("flock")
-        .args(["-n"])
-        .arg(s.root.join("lock"))
-        .arg("true")
-        .status()
-        .expect("flock -n")
-        .success()
-    {
-        assert!(Instant::now() < deadline, "the lock was never held");
-        std::thread::sleep(POLL_INTERVAL);
-    }
+    // Another holder has the lock (a `run` starting), for as long as this test needs:
+    // this test process itself, through its own open file (flock locks conflict
+    // between open files, whatever the process).
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(s.root.join("lock"))
+        .expect("open lock");
+    lock.try_lock().expect("the lock is free before");
     let before = listing(&s.root);
     let out = run(["status", "--root", &s.root.display().to_string(), "--json"]);
-    let _ = holder.kill();
-    let _ = holder.wait();
+    // And it is still ours: status did not take or break it.
+    let again = fs::File::open(s.root.join("lock")).expect("open lock");
+    assert!(again.try_lock().is_err(), "the lock was released");
+    drop(lock);
     assert_eq!(out.code, 0, "status must not need the lock: {}", out.stderr);
     let v: Value = serde_json::from_str(&out.stdout).expect("json");
     // Derived from the records: the newest sequence is active.
