@@ -1,7 +1,8 @@
 //! Talking to the console over HTTPS: the client (system roots plus
 //! `[tls] ca_certs`, `[proxy]`, timeouts), the manifest check with
-//! `If-None-Match` and the push `wait`, and the artifact stream that resumes
-//! with `Range` after a broken connection.
+//! `If-None-Match` and the push `wait` (with the channel's key rotation
+//! record, SPEC §13), and the artifact stream that resumes with `Range`
+//! after a broken connection.
 
 use std::io::{self, Read};
 use std::time::Duration;
@@ -83,7 +84,18 @@ pub enum Checked {
         signature: Vec<u8>,
         /// The ETag to send next time.
         etag: Option<String>,
+        /// The channel's key rotation record, if the console has one.
+        rotation: Option<Rotation>,
     },
+}
+
+/// A channel's key rotation record as fetched (`keys.json` + `.minisig`).
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// Record bytes (at most the rotation cap + 1, so verification can say "too large").
+    pub record: Vec<u8>,
+    /// Signature bytes.
+    pub signature: Vec<u8>,
 }
 
 /// Asks for the channel's manifest. With an `etag` and a `wait`, a console holds the
@@ -143,11 +155,64 @@ pub async fn check(
     let signature = read_capped(response, MAX_SIGNATURE_BYTES)
         .await
         .map_err(failed)?;
+    let rotation = rotation(http, base, channel, timeouts).await?;
     Ok(Checked::Release {
         manifest,
         signature,
         etag: new_etag,
+        rotation,
     })
+}
+
+/// Asks for the channel's key rotation record and its signature, fetched with
+/// every new manifest so that a release signed by an endorsed key verifies.
+/// A 404 means the channel has no record.
+async fn rotation(
+    http: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    timeouts: &Timeouts,
+) -> anyhow::Result<Option<Rotation>> {
+    let record_url = url(base, &format!("channels/{channel}/keys.json"));
+    let Some(record) = get_optional(
+        http,
+        &record_url,
+        signing::MAX_ROTATION_BYTES as u64,
+        timeouts,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let sig_url = format!("{record_url}.minisig");
+    let signature = get_optional(http, &sig_url, MAX_SIGNATURE_BYTES, timeouts)
+        .await?
+        .ok_or_else(|| {
+            anyhow!("{sig_url}: the console answered 404 (a record without its signature)")
+        })?;
+    Ok(Some(Rotation { record, signature }))
+}
+
+/// GETs a small file within `[timeouts] request`: `None` on 404.
+async fn get_optional(
+    http: &reqwest::Client,
+    url: &str,
+    limit: u64,
+    timeouts: &Timeouts,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let failed =
+        |e: reqwest::Error| anyhow!("{url}: {}", describe_cut(&e, timeouts.request, "request"));
+    let response = http
+        .get(url)
+        .timeout(timeouts.request)
+        .send()
+        .await
+        .map_err(failed)?;
+    if response.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let response = ok_status(response, url)?;
+    Ok(Some(read_capped(response, limit).await.map_err(failed)?))
 }
 
 fn ok_status(response: reqwest::Response, url: &str) -> anyhow::Result<reqwest::Response> {
