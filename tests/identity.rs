@@ -546,3 +546,71 @@ fn an_agent_reporting_in_a_loop_is_rate_limited() {
     assert_eq!(statuses[60], 429);
     assert_eq!(fleet.fleet()[0]["last_error"], "report 59");
 }
+
+#[test]
+fn a_running_agent_renews_its_certificate_and_reports_with_the_new_one() {
+    // 60 s is the shortest `--cert-lifetime`: the agent renews after 40 s.
+    let w = World::new();
+    let data = w.path("console-data");
+    fs::create_dir_all(&data).expect("data");
+    let ca = make_test_ca(&w.path("tls"));
+    let console = ConsoleProcess::start_with(
+        &data,
+        &ca,
+        "127.0.0.1:0",
+        &w.path("console.log"),
+        &["--cert-lifetime", "60s"],
+    );
+    let live = Live {
+        w,
+        data,
+        ca,
+        console,
+    };
+    live.publish_sleeper("1.0.0");
+    let data = live.data.display().to_string();
+    let token = run_ok(["console", "token", "create", "--data", &data])
+        .stdout
+        .trim()
+        .to_string();
+    let token_file = live.w.path("enrollment-token");
+    fs::write(&token_file, format!("{token}\n")).expect("token file");
+    let agent = live.agent(
+        "agent",
+        &format!(
+            "enrollment_token_file = \"{}\"\n[health]\ngrace = \"1s\"\n",
+            token_file.display()
+        ),
+    );
+    agent.wait_committed("1.0.0");
+    let id = agent_id(&live.w.path("agent"));
+    let expiry = || {
+        let out = run_ok(["console", "agents", "--data", &data, "--json"]);
+        let agents: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        agents[0]["cert_expiry"].as_u64().expect("expiry")
+    };
+    let enrolled = expiry();
+
+    agent.wait_log("agent certificate renewed");
+    assert!(expiry() > enrolled, "the console recorded a later expiry");
+    // Once the first certificate expired, only the new one can report (this
+    // console takes no anonymous reports and refuses expired certificates).
+    wait_for("the first certificate to expire", || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            > enrolled
+    });
+    live.publish_sleeper("2.0.0");
+    agent.wait_committed("2.0.0");
+    wait_for("the report of 2.0.0", || {
+        let out = run_ok(["console", "fleet", "--data", &data, "--json"]);
+        let fleet: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        fleet
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|e| e["agent_id"] == id.as_str() && e["version"] == "2.0.0")
+    });
+}

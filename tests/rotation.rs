@@ -1,12 +1,18 @@
 //! Key rotation without touching machines (SPEC §13, issue 9 item 5): a
 //! fleet that trusts key A moves to key B through a signed rotation record in
 //! the channel, with no config change; what a revoked key signs is refused;
-//! a record signed by an untrusted key is refused and changes nothing.
+//! a record signed by an untrusted key is refused and changes nothing. Both
+//! offline (`apply` of a bundle) and online (a running agent and a console).
 
 use std::fs;
 use std::path::Path;
 
+use crate::support::https::Http;
+use crate::support::live::{Live, wait_for};
 use crate::support::{Snapshot, World, assert_fails_with, run, run_ok, status};
+
+/// Short trials, so that a live agent commits within the test's deadlines.
+const FAST_TRIAL: &str = "[health]\ngrace = \"1s\"\nmax_failures = 3\n";
 
 /// `publish` of `payload` as `version`, signed by key pair `key`.
 fn publish_signed_by(w: &World, key: &str, data: &Path, payload: &Path, version: &str) {
@@ -107,6 +113,61 @@ fn a_fleet_moves_from_key_a_to_key_b_with_no_config_change() {
     assert_fails_with(&out, "revoked");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert_eq!(Snapshot::of(&root), before);
+}
+
+#[test]
+fn a_running_agent_follows_a_rotation_served_by_the_console() {
+    let live = Live::new(); // the agent's config trusts key pair "release" (A) only
+    let w = &live.w;
+    w.keygen("b");
+    live.publish_sleeper("1.0.0");
+    let agent = live.agent("root", FAST_TRIAL);
+    agent.wait_committed("1.0.0");
+
+    // The console serves the record once `publish --to DATA` writes it (404 before).
+    let http = Http::new(&live.ca);
+    let record_url = live.console.url_of("/v1/channels/stable/keys.json");
+    assert_eq!(http.get(&record_url, &[]).status, 404);
+    assert_eq!(
+        rotate(w, "release", &live.data, &[("--rotate-key", "b")]).code,
+        0
+    );
+    for (url, file) in [record_url.clone(), format!("{record_url}.minisig")]
+        .iter()
+        .zip(record_files(&live.data))
+    {
+        let reply = http.get(url, &[]);
+        assert_eq!(reply.status, 200, "{url}");
+        assert_eq!(reply.body, fs::read(file).expect("test step"), "{url}");
+    }
+    let sleeper = w.script_payload("2.0.0", "echo \"hello from 2.0.0\"\nexec sleep 1000");
+    publish_signed_by(w, "b", &live.data, &sleeper, "2.0.0");
+    agent.wait_log("key rotation applied");
+    agent.wait_committed("2.0.0");
+    assert!(
+        agent.root.join("keys.json").is_file(),
+        "the ring is persisted in the root"
+    );
+
+    // A record signed by an untrusted key is refused; the payload keeps running.
+    w.keygen("mallory");
+    assert_eq!(
+        rotate(w, "mallory", &live.data, &[("--rotate-key", "mallory")]).code,
+        0
+    );
+    let ring = fs::read(agent.root.join("keys.json")).expect("test step");
+    let evil = w.script_payload("6.6.6", "exec sleep 1000");
+    publish_signed_by(w, "mallory", &live.data, &evil, "6.6.6");
+    wait_for("the refused record in status", || {
+        agent.status()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rotation record"))
+    });
+    assert_eq!(agent.status()["active_version"], "2.0.0");
+    assert_eq!(
+        fs::read(agent.root.join("keys.json")).expect("test step"),
+        ring
+    );
 }
 
 #[test]

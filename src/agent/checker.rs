@@ -39,9 +39,10 @@ pub struct CheckerSettings {
     pub timeouts: Timeouts,
 }
 
-/// Runs forever: check, hand the outcome to the core, wait (or be woken by `check_now`).
+/// Runs forever: check, hand the outcome to the core, wait (or be woken by
+/// `check_now`). Each request uses the latest of `clients`.
 pub async fn run_checker(
-    http: reqwest::Client,
+    clients: watch::Receiver<reqwest::Client>,
     settings: CheckerSettings,
     check_now: Arc<Notify>,
     core: mpsc::Sender<CheckOutcome>,
@@ -53,6 +54,8 @@ pub async fn run_checker(
         // Jittered per request, so that a fleet's held requests do not end together.
         let wait = jittered(settings.poll_interval, rand::random()).min(settings.timeouts.max_wait);
         let held = etag.is_some();
+        // The latest client: after a certificate renewal, the new certificate.
+        let http = clients.borrow().clone();
         let outcome = tokio::select! {
             r = fetch::check(&http, &settings.console, &settings.channel, etag.as_deref(), wait, &settings.timeouts) => r,
             () = check_now.notified() => {
@@ -110,10 +113,10 @@ pub async fn run_checker(
 
 /// Posts the status to `{console}/v1/agents/{id}/report` whenever it changes. A console
 /// that has no such endpoint (a static host: 404/405) is remembered and not asked again.
-/// Each POST has its own deadline (`timeout`, `[timeouts] request`): a stuck console
+/// Each POST uses the latest of `clients` and has its own deadline (`timeout`, `[timeouts] request`): a stuck console
 /// cannot hold the reporter.
 pub async fn run_reporter(
-    http: reqwest::Client,
+    clients: watch::Receiver<reqwest::Client>,
     console: String,
     agent_id: String,
     timeout: Duration,
@@ -124,6 +127,7 @@ pub async fn run_reporter(
         let report = reports.borrow_and_update().clone();
         if let Some(report) = report {
             let body = WireReport::from(&report);
+            let http = clients.borrow().clone();
             match http.post(&url).timeout(timeout).json(&body).send().await {
                 Ok(r)
                     if matches!(

@@ -1,7 +1,8 @@
 //! Talking to the console over HTTPS: the client (system roots plus
 //! `[tls] ca_certs`, `[proxy]`, timeouts), the manifest check with
-//! `If-None-Match` and the push `wait`, and the artifact stream that resumes
-//! with `Range` after a broken connection.
+//! `If-None-Match` and the push `wait` (with the channel's key rotation
+//! record, SPEC §13), and the artifact stream that resumes with `Range`
+//! after a broken connection.
 
 use std::io::{self, Read};
 use std::time::Duration;
@@ -25,44 +26,92 @@ const RESUME_BACKOFF: Duration = Duration::from_millis(250);
 /// Chunks buffered between the network and the stager (bounded memory).
 const CHUNK_QUEUE: usize = 16;
 
-/// Builds the HTTPS client of the agent. It has a connect timeout but no read
-/// or overall timeout: each request sets its own (a held push request sends
-/// nothing for minutes, and must not be cut for it).
+/// What every HTTPS client of the agent is built from (system roots plus
+/// `[tls] ca_certs`, `[proxy]`, the connect timeout), read once so that a
+/// renewed certificate can be put into a new client without reading again.
+#[derive(Debug, Clone)]
+pub struct ClientSetup {
+    /// Extra trust roots (`[tls] ca_certs`).
+    roots: Vec<reqwest::Certificate>,
+    /// `[proxy]`, with its credentials.
+    proxy: Option<reqwest::Proxy>,
+    /// `[timeouts] connect`.
+    connect: Duration,
+}
+
+impl ClientSetup {
+    /// Reads the trust roots and the proxy settings of `config`.
+    pub fn new(config: &AgentConfig) -> anyhow::Result<ClientSetup> {
+        let mut roots = Vec::new();
+        for path in &config.ca_certs {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("[tls] ca_certs {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                format!("[tls] ca_certs {}: not PEM certificates", path.display())
+            })?;
+            roots.extend(certs);
+        }
+        let proxy = match &config.proxy {
+            None => None,
+            Some(proxy) => {
+                // Never echo the URL as written: it may carry credentials.
+                let mut p = reqwest::Proxy::all(proxy.url.as_str())
+                    .map_err(|e| anyhow!("[proxy] url {}: {e}", redact_url(proxy.url.as_str())))?;
+                if let Some(user) = &proxy.username {
+                    let password = match &proxy.password_file {
+                        Some(f) => std::fs::read_to_string(f)
+                            .with_context(|| format!("[proxy] password_file {}", f.display()))?
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string(),
+                        None => String::new(),
+                    };
+                    p = p.basic_auth(user, &password);
+                }
+                Some(p)
+            }
+        };
+        Ok(ClientSetup {
+            roots,
+            proxy,
+            connect: config.timeouts.connect,
+        })
+    }
+
+    /// A client builder with these settings and no client certificate. It has
+    /// a connect timeout but no read or overall timeout: each request sets its
+    /// own (a held push request sends nothing for minutes, and must not be cut for it).
+    pub fn builder(&self) -> reqwest::ClientBuilder {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(self.connect)
+            .user_agent(concat!("bankswap/", env!("CARGO_PKG_VERSION")));
+        for cert in &self.roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        if let Some(proxy) = &self.proxy {
+            builder = builder.proxy(proxy.clone());
+        }
+        builder
+    }
+
+    /// A client presenting `identity` (SPEC §10), if the agent enrolled.
+    pub fn client(
+        &self,
+        identity: Option<&crate::identity::Stored>,
+    ) -> anyhow::Result<reqwest::Client> {
+        let mut builder = self.builder();
+        if let Some(stored) = identity {
+            builder = builder.identity(crate::identity::client_identity(stored)?);
+        }
+        builder.build().context("building the HTTPS client")
+    }
+}
+
+/// Builds the HTTPS client of the agent ([`ClientSetup`]), with the client
+/// certificate stored in the root once enrolled.
 pub fn client(config: &AgentConfig) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .connect_timeout(config.timeouts.connect)
-        .user_agent(concat!("bankswap/", env!("CARGO_PKG_VERSION")));
-    for path in &config.ca_certs {
-        let pem =
-            std::fs::read(path).with_context(|| format!("[tls] ca_certs {}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("[tls] ca_certs {}: not PEM certificates", path.display()))?;
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    // SPEC §10: the agent's client certificate, once enrolled.
-    if let Some(stored) = crate::identity::load(&config.root)? {
-        builder = builder.identity(crate::identity::client_identity(&stored)?);
-    }
-    if let Some(proxy) = &config.proxy {
-        // Never echo the URL as written: it may carry credentials.
-        let mut p = reqwest::Proxy::all(proxy.url.as_str())
-            .map_err(|e| anyhow!("[proxy] url {}: {e}", redact_url(proxy.url.as_str())))?;
-        if let Some(user) = &proxy.username {
-            let password = match &proxy.password_file {
-                Some(f) => std::fs::read_to_string(f)
-                    .with_context(|| format!("[proxy] password_file {}", f.display()))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-                None => String::new(),
-            };
-            p = p.basic_auth(user, &password);
-        }
-        builder = builder.proxy(p);
-    }
-    builder.build().context("building the HTTPS client")
+    let stored = crate::identity::load(&config.root)?;
+    ClientSetup::new(config)?.client(stored.as_ref())
 }
 
 /// A `{base}/v1/...` URL.
@@ -83,7 +132,18 @@ pub enum Checked {
         signature: Vec<u8>,
         /// The ETag to send next time.
         etag: Option<String>,
+        /// The channel's key rotation record, if the console has one.
+        rotation: Option<Rotation>,
     },
+}
+
+/// A channel's key rotation record as fetched (`keys.json` + `.minisig`).
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// Record bytes (at most the rotation cap + 1, so verification can say "too large").
+    pub record: Vec<u8>,
+    /// Signature bytes.
+    pub signature: Vec<u8>,
 }
 
 /// Asks for the channel's manifest. With an `etag` and a `wait`, a console holds the
@@ -143,11 +203,64 @@ pub async fn check(
     let signature = read_capped(response, MAX_SIGNATURE_BYTES)
         .await
         .map_err(failed)?;
+    let rotation = rotation(http, base, channel, timeouts).await?;
     Ok(Checked::Release {
         manifest,
         signature,
         etag: new_etag,
+        rotation,
     })
+}
+
+/// Asks for the channel's key rotation record and its signature, fetched with
+/// every new manifest so that a release signed by an endorsed key verifies.
+/// A 404 means the channel has no record.
+async fn rotation(
+    http: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    timeouts: &Timeouts,
+) -> anyhow::Result<Option<Rotation>> {
+    let record_url = url(base, &format!("channels/{channel}/keys.json"));
+    let Some(record) = get_optional(
+        http,
+        &record_url,
+        signing::MAX_ROTATION_BYTES as u64,
+        timeouts,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let sig_url = format!("{record_url}.minisig");
+    let signature = get_optional(http, &sig_url, MAX_SIGNATURE_BYTES, timeouts)
+        .await?
+        .ok_or_else(|| {
+            anyhow!("{sig_url}: the console answered 404 (a record without its signature)")
+        })?;
+    Ok(Some(Rotation { record, signature }))
+}
+
+/// GETs a small file within `[timeouts] request`: `None` on 404.
+async fn get_optional(
+    http: &reqwest::Client,
+    url: &str,
+    limit: u64,
+    timeouts: &Timeouts,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let failed =
+        |e: reqwest::Error| anyhow!("{url}: {}", describe_cut(&e, timeouts.request, "request"));
+    let response = http
+        .get(url)
+        .timeout(timeouts.request)
+        .send()
+        .await
+        .map_err(failed)?;
+    if response.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let response = ok_status(response, url)?;
+    Ok(Some(read_capped(response, limit).await.map_err(failed)?))
 }
 
 fn ok_status(response: reqwest::Response, url: &str) -> anyhow::Result<reqwest::Response> {

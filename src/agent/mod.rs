@@ -24,9 +24,9 @@ mod world;
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use tokio::sync::{Notify, mpsc, watch};
@@ -34,17 +34,21 @@ use tracing::{info, warn};
 
 use crate::agent::checker::CheckerSettings;
 use crate::agent::world::{Links, SystemClock, World};
-use crate::agent_id;
 use crate::config::AgentConfig;
 use crate::error::UsageError;
 use crate::logging;
 use crate::release::open_root_waiting;
 use crate::sd_notify::{self, Notifier};
 use crate::supervisor::Listeners;
+use crate::{agent_id, clock};
 
 /// How long `run` waits for a root locked by a short-lived command (`status`,
 /// `rollback` offline); a lock held longer is another agent.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// How often the agent looks whether its certificate is due for renewal: a
+/// comparison in memory, no I/O. A failed renewal is tried again this much later.
+const RENEWAL_LOOK: Duration = Duration::from_secs(10);
 
 /// How long shutdown waits for background work (a staging thread) to notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -101,14 +105,28 @@ fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(Wo
     let root = open_root_waiting(&config.root, LOCK_WAIT)?;
     let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
     let listeners = Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
-    let http = fetch::client(config)?;
+    let setup = fetch::ClientSetup::new(config)?;
+    let stored = crate::identity::load(root.dir())?;
+    let http = setup.client(stored.as_ref())?;
+    // The checker and the reporter take the latest client: a renewed certificate is
+    // presented from their next request. (Staging keeps the client it started with.)
+    let (clients, clients_rx) = watch::channel(http.clone());
+    if let Some(stored) = stored {
+        tokio::spawn(renew_when_due(
+            setup,
+            console.clone(),
+            root.dir().to_path_buf(),
+            stored,
+            clients,
+        ));
+    }
     let (report, report_rx) = watch::channel(None);
     let (check_tx, checks) = mpsc::channel(4);
     let (control_tx, control) = mpsc::channel(8);
     let check_now = Arc::new(Notify::new());
     control_socket::serve(root.dir(), control_tx)?;
     tokio::spawn(checker::run_checker(
-        http.clone(),
+        clients_rx.clone(),
         CheckerSettings {
             console: console.clone(),
             channel: config.channel.clone(),
@@ -119,7 +137,7 @@ fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(Wo
         check_tx,
     ));
     tokio::spawn(checker::run_reporter(
-        http.clone(),
+        clients_rx,
         console.clone(),
         agent_id.clone(),
         config.timeouts.request,
@@ -141,6 +159,46 @@ fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(Wo
         report,
     };
     Ok((world, links))
+}
+
+/// Renews the agent certificate once it is due (two thirds of its lifetime,
+/// [`crate::identity::renewal_due`]) and hands the checker and the reporter a
+/// client presenting the new one. A failed renewal is logged and tried again
+/// at the next look; the old certificate stays until a new one is accepted.
+async fn renew_when_due(
+    setup: fetch::ClientSetup,
+    console: String,
+    root: PathBuf,
+    mut stored: crate::identity::Stored,
+    clients: watch::Sender<reqwest::Client>,
+) {
+    loop {
+        tokio::time::sleep(RENEWAL_LOOK).await;
+        if !stored.is_renewal_due(SystemTime::now()) {
+            continue;
+        }
+        let renewed = crate::identity::renew(|| setup.builder(), &console, &root, &stored).await;
+        let fresh = match renewed {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "renewing the agent certificate failed; trying again");
+                continue;
+            }
+        };
+        match setup.client(Some(&fresh)) {
+            Ok(client) => {
+                clients.send_replace(client);
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "the renewed certificate is used from the next start");
+            }
+        }
+        info!(
+            not_after = %clock::rfc3339(clock::from_unix(fresh.not_after)),
+            "agent certificate renewed"
+        );
+        stored = fresh;
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (and tells systemd it is stopping). SIGHUP

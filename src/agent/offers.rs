@@ -1,17 +1,18 @@
-//! What the console offers: check outcomes, the verification of the latest
-//! manifest against the current state, and the schedule of a release.
+//! What the console offers: check outcomes, the channel's key rotation
+//! record, the verification of the latest manifest against the current
+//! state, and the schedule of a release.
 
 use signing::{ReleaseError, VerifiedRelease};
 use tracing::{error, info, warn};
 
 use crate::agent::checker::CheckOutcome;
 use crate::agent::core::{Agent, Disk, Mode};
-use crate::agent::fetch::Checked;
+use crate::agent::fetch::{Checked, Rotation};
 use crate::agent::schedule;
 use crate::agent::staging::STAGE_RETRY;
 use crate::agent::status::ErrorKind;
-use crate::clock;
 use crate::release::verify;
+use crate::{clock, keyring};
 
 impl Agent {
     pub(super) fn on_checked(&mut self, outcome: CheckOutcome) {
@@ -21,9 +22,15 @@ impl Agent {
             Ok(Checked::Release {
                 manifest,
                 signature,
+                rotation,
                 ..
             }) => {
                 self.console_reachable();
+                if let Some(rotation) = rotation
+                    && !self.apply_rotation(&rotation)
+                {
+                    return; // the manifest is not looked at under a refused record, as offline
+                }
                 self.latest = Some((manifest, signature));
                 self.evaluate_latest();
             }
@@ -37,6 +44,37 @@ impl Agent {
                 self.console_up = Some(false);
                 let message = format!("checking {}: {message}", self.console);
                 self.set_error(ErrorKind::Check, message);
+            }
+        }
+    }
+
+    /// Applies the channel's key rotation record to the root's ring before
+    /// the manifest is verified (SPEC §13): a known record changes nothing, a
+    /// new one that verifies is persisted in `ROOT/keys.json`. Returns false
+    /// (and records the error) if the record is refused; nothing changes then.
+    fn apply_rotation(&mut self, rotation: &Rotation) -> bool {
+        let Some(root) = self.root() else {
+            return false;
+        };
+        let applied = keyring::apply_rotation(
+            root.dir(),
+            &self.setup.channel,
+            &self.setup.trusted_keys,
+            &rotation.record,
+            || Ok(rotation.signature.clone()),
+        );
+        match applied {
+            Ok(_) => true,
+            Err(e) => {
+                let message = format!("rotation record from {}: {e:#}", self.console);
+                if self.last_error.as_ref().map(|l| l.message.as_str()) != Some(&message) {
+                    warn!(
+                        error = format!("{e:#}"),
+                        "key rotation record refused; the payload keeps running"
+                    );
+                }
+                self.set_error(ErrorKind::Release, message);
+                false
             }
         }
     }

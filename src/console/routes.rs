@@ -5,6 +5,7 @@
 //! GET  /                                              the fleet page (page.rs; admins only)
 //! GET  /v1/channels/{channel}/release.json[?wait=S]   the manifest; held with If-None-Match
 //! GET  /v1/channels/{channel}/release.json.minisig    its signature
+//! GET  /v1/channels/{channel}/keys.json[.minisig]     the key rotation record, if any, and its signature
 //! GET  /v1/channels/{channel}/history/{seq}.json      a past manifest (+ `.minisig`), for `--rollback-to`
 //! GET  /v1/artifacts/{sha256}.{tar.zst,tar.gz,tar}     archives, with Range (artifacts.rs)
 //! POST /v1/agents/{agent_id}/report                   an agent's report (reports.rs)
@@ -81,6 +82,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/channels/{channel}/release.json.minisig",
             get(signature),
+        )
+        .route("/v1/channels/{channel}/keys.json", get(rotation_record))
+        .route(
+            "/v1/channels/{channel}/keys.json.minisig",
+            get(rotation_signature),
         )
         .route("/v1/artifacts/{name}", get(artifacts::artifact))
         .route("/v1/channels/{channel}/history/{file}", get(history_file))
@@ -205,6 +211,38 @@ async fn signature(
     }
 }
 
+/// `GET /v1/channels/{channel}/keys.json`: the channel's key rotation record
+/// (SPEC §13), as `publish --rotate-key/--revoke --to DATA` wrote it; 404 if none.
+async fn rotation_record(
+    State(state): State<AppState>,
+    channel: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Some((_, dir)) = channel_dir(&state, channel) else {
+        return status_only(StatusCode::NOT_FOUND);
+    };
+    plain_file(dir.keys(), signing::MAX_ROTATION_BYTES as u64, JSON).await
+}
+
+/// `GET /v1/channels/{channel}/keys.json.minisig`: the record's signature.
+async fn rotation_signature(
+    State(state): State<AppState>,
+    channel: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Some((_, dir)) = channel_dir(&state, channel) else {
+        return status_only(StatusCode::NOT_FOUND);
+    };
+    plain_file(dir.keys_signature(), MAX_SIGNATURE_BYTES, SIGNATURE).await
+}
+
+/// A channel file as it is on disk (200), or a 404 if absent.
+async fn plain_file(path: PathBuf, limit: u64, content_type: &'static str) -> Response {
+    match load(path, limit).await {
+        Some(Ok(file)) => release_response(&file, content_type),
+        Some(Err(status)) => status_only(status),
+        None => status_only(StatusCode::NOT_FOUND),
+    }
+}
+
 /// `GET /v1/channels/{channel}/history/{seq}.json` (and `.json.minisig`): a
 /// past release, as `publish --rollback-to` re-signs it. `{seq}` may be
 /// zero-padded as on disk (`0000000001.json`) or not (`1.json`).
@@ -237,11 +275,7 @@ async fn history_file(
     } else {
         (manifest, MAX_MANIFEST_BYTES, JSON)
     };
-    match load(path, limit).await {
-        Some(Ok(release)) => release_response(&release, content_type),
-        Some(Err(status)) => status_only(status),
-        None => status_only(StatusCode::NOT_FOUND),
-    }
+    plain_file(path, limit, content_type).await
 }
 
 /// The channel named in the path, if the name is plain (SPEC: `[A-Za-z0-9._-]`, no leading dot).
