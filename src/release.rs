@@ -291,3 +291,30 @@ pub fn roll_back(root: &mut Root, reason: &str) -> Result<RolledBack, LayoutErro
         running: root.state().version_of(done.to).map(str::to_string),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_uses_the_later_of_the_clock_and_the_latest_known_time() {
+        let mut state = State::default();
+        let clock = clock::from_unix(1_000_000);
+        assert_eq!(effective_now(&state, clock), clock);
+        state.note_time(2_000_000);
+        assert_eq!(effective_now(&state, clock), clock::from_unix(2_000_000));
+        let later = clock::from_unix(3_000_000);
+        assert_eq!(effective_now(&state, later), later);
+    }
+
+    #[test]
+    fn a_clock_warning_only_beyond_the_named_skew() {
+        let mut state = State::default();
+        let clock = clock::from_unix(10_000_000);
+        assert_eq!(clock_warning(&state, clock), None);
+        state.note_time(10_000_000 + CLOCK_SKEW_WARNING.as_secs());
+        assert_eq!(clock_warning(&state, clock), None);
+        state.note_time(10_000_001 + CLOCK_SKEW_WARNING.as_secs());
+        assert!(clock_warning(&state, clock).is_some_and(|w| w.contains("behind")));
+    }
+}
