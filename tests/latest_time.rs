@@ -7,6 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::live::Live;
 use crate::support::{Run, Snapshot, World, serve_history};
 
 /// Runs `bankswap args` with its clock moved by `offset` (faketime syntax, e.g. `+10d`).
@@ -171,4 +172,44 @@ fn a_release_published_far_ahead_of_the_clock_is_reported_not_taken_as_the_time(
         "not taken as the time"
     );
     assert!(status_at("+0", &root)["clock_warning"].is_null());
+}
+
+#[test]
+fn the_agent_records_the_consoles_date_even_from_a_release_it_refuses() {
+    let live = Live::new();
+    // Published 40 days ago, expired 39 days ago: the agent stages nothing, so
+    // only the console's `Date` header can give the root a time.
+    let payload = live.w.script_payload("1.0.0", "exec sleep 1000");
+    let (key, payload) = (live.w.secret("release"), payload.display().to_string());
+    let to = live.data.display().to_string();
+    let out = bankswap_at(
+        "-40d",
+        &[
+            "publish",
+            "--key",
+            &key,
+            "--payload",
+            &payload,
+            "--version",
+            "1.0.0",
+            "--entrypoint",
+            "bin/app",
+            "--to",
+            &to,
+            "--expires",
+            "1d",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let started = unix_now();
+    let mut agent = live.agent("root", "");
+    agent.wait_log("manifest expired at");
+    agent.wait_until("the console's date in state.json", || {
+        fs::read_to_string(agent.root.join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|s| s["latest_time"].as_u64())
+            .is_some_and(|t| t + 5 >= started)
+    });
+    agent.terminate();
 }
