@@ -39,6 +39,10 @@ pub struct StatusReport {
     /// The payload's current streak of failures (null while it runs well).
     #[serde(default)]
     pub restarts: Option<RestartsReport>,
+    /// Set when the clock is far behind the latest trustworthy time this root
+    /// has seen (expiry is then checked against that time, not the clock).
+    #[serde(default)]
+    pub clock_warning: Option<String>,
 }
 
 /// A payload's streak of failures: exits, watchdog expiries, failed starts.
@@ -109,6 +113,7 @@ impl StatusReport {
                 })
                 .collect(),
             restarts: None,
+            clock_warning: None,
         }
     }
 
@@ -139,6 +144,9 @@ impl StatusReport {
         }
         if let Some(e) = &self.last_error {
             println!("last error: {e}");
+        }
+        if let Some(w) = &self.clock_warning {
+            println!("clock:      {w}");
         }
         if let Some(r) = &self.restarts {
             println!(

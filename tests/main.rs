@@ -16,6 +16,7 @@ mod identity;
 mod idle_push;
 mod install;
 mod interop;
+mod latest_time;
 mod logs;
 mod notify;
 mod offline;

@@ -433,6 +433,8 @@ impl Root {
     /// Syncs `state` with the records, writes it (if it changed) and adopts it.
     fn persist(&mut self, mut state: State) -> Result<(), LayoutError> {
         state.schema = crate::STATE_SCHEMA;
+        // The latest known time only rises, whatever the caller wrote.
+        state.latest_time = state.latest_time.max(self.state.latest_time);
         state.sync_with(&self.records);
         state.bound();
         if state == self.state {

@@ -117,6 +117,11 @@ pub struct State {
     /// The last error, one line, for `status` and reports.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The latest trustworthy time this root has seen, unix seconds: a verified
+    /// release's `published_at`, the console's `Date`, the banks' staging times.
+    /// Never lowered; expiry is checked against the later of it and the clock.
+    #[serde(default)]
+    pub latest_time: Option<u64>,
 }
 
 impl Default for State {
@@ -135,6 +140,7 @@ impl Default for State {
             trial_started: None,
             last_check: None,
             last_error: None,
+            latest_time: None,
         }
     }
 }
@@ -207,6 +213,11 @@ impl State {
         }
     }
 
+    /// Raises [`State::latest_time`] to `unix` if that is later; never lowers it.
+    pub fn note_time(&mut self, unix: u64) {
+        self.latest_time = Some(self.latest_time.map_or(unix, |t| t.max(unix)));
+    }
+
     /// The version `state.json` lists for `bank`.
     pub fn version_of(&self, bank: BankId) -> Option<&str> {
         match bank {
@@ -223,7 +234,8 @@ impl State {
         }
     }
 
-    /// Makes the listed versions and `highest_sequence` agree with the bank records.
+    /// Makes the listed versions and `highest_sequence` agree with the bank records,
+    /// and raises `latest_time` to their staging times.
     /// Returns the banks whose listed version changed, with the old listing.
     pub(crate) fn sync_with(
         &mut self,
@@ -238,6 +250,7 @@ impl State {
             }
             if let Some(record) = &records[bank.index()] {
                 self.highest_sequence = self.highest_sequence.max(record.sequence);
+                self.note_time(record.staged_at);
             }
         }
         changed
@@ -329,6 +342,20 @@ fn read_capped(path: &Path, cap: u64) -> io::Result<Capped> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn note_time_keeps_the_latest() {
+        let mut state = State::default();
+        assert_eq!(state.latest_time, None);
+        state.note_time(20);
+        state.note_time(10);
+        assert_eq!(state.latest_time, Some(20));
+        state.note_time(30);
+        assert_eq!(state.latest_time, Some(30));
+        // An old state.json without the field reads as "nothing seen".
+        let old = r#"{"schema":1,"active":"Bank1","phase":"committed","highest_sequence":0}"#;
+        assert!(matches!(serde_json::from_str::<State>(old), Ok(s) if s.latest_time.is_none()));
+    }
 
     #[test]
     fn state_round_trips_and_uses_contract_names() {

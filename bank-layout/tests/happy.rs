@@ -415,3 +415,21 @@ fn activate_committed_is_one_write_with_no_trial() {
     assert_eq!(state.highest_sequence, 2);
     assert!(matches!(root.activate_committed(BankId::Bank1), Ok(())));
 }
+
+#[test]
+fn latest_time_rises_with_staging_times_and_is_never_lowered() {
+    let (dir, mut root) = running();
+    // The running bank was staged at 1_700_000_000 (support's record).
+    assert_eq!(root.state().latest_time, Some(1_700_000_000));
+    root.update_state(|s| s.note_time(1_800_000_000)).unwrap();
+    assert_eq!(root.state().latest_time, Some(1_800_000_000));
+    // Neither an older time nor a caller writing a lower value lowers it.
+    root.update_state(|s| s.note_time(1_750_000_000)).unwrap();
+    root.update_state(|s| s.latest_time = Some(5)).unwrap();
+    root.update_state(|s| s.latest_time = None).unwrap();
+    assert_eq!(root.state().latest_time, Some(1_800_000_000));
+    assert_eq!(
+        Root::read_state(dir.path()).unwrap().latest_time,
+        Some(1_800_000_000)
+    );
+}

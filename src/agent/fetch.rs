@@ -5,12 +5,12 @@
 //! after a broken connection.
 
 use std::io::{self, Read};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_RANGE, ETAG, IF_NONE_MATCH, RANGE};
+use reqwest::header::{CONTENT_RANGE, DATE, ETAG, IF_NONE_MATCH, RANGE};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -134,6 +134,8 @@ pub enum Checked {
         etag: Option<String>,
         /// The channel's key rotation record, if the console has one.
         rotation: Option<Rotation>,
+        /// The console's `Date` header, when it sent a valid one.
+        date: Option<SystemTime>,
     },
 }
 
@@ -183,6 +185,11 @@ pub async fn check(
         .get(ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let date = response
+        .headers()
+        .get(DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
     let manifest = read_capped(response, signing::MAX_MANIFEST_BYTES as u64)
         .await
         .map_err(failed)?;
@@ -209,6 +216,7 @@ pub async fn check(
         signature,
         etag: new_etag,
         rotation,
+        date,
     })
 }
 

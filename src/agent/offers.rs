@@ -2,6 +2,8 @@
 //! record, the verification of the latest manifest against the current
 //! state, and the schedule of a release.
 
+use std::time::SystemTime;
+
 use signing::{ReleaseError, VerifiedRelease};
 use tracing::{error, info, warn};
 
@@ -11,8 +13,22 @@ use crate::agent::fetch::{Checked, Rotation};
 use crate::agent::schedule;
 use crate::agent::staging::STAGE_RETRY;
 use crate::agent::status::ErrorKind;
-use crate::release::verify;
+use crate::release::{CLOCK_SKEW_WARNING, verify};
 use crate::{clock, keyring};
+
+/// The console's `Date` is written to state.json only when it moves the latest
+/// known time on by this much: a check every few seconds must not mean a
+/// state write every few seconds.
+const DATE_RECORD_STEP: u64 = 60 * 60;
+
+/// Whether a console `date` (unix seconds) is recorded over `latest`, with the
+/// clock at `now`: not more than [`CLOCK_SKEW_WARNING`] ahead of the clock (a
+/// console with a wrong clock cannot expire everything), and at least
+/// [`DATE_RECORD_STEP`] past `latest`.
+fn worth_recording(latest: Option<u64>, date: u64, now: u64) -> bool {
+    date <= now.saturating_add(CLOCK_SKEW_WARNING.as_secs())
+        && latest.is_none_or(|t| date >= t.saturating_add(DATE_RECORD_STEP))
+}
 
 impl Agent {
     pub(super) fn on_checked(&mut self, outcome: CheckOutcome) {
@@ -23,9 +39,13 @@ impl Agent {
                 manifest,
                 signature,
                 rotation,
+                date,
                 ..
             }) => {
                 self.console_reachable();
+                if let Some(date) = date {
+                    self.note_console_date(date);
+                }
                 if let Some(rotation) = rotation
                     && !self.apply_rotation(&rotation)
                 {
@@ -76,6 +96,20 @@ impl Agent {
                 self.set_error(ErrorKind::Release, message);
                 false
             }
+        }
+    }
+
+    /// Records the console's `Date` as the latest known time, when it is not far
+    /// ahead of the clock and moves that time on by at least [`DATE_RECORD_STEP`].
+    fn note_console_date(&mut self, date: SystemTime) {
+        let now = self.now();
+        let Some(root) = self.root_mut() else { return };
+        let date = clock::unix(date);
+        if !worth_recording(root.state().latest_time, date, clock::unix(now)) {
+            return;
+        }
+        if let Err(e) = root.update_state(|s| s.note_time(date)) {
+            warn!(error = %e, "could not record the console's time");
         }
     }
 
@@ -150,5 +184,23 @@ impl Agent {
             error!(error = %e, "could not save the schedule");
         }
         self.clear_errors();
+    }
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::*;
+
+    #[test]
+    fn a_console_date_is_recorded_when_it_moves_time_on_and_is_not_far_ahead() {
+        let now = 1_000_000;
+        assert!(worth_recording(None, now, now));
+        assert!(
+            !worth_recording(Some(now), now + 10, now),
+            "too small a step"
+        );
+        assert!(worth_recording(Some(now), now + DATE_RECORD_STEP, now));
+        let far = now + CLOCK_SKEW_WARNING.as_secs() + 1;
+        assert!(!worth_recording(None, far, now), "far ahead of the clock");
     }
 }

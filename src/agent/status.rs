@@ -2,10 +2,11 @@
 //! success of that kind, never by matching text), and the report handed to the
 //! reporter and the control socket after every event.
 
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::agent::core::Agent;
 use crate::clock;
+use crate::release;
 use crate::report::StatusReport;
 
 /// What kind of work failed.
@@ -101,7 +102,13 @@ impl Agent {
         report.last_error = self.last_error.as_ref().map(|e| e.message.clone());
         report.last_error_kind = self.last_error.as_ref().map(|e| e.kind.name().to_string());
         report.restarts = self.restarts.report().cloned();
+        report.clock_warning = release::clock_warning(root.state(), self.now());
         self.report.send_if_modified(|current| {
+            if let Some(warning) = &report.clock_warning
+                && current.as_ref().is_none_or(|c| c.clock_warning.is_none())
+            {
+                warn!("{warning}");
+            }
             let changed = current.as_ref() != Some(&report);
             *current = Some(report);
             changed

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use bank_layout::Root;
+use std::time::SystemTime;
 
 use crate::agent_id;
 use crate::cli::RootArgs;
@@ -23,7 +24,8 @@ pub fn run(args: &RootArgs, json: bool) -> anyhow::Result<()> {
         .with_context(|| format!("root {}", root.display()))?
         .state;
     let id = agent_id::read(&root).with_context(|| format!("root {}: agent id", root.display()))?;
-    let report = StatusReport::new(&root.display().to_string(), id, &state);
+    let mut report = StatusReport::new(&root.display().to_string(), id, &state);
+    report.clock_warning = crate::release::clock_warning(&state, SystemTime::now());
     print(&report, json)
 }
 
