@@ -373,7 +373,10 @@ ls -A "$R" > "$O/root-after.txt"
     // Space first: the announced unpacked size does not fit, so staging is refused
     // before it writes anything.
     assert!(stderr.contains("not enough space"), "{stderr}");
-    assert!(stderr.contains("needs") && stderr.contains("free"), "{stderr}");
+    assert!(
+        stderr.contains("needs") && stderr.contains("free"),
+        "{stderr}"
+    );
     assert_eq!(read("before.txt"), read("after.txt"), "a bank changed");
     assert!(!read("root-after.txt").contains(".staging"));
     assert!(read("rollback.txt").contains("rolled back to 1.0.0"));

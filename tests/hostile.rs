@@ -388,7 +388,10 @@ ls -A "$R/Bank2" > "$O/bank2-after.txt"
     assert!(stderr.starts_with("error: "), "{stderr}");
     // Space first: the announced unpacked size does not fit, so nothing is written.
     assert!(stderr.contains("not enough space"), "{stderr}");
-    assert!(stderr.contains("needs") && stderr.contains("free"), "{stderr}");
+    assert!(
+        stderr.contains("needs") && stderr.contains("free"),
+        "{stderr}"
+    );
     assert_eq!(read("state-before.json"), read("state-after.json"));
     assert_eq!(read("bank1-before.txt"), read("bank1-after.txt"));
     assert_eq!(
