@@ -76,7 +76,8 @@ impl ConsoleProcess {
             .arg("--tls-key")
             .arg(&ca.key_pem)
             .args(extra)
-            .env("BANKSWAP_LOG", "info")
+            // Debug for the routes: tests wait for "holding the request" before publishing.
+            .env("BANKSWAP_LOG", "info,bankswap::console::routes=debug")
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
