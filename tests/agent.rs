@@ -495,3 +495,62 @@ fn a_first_install_failing_its_trial_keeps_running_marked_bad_and_reports_it() {
             .is_some_and(|e| e.contains("keeps running"))
     });
 }
+
+/// The mode bits of `path`.
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).expect("metadata").permissions().mode() & 0o7777
+}
+
+/// Runs `args` as the unprivileged user `nobody`.
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(args)
+        .output()
+        .expect("setpriv runs")
+}
+
+#[test]
+fn under_umask_000_the_control_socket_is_owner_only_and_another_user_cannot_use_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let mut agent = live.agent("root", FAST_TRIAL);
+    agent.wait_committed("1.0.0");
+    agent.kill9();
+    agent.restart_under_umask(Some("000"));
+    agent.wait_until("the agent under umask 000 answers", || {
+        agent.log().matches("agent starting").count() >= 2 && !agent.status().is_null()
+    });
+    let socket = agent.root.join("control.sock");
+    assert_eq!(mode_of(&socket), 0o600, "control.sock");
+    assert_eq!(mode_of(&agent.root.join("lock")), 0o600, "lock");
+    assert!(
+        !agent.root.join("control.sock.bind").exists(),
+        "the bind folder is removed"
+    );
+
+    // Another user can reach the root (so what stops it is the socket's mode)...
+    let parent = agent.root.parent().expect("parent");
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o711)).expect("chmod");
+    let socket_text = socket.display().to_string();
+    let seen = as_nobody(&["test", "-S", &socket_text]);
+    assert!(seen.status.success(), "nobody can see the socket");
+    // ...but can neither talk to the agent nor take its lock.
+    let root = agent.root.display().to_string();
+    let out = as_nobody(&[env!("CARGO_BIN_EXE_bankswap"), "check", "--root", &root]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "nobody talked to the agent: {stderr}"
+    );
+    assert!(
+        stderr.contains("ermission denied"),
+        "refused by the socket's mode: {stderr}"
+    );
+    let lock = agent.root.join("lock").display().to_string();
+    let out = as_nobody(&["flock", "-n", &lock, "true"]);
+    assert!(!out.status.success(), "nobody took the lock");
+    assert_eq!(agent.status()["active_version"], "1.0.0");
+}

@@ -84,6 +84,14 @@ fn the_manifest_and_signature_carry_etags_and_revalidate_with_304() {
     );
 }
 
+/// Waits until the console logs that it holds a request (so a publish after
+/// this is one the held request must see, not one it read before waiting).
+fn wait_held(console: &ConsoleProcess) {
+    crate::support::live::wait_for("the console to hold the request", || {
+        console.stderr().contains("holding the request")
+    });
+}
+
 #[test]
 fn a_held_request_returns_the_new_manifest_as_soon_as_it_is_published() {
     let (world, data, ca) = published_world();
@@ -99,7 +107,7 @@ fn a_held_request_returns_the_new_manifest_as_soon_as_it_is_published() {
     ));
     let started = Instant::now();
     let held = http.spawn_get(&url, &[("if-none-match", &etag)]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_held(&console);
     assert!(
         !held.is_finished(),
         "the request was answered instead of held"
@@ -378,7 +386,7 @@ fn sigterm_ends_held_requests_and_exits_0() {
         &console.url_of("/v1/channels/stable/release.json?wait=300"),
         &[("if-none-match", &etag)],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_held(&console);
     assert!(!held.is_finished());
 
     assert_eq!(console.terminate(), Some(0), "{}", console.stderr());

@@ -356,3 +356,44 @@ fn a_manifest_dripping_at_1_byte_per_second_is_cut_with_a_clear_error() {
     let error = s.wait_error("no complete answer within 2s");
     assert!(error.contains("release.json:"), "{error}");
 }
+
+#[test]
+fn an_admin_rollback_during_a_dripping_download_cancels_it_and_does_not_wait() {
+    let s = setup(Artifact::Normal, |_| {});
+    s.agent.wait_committed("1.0.0");
+    let data = s.w.path("console-data");
+    let v2 = s.w.script_payload("2.0.0", "exec sleep 1000");
+    s.w.publish(&data, &v2, "2.0.0", &[]);
+    s.agent.wait_committed("2.0.0");
+    // 3.0.0 drips at 10 B/s: its staging would take hours without the cut,
+    // and many seconds of resumes before it gives up.
+    let requests = {
+        let mut plan = s.server.plan();
+        plan.artifact = Artifact::Drip;
+        plan.artifact_requests
+    };
+    let v3 = s.w.script_payload("3.0.0", "exec sleep 1000");
+    fs::write(v3.join("noise.bin"), noise(256 * 1024)).expect("noise");
+    s.w.publish(&data, &v3, "3.0.0", &[]);
+    s.agent.wait_until("the 3.0.0 download to start", || {
+        s.server.plan().artifact_requests > requests
+    });
+
+    let root = s.agent.root.display().to_string();
+    let out = crate::support::run_ok(["rollback", "--root", &root]);
+    assert!(out.stdout.contains("1.0.0"), "{}", out.stdout);
+    let log = s.agent.log();
+    assert!(
+        log.contains("cancelling the staging for an admin rollback"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("giving up"),
+        "the rollback did not wait for the download to fail:\n{log}"
+    );
+    s.agent.wait_committed("1.0.0");
+    let status = s.agent.status();
+    assert_eq!(status["active_version"], "1.0.0", "{status}");
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("cancelled by an admin rollback"), "{status}");
+}

@@ -2,6 +2,7 @@
 //! rollback (which never waits for a download and keeps serving throughout).
 
 use anyhow::anyhow;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::info;
 
@@ -10,6 +11,31 @@ use crate::control::{Request, Response};
 use crate::release::{self, ADMIN_REASON};
 
 impl Agent {
+    /// Answers a control request; an admin rollback during a staging cancels
+    /// the staging and is answered when the staging thread hands the root back.
+    pub(super) async fn on_control_request(
+        &mut self,
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    ) {
+        if let (Request::Rollback, Disk::Staging { cancel, .. }) = (&request, &self.disk) {
+            if self.held_rollback.is_some() {
+                let _ = reply.send(Response {
+                    ok: false,
+                    message: "an admin rollback is already under way".to_string(),
+                    status: self.report.borrow().clone(),
+                });
+                return;
+            }
+            info!("cancelling the staging for an admin rollback");
+            cancel.cancel();
+            self.held_rollback = Some(reply);
+            return;
+        }
+        let response = self.on_control(request).await;
+        let _ = reply.send(response);
+    }
+
     pub(super) async fn on_control(&mut self, request: Request) -> Response {
         let (ok, message) = match request {
             Request::Status => (true, String::new()),
@@ -35,9 +61,8 @@ impl Agent {
         let root = match &mut self.disk {
             Disk::Idle(root) => root,
             Disk::Staging { .. } => {
-                return Err(anyhow!(
-                    "a release is being staged into the other bank; try again when it finishes"
-                ));
+                // on_control_request cancels the staging first and comes back here after it.
+                return Err(anyhow!("a release is being staged into the other bank"));
             }
             Disk::Handover => return Err(anyhow!("the root is busy")),
         };

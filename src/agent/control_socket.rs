@@ -1,7 +1,9 @@
 //! The agent's side of the control socket (protocol in `crate::control`):
 //! binds `ROOT/control.sock` owner-only and forwards each request to the core.
+//! The socket is bound inside an owner-only folder, chmodded there, and only
+//! then renamed into place: whatever the umask, no other user can ever connect.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
@@ -14,6 +16,10 @@ use crate::control::{Request, Response, socket_path};
 
 /// A request line longer than this is refused (requests are a few bytes).
 const MAX_REQUEST: u64 = 4096;
+
+/// The owner-only folder, beside the socket, where it is bound and chmodded
+/// before being renamed into place (removed right after; a leftover is replaced).
+const BIND_DIR: &str = "control.sock.bind";
 
 /// A request with the way back to its client.
 pub type Envelope = (Request, oneshot::Sender<Response>);
@@ -28,10 +34,7 @@ pub fn serve(root: &Path, core: mpsc::Sender<Envelope>) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod {}", path.display()))?;
+    let listener = bind_owner_only(root, &path)?;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -46,6 +49,31 @@ pub fn serve(root: &Path, core: mpsc::Sender<Envelope>) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Binds `path` with mode 0600 and no window where another user could connect:
+/// bound in a 0700 folder (the umask can only narrow it), chmodded, then renamed.
+fn bind_owner_only(root: &Path, path: &Path) -> anyhow::Result<UnixListener> {
+    let dir = root.join(BIND_DIR);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing stale {}", dir.display()));
+        }
+        _ => {}
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let inside = dir.join(crate::control::SOCKET_FILE);
+    let listener =
+        UnixListener::bind(&inside).with_context(|| format!("binding {}", inside.display()))?;
+    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", inside.display()))?;
+    std::fs::rename(&inside, path)
+        .with_context(|| format!("moving {} to {}", inside.display(), path.display()))?;
+    std::fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok(listener)
 }
 
 async fn answer(

@@ -19,6 +19,7 @@ use tracing::{error, info};
 
 use crate::agent::checker::CheckOutcome;
 use crate::agent::control_socket::Envelope;
+use crate::agent::fetch::Cancel;
 use crate::agent::generation::Restarts;
 use crate::agent::status::LastError;
 use crate::agent::trial::Trial;
@@ -44,6 +45,8 @@ pub enum Disk {
         thread: JoinHandle<Staged>,
         /// The release it stages.
         release: Box<VerifiedRelease>,
+        /// Cancels its download (an admin rollback never waits for one).
+        cancel: Cancel,
     },
     /// Only inside the one transition that hands the root to a staging thread;
     /// no event ever sees it.
@@ -111,6 +114,9 @@ pub struct Agent {
     pub(super) report: watch::Sender<Option<StatusReport>>,
     /// Wakes the checker for `bankswap check`.
     pub(super) check_now: Arc<Notify>,
+    /// An admin rollback that cancelled a staging: answered once the staging
+    /// thread hands the root back (the core keeps running meanwhile).
+    pub(super) held_rollback: Option<oneshot::Sender<Response>>,
     /// Check outcomes from the checker.
     checks: mpsc::Receiver<CheckOutcome>,
     /// Requests from the control socket.
@@ -174,6 +180,7 @@ impl Agent {
             last_error,
             report: links.report,
             check_now: links.check_now,
+            held_rollback: None,
             checks: links.checks,
             control: links.control,
         }
@@ -208,10 +215,7 @@ impl Agent {
                 Event::Checked(outcome) => self.on_checked(outcome),
                 Event::PendingDue => self.start_staging(),
                 Event::Staged(staged) => self.on_staged(*staged).await,
-                Event::Control(request, reply) => {
-                    let response = self.on_control(request).await;
-                    let _ = reply.send(response);
-                }
+                Event::Control(request, reply) => self.on_control_request(request, reply).await,
             }
             self.judge_trial().await;
             self.save_last_error();

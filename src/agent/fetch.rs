@@ -5,6 +5,8 @@
 //! after a broken connection.
 
 use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
@@ -323,6 +325,25 @@ pub struct ArtifactStream {
     chunks: mpsc::Receiver<io::Result<Bytes>>,
     /// The chunk being read.
     current: Bytes,
+    /// Set by [`Cancel::cancel`]: every read fails from then on.
+    cancelled: Arc<AtomicBool>,
+}
+
+/// Cancels an [`ArtifactStream`] from outside its thread (an admin rollback
+/// never waits for a download): its reads fail with an io error at once.
+pub struct Cancel {
+    /// Shared with the stream.
+    cancelled: Arc<AtomicBool>,
+    /// The fetching task: aborting it drops its sender, which wakes a blocked read.
+    pump: tokio::task::AbortHandle,
+}
+
+impl Cancel {
+    /// Makes the stream's reads fail (including one blocked waiting for the network).
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.pump.abort();
+    }
 }
 
 impl ArtifactStream {
@@ -332,24 +353,42 @@ impl ArtifactStream {
         url: String,
         size: u64,
         timeouts: Timeouts,
-    ) -> ArtifactStream {
+    ) -> (ArtifactStream, Cancel) {
         let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
-        tokio::spawn(async move {
+        let pump = tokio::spawn(async move {
             if let Err(err) = pump(&http, &url, size, &timeouts, &tx).await {
                 let _ = tx.send(Err(io::Error::other(format!("{err:#}")))).await;
             }
         });
-        ArtifactStream {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let cancel = Cancel {
+            cancelled: cancelled.clone(),
+            pump: pump.abort_handle(),
+        };
+        let stream = ArtifactStream {
             chunks: rx,
             current: Bytes::new(),
+            cancelled,
+        };
+        (stream, cancel)
+    }
+
+    fn check_cancelled(&self) -> io::Result<()> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(io::Error::other("cancelled by an admin rollback"));
         }
+        Ok(())
     }
 }
 
 impl Read for ArtifactStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check_cancelled()?;
         while self.current.is_empty() {
-            match self.chunks.blocking_recv() {
+            let next = self.chunks.blocking_recv();
+            // A cancel aborts the fetching task, which ends the channel: not the artifact's end.
+            self.check_cancelled()?;
+            match next {
                 Some(Ok(chunk)) => self.current = chunk,
                 Some(Err(err)) => return Err(err),
                 None => return Ok(0),

@@ -12,6 +12,7 @@ use crate::agent::core::{Agent, Disk, Mode, Staged, wall_wait};
 use crate::agent::fetch::{self, ArtifactStream};
 use crate::agent::status::ErrorKind;
 use crate::clock;
+use crate::control::Request;
 use crate::release::{StagePlan, stage_release, verify};
 
 /// A failed staging is tried again after this (or the poll interval, if longer).
@@ -69,7 +70,7 @@ impl Agent {
             fetch::url(&self.console, &m.artifact.path)
         };
         info!(version = %m.version, sequence = m.sequence, url, size = m.artifact.size, bank = %root.idle_bank(), "staging");
-        let stream = ArtifactStream::open(
+        let (stream, cancel) = ArtifactStream::open(
             self.http.clone(),
             url,
             m.artifact.size,
@@ -82,6 +83,7 @@ impl Agent {
                     (root, result)
                 }),
                 release: Box::new(release),
+                cancel,
             },
             other => other,
         };
@@ -99,6 +101,19 @@ impl Agent {
             .as_ref()
             .map(|r| (r.manifest.version.to_string(), r.manifest.sequence))
             .unwrap_or_default();
+        if let Some(reply) = self.held_rollback.take() {
+            // An admin rollback cancelled this staging: it comes first, and the
+            // release stays pending (re-staged when due, unless marked bad).
+            match result {
+                Ok(bank) => {
+                    info!(version, sequence, bank = %bank, "staged, but an admin rollback came first; not swapping");
+                }
+                Err(e) => self.staging_failed(&version, sequence, &e),
+            }
+            let response = self.on_control(Request::Rollback).await;
+            let _ = reply.send(response);
+            return;
+        }
         match result {
             Ok(bank) => {
                 info!(version, sequence, bank = %bank, "staged and verified");

@@ -36,7 +36,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::admin::{self, Admin};
 use super::auth::{self, AdminAuth};
@@ -184,7 +184,10 @@ async fn manifest(
         return release_response(&current, JSON);
     };
     if let (Some(receiver), Some(until)) = (receiver, until)
-        && let Some(newer) = push::wait_for_change(receiver, &held, until, &state.stop).await
+        && let Some(newer) = {
+            debug!(channel = %name, etag = %current.etag, "holding the request until the manifest changes");
+            push::wait_for_change(receiver, &held, until, &state.stop).await
+        }
     {
         return release_response(&newer, JSON);
     }

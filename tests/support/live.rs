@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,8 @@ impl ConsoleProcess {
             .arg("--tls-key")
             .arg(&ca.key_pem)
             .args(extra)
-            .env("BANKSWAP_LOG", "info")
+            // Debug for the routes: tests wait for "holding the request" before publishing.
+            .env("BANKSWAP_LOG", "info,bankswap::console::routes=debug")
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
@@ -200,12 +201,26 @@ impl AgentProcess {
 
     /// Starts (again) with the same config, appending to the log.
     pub fn restart(&mut self) {
+        self.restart_under_umask(None);
+    }
+
+    /// Like [`AgentProcess::restart`], under `umask` (e.g. "000") if given.
+    pub fn restart_under_umask(&mut self, umask: Option<&str>) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log");
-        let child = bankswap()
+        let mut command = match umask {
+            None => bankswap(),
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("umask {mask}; exec \"$@\""), "sh"])
+                    .arg(env!("CARGO_BIN_EXE_bankswap"));
+                sh
+            }
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&self.config)
             .env("BANKSWAP_LOG", "info")
