@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{World, assert_fails_with, bankswap, run, run_ok, status, tree};
+use crate::support::{self, World, assert_fails_with, bankswap, run, run_ok, status, tree};
 
 /// Longest wait for a condition (a scratch folder appearing, a lock being held):
 /// generous, since the machine may be loaded; the tests wait for the condition, not
@@ -71,32 +71,13 @@ impl Banks {
 }
 
 impl Setup {
-    fn manifest_path(&self) -> PathBuf {
-        self.data.join("v1/channels/stable/release.json")
-    }
-
-    fn manifest(&self) -> Value {
-        serde_json::from_slice(&fs::read(self.manifest_path()).expect("manifest")).expect("json")
-    }
-
     fn artifact_path(&self) -> PathBuf {
-        let rel = self.manifest()["artifact"]["path"]
-            .as_str()
-            .expect("path")
-            .to_string();
-        self.data.join("v1").join(rel)
+        support::artifact_path(&self.data)
     }
 
     /// Rewrites the manifest and signs it with the trusted key.
     fn resign(&self, edit: impl FnOnce(&mut Value)) {
-        let mut m = self.manifest();
-        edit(&mut m);
-        fs::write(
-            self.manifest_path(),
-            serde_json::to_vec_pretty(&m).expect("json"),
-        )
-        .expect("write");
-        self.w.sign("release", &self.manifest_path());
+        self.w.resign(&self.data, edit);
     }
 
     /// Publishes `artifact` (tar.zst bytes) as 1.2.0's artifact, signed.

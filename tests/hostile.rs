@@ -5,12 +5,13 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{Snapshot, World, assert_fails_with, run, run_ok, serve_history, status};
+use crate::support::{
+    self, Snapshot, World, assert_fails_with, run, run_ok, serve_history, status,
+};
 
 /// A root running 1.0.0 from `data`, with 1.1.0 published next in `data`.
 struct Setup {
@@ -31,31 +32,16 @@ fn setup() -> Setup {
 
 impl Setup {
     fn manifest_path(&self) -> PathBuf {
-        self.data.join("v1/channels/stable/release.json")
-    }
-
-    fn manifest(&self) -> Value {
-        serde_json::from_slice(&fs::read(self.manifest_path()).expect("manifest")).expect("json")
+        support::manifest_path(&self.data)
     }
 
     fn artifact_path(&self) -> PathBuf {
-        let rel = self.manifest()["artifact"]["path"]
-            .as_str()
-            .expect("path")
-            .to_string();
-        self.data.join("v1").join(rel)
+        support::artifact_path(&self.data)
     }
 
-    /// Rewrites the manifest and signs it with the trusted key, as a compromised pipeline could not.
+    /// Rewrites the manifest and signs it with the trusted key.
     fn resign(&self, edit: impl FnOnce(&mut Value)) {
-        let mut m = self.manifest();
-        edit(&mut m);
-        fs::write(
-            self.manifest_path(),
-            serde_json::to_vec_pretty(&m).expect("json"),
-        )
-        .expect("write");
-        self.w.sign("release", &self.manifest_path());
+        self.w.resign(&self.data, edit);
     }
 
     /// Publishes a raw (uncompressed) tar as the next release's artifact, signed.
@@ -314,7 +300,7 @@ fn corrupt_state_json() {
     let s = setup();
     let state = s.root.join("state.json");
     fs::write(&state, b"{\"schema\": 1, \"active\": \"Ban").expect("corrupt");
-    let bank1 = crate::support::tree(&s.root.join("Bank1"));
+    let bank1 = support::tree(&s.root.join("Bank1"));
     let out = s.w.apply(&s.root, &s.data);
     assert_fails_with(&out, "state.json");
     assert!(out.stderr.contains("hint:"), "{}", out.stderr);
@@ -322,81 +308,10 @@ fn corrupt_state_json() {
         fs::read(&state).expect("state"),
         b"{\"schema\": 1, \"active\": \"Ban"
     );
-    assert_eq!(crate::support::tree(&s.root.join("Bank1")), bank1);
+    assert_eq!(support::tree(&s.root.join("Bank1")), bank1);
     let out = run(["status", "--root", &s.root.display().to_string()]);
     assert_fails_with(&out, "state.json");
     // The hint works: without state.json, the root is rebuilt from the bank records.
     fs::remove_file(&state).expect("remove");
     assert_eq!(status(&s.root)["active_version"], "1.0.0");
-}
-
-/// A full disk, made with a 2 MiB tmpfs. Mounting needs no real root: the test
-/// runs in a new user and mount namespace (`unshare -Urm`), where it is root.
-#[test]
-fn full_disk() {
-    let w = World::new();
-    let data1 = w.path("data1");
-    let data2 = w.path("data2");
-    w.publish(&data1, &w.payload("1.0.0", 1, 1000), "1.0.0", &[]);
-    let status_copy = Command::new("cp")
-        .arg("-a")
-        .arg(&data1)
-        .arg(&data2)
-        .status()
-        .expect("cp");
-    assert!(status_copy.success());
-    // 4 MiB of payload, compressing to a small artifact: the bank fills up while extracting.
-    w.publish(&data2, &w.payload("1.1.0", 4, 1024 * 1024), "1.1.0", &[]);
-    let mnt = w.path("mnt");
-    fs::create_dir_all(&mnt).expect("mnt");
-    let out_dir = w.path("out");
-    fs::create_dir_all(&out_dir).expect("out");
-    let script = format!(
-        r#"set -e
-mount -t tmpfs -o size=2m tmpfs "{mnt}"
-B="{bin}"; R="{mnt}/root"; O="{out}"
-"$B" init --root "$R" --bundle "{data1}" --trust "{key}" > "$O/init.txt"
-find "$R/Bank1" -type f | sort | xargs sha256sum > "$O/bank1-before.txt"
-cp "$R/state.json" "$O/state-before.json"
-set +e
-"$B" apply --root "$R" --bundle "{data2}" --trust "{key}" 2> "$O/apply-stderr.txt"
-echo $? > "$O/apply-code.txt"
-set -e
-find "$R/Bank1" -type f | sort | xargs sha256sum > "$O/bank1-after.txt"
-cp "$R/state.json" "$O/state-after.json"
-ls -A "$R/Bank2" > "$O/bank2-after.txt"
-"#,
-        mnt = mnt.display(),
-        bin = env!("CARGO_BIN_EXE_bankswap"),
-        out = out_dir.display(),
-        data1 = data1.display(),
-        data2 = data2.display(),
-        key = w.public("release"),
-    );
-    let result = Command::new("unshare")
-        .args(["-Urm", "sh", "-c", &script])
-        .output()
-        .expect("unshare runs");
-    assert!(
-        result.status.success(),
-        "the full-disk test needs user namespaces (unshare -Urm): {}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let read = |name: &str| fs::read_to_string(out_dir.join(name)).expect(name);
-    assert_eq!(read("apply-code.txt").trim(), "1");
-    let stderr = read("apply-stderr.txt");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    // Space first: the announced unpacked size does not fit, so nothing is written.
-    assert!(stderr.contains("not enough space"), "{stderr}");
-    assert!(
-        stderr.contains("needs") && stderr.contains("free"),
-        "{stderr}"
-    );
-    assert_eq!(read("state-before.json"), read("state-after.json"));
-    assert_eq!(read("bank1-before.txt"), read("bank1-after.txt"));
-    assert_eq!(
-        read("bank2-after.txt"),
-        "",
-        "the idle bank is wiped after the failure"
-    );
 }
