@@ -140,15 +140,20 @@ fn table(entries: &[FleetEntry]) -> String {
             ]
         })
         .collect();
-    let mut widths = HEADINGS.map(str::len);
-    for row in &rows {
+    aligned(&HEADINGS.map(String::from), &rows)
+}
+
+/// `headings` and `rows` as text columns, two spaces apart, each as wide as its
+/// widest cell; trailing spaces trimmed (`console fleet`, `console agents`).
+pub(super) fn aligned<const N: usize>(headings: &[String; N], rows: &[[String; N]]) -> String {
+    let mut widths = headings.clone().map(|h| h.chars().count());
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let headings = HEADINGS.map(String::from);
-    for row in std::iter::once(&headings).chain(&rows) {
+    for row in std::iter::once(headings).chain(rows) {
         let cells: Vec<String> = row
             .iter()
             .zip(widths)

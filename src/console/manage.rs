@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use super::fleet::aligned;
 use super::page::rfc3339;
 use super::registry::{self, AgentRecord};
 use super::store::FLEET_DB;
@@ -131,23 +132,7 @@ fn table(
         "STATE",
     ]
     .map(String::from);
-    let mut widths = headings.clone().map(|h| h.len());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&headings).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    aligned(&headings, &rows)
 }
 
 fn admin_token(command: AdminTokenCommand) -> anyhow::Result<()> {
