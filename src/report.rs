@@ -14,6 +14,10 @@ pub struct StatusReport {
     pub agent_id: Option<String>,
     /// The data root.
     pub root: String,
+    /// The channel it follows (null where the status is read without the
+    /// agent's config, e.g. from `state.json` alone).
+    #[serde(default)]
+    pub channel: Option<String>,
     /// `"Bank1"` or `"Bank2"`.
     pub active_bank: String,
     /// The version in the active bank (null on an empty root).
@@ -84,6 +88,7 @@ impl StatusReport {
         StatusReport {
             agent_id,
             root: root.to_string(),
+            channel: None,
             active_bank: state.active.to_string(),
             active_version: state.version_of(state.active).map(str::to_string),
             previous_version: state.version_of(state.active.other()).map(str::to_string),
@@ -195,6 +200,12 @@ pub struct WireReport {
     /// The payload's current streak of failures.
     #[serde(default)]
     pub restarts: Option<RestartsReport>,
+    /// The channel it follows.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Versions it refuses, with why.
+    #[serde(default)]
+    pub bad_versions: Vec<BadReport>,
 }
 
 impl From<&StatusReport> for WireReport {
@@ -212,6 +223,8 @@ impl From<&StatusReport> for WireReport {
             previous_version: status.previous_version.clone(),
             sequence: Some(status.sequence),
             restarts: status.restarts.clone(),
+            channel: status.channel.clone(),
+            bad_versions: status.bad_versions.clone(),
         }
     }
 }
@@ -225,12 +238,20 @@ mod tests {
         let state = State {
             highest_sequence: 7,
             last_error: Some("x".into()),
+            bad_versions: vec![bank_layout::BadVersion {
+                version: "1.1.0".into(),
+                sequence: 6,
+                reason: "trial failed".into(),
+            }],
             ..State::default()
         };
-        let status = StatusReport::new("/r", None, &state);
+        let mut status = StatusReport::new("/r", None, &state);
+        status.channel = Some("beta".into());
         let wire = WireReport::from(&status);
         let json = serde_json::to_value(&wire).unwrap();
         assert_eq!(json["sequence"], 7);
+        assert_eq!(json["channel"], "beta");
+        assert_eq!(json["bad_versions"][0]["reason"], "trial failed");
         assert_eq!(json["bank"], "Bank1");
         assert!(json.get("previous_version").is_some());
         let back: WireReport = serde_json::from_value(json).unwrap();

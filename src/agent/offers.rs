@@ -136,6 +136,11 @@ impl Agent {
             Err(ReleaseError::NotNewer { version, running }) if version == running => {
                 self.clear_error(ErrorKind::Release);
             }
+            // The console still offers the version this agent just rolled back
+            // or gave up on: the refusal follows from the failure, which stays
+            // the last error (its cause is what an operator needs; the bad
+            // version is listed in `bad_versions` with the same reason).
+            Err(ReleaseError::MarkedBad { .. }) if self.last_error_is_a_cause() => {}
             Err(e) => {
                 let message = format!("release from {}: {e}", self.console);
                 if self.last_error.as_ref().map(|l| l.message.as_str()) != Some(&message) {

@@ -72,6 +72,18 @@ impl Agent {
         }
     }
 
+    /// Whether the last error is a failure of this agent's own work (a trial,
+    /// a staging, the payload, or one recorded by an earlier run): the cause
+    /// that a later "marked bad" refusal must not hide.
+    pub(super) fn last_error_is_a_cause(&self) -> bool {
+        self.last_error.as_ref().is_some_and(|e| {
+            matches!(
+                e.kind,
+                ErrorKind::Trial | ErrorKind::Staging | ErrorKind::Payload | ErrorKind::Earlier
+            )
+        })
+    }
+
     /// A success of the whole cycle (a schedule, a commit): clears any error.
     pub(super) fn clear_errors(&mut self) {
         self.last_error = None;
@@ -98,6 +110,7 @@ impl Agent {
             Some(self.agent_id.clone()),
             root.state(),
         );
+        report.channel = Some(self.setup.channel.clone());
         report.last_check = self.last_check.map(clock::rfc3339);
         report.last_error = self.last_error.as_ref().map(|e| e.message.clone());
         report.last_error_kind = self.last_error.as_ref().map(|e| e.kind.name().to_string());

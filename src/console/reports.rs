@@ -6,6 +6,7 @@
 //! `--allow-anonymous-reports`, and never for an enrolled id. Either way a
 //! refused report writes nothing.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
@@ -14,6 +15,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use serde::Serialize;
 use tracing::{debug, warn};
 
 use super::identity::ClientCert;
@@ -72,6 +74,8 @@ pub async fn report(
         sequence: report.sequence,
         last_error_kind: report.last_error_kind,
         restarts: report.restarts,
+        channel: report.channel,
+        bad_versions: report.bad_versions,
     };
     debug!(agent_id = %entry.agent_id, version = ?entry.version, "report");
     match state.store.save(entry).await {
@@ -83,15 +87,47 @@ pub async fn report(
     }
 }
 
-/// `GET /v1/fleet`: the latest report of every agent, as a JSON array.
+/// One agent as `GET /v1/fleet` lists it: its latest report, plus the host
+/// name it gave when it enrolled (none for an agent that never enrolled).
+#[derive(Debug, Serialize)]
+pub struct FleetRow {
+    /// The latest report.
+    #[serde(flatten)]
+    pub entry: FleetEntry,
+    /// The host name of its enrollment (registry.rs); absent, not null, for
+    /// an agent that never enrolled, so such a row reads as its stored report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// `GET /v1/fleet`: the latest report of every agent, as a JSON array (the
+/// fleet page's source, so that scripts see what the page shows).
 pub async fn fleet(State(state): State<AppState>) -> Response {
-    match state.store.list().await {
-        Ok(entries) => Json(entries).into_response(),
+    let entries = match state.store.list().await {
+        Ok(entries) => entries,
         Err(e) => {
             warn!(error = %e, "cannot read the fleet");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
-    }
+    };
+    let hostnames: HashMap<String, String> = match state.identity.agents().await {
+        Ok(agents) => agents
+            .into_iter()
+            .filter_map(|a| Some((a.agent_id, a.hostname?)))
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot read the enrolled agents");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let rows: Vec<FleetRow> = entries
+        .into_iter()
+        .map(|entry| FleetRow {
+            hostname: hostnames.get(&entry.agent_id).cloned(),
+            entry,
+        })
+        .collect();
+    Json(rows).into_response()
 }
 
 /// 1-64 of `[A-Za-z0-9_-]`.

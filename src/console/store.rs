@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::report::RestartsReport;
+use crate::report::{BadReport, RestartsReport};
 
 /// The database's file name inside the console data folder.
 pub const FLEET_DB: &str = "fleet.sqlite";
@@ -48,27 +48,31 @@ const SCHEMA: &str = "
 
 /// Columns added after the first schema: `(name, type)`, added to an older
 /// database at open.
-const ADDED_COLUMNS: [(&str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str); 6] = [
     ("previous_version", "TEXT"),
     ("sequence", "INTEGER"),
     ("last_error_kind", "TEXT"),
     ("restarts", "TEXT"),
+    ("channel", "TEXT"),
+    ("bad_versions", "TEXT"),
 ];
 
 const UPSERT: &str = "
     INSERT INTO reports (agent_id, version, bank, phase, pending, last_error, reported_at, remote,
-                         previous_version, sequence, last_error_kind, restarts)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                         previous_version, sequence, last_error_kind, restarts, channel,
+                         bad_versions)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
     ON CONFLICT(agent_id) DO UPDATE SET
         version = excluded.version, bank = excluded.bank, phase = excluded.phase,
         pending = excluded.pending, last_error = excluded.last_error,
         reported_at = excluded.reported_at, remote = excluded.remote,
         previous_version = excluded.previous_version, sequence = excluded.sequence,
-        last_error_kind = excluded.last_error_kind, restarts = excluded.restarts";
+        last_error_kind = excluded.last_error_kind, restarts = excluded.restarts,
+        channel = excluded.channel, bad_versions = excluded.bad_versions";
 
 const SELECT: &str = "
     SELECT agent_id, version, bank, phase, pending, last_error, reported_at, remote,
-           previous_version, sequence, last_error_kind, restarts
+           previous_version, sequence, last_error_kind, restarts, channel, bad_versions
     FROM reports ORDER BY agent_id";
 
 /// The latest report of one agent, as stored and as `GET /v1/fleet` lists it.
@@ -102,6 +106,12 @@ pub struct FleetEntry {
     /// The payload's current streak of failures.
     #[serde(default)]
     pub restarts: Option<RestartsReport>,
+    /// The channel the agent follows.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The versions the agent refuses, with why.
+    #[serde(default)]
+    pub bad_versions: Vec<BadReport>,
 }
 
 /// Work for the database thread.
@@ -238,6 +248,9 @@ fn save_all(conn: &mut Connection, saves: &[Job]) -> rusqlite::Result<()> {
                 .restarts
                 .as_ref()
                 .and_then(|r| serde_json::to_string(r).ok());
+            let bad_versions = (!e.bad_versions.is_empty())
+                .then(|| serde_json::to_string(&e.bad_versions).ok())
+                .flatten();
             upsert.execute(params![
                 e.agent_id,
                 e.version,
@@ -250,7 +263,9 @@ fn save_all(conn: &mut Connection, saves: &[Job]) -> rusqlite::Result<()> {
                 e.previous_version,
                 sequence,
                 e.last_error_kind,
-                restarts
+                restarts,
+                e.channel,
+                bad_versions
             ])?;
         }
     }
@@ -283,6 +298,12 @@ fn select_all(conn: &Connection) -> rusqlite::Result<Vec<FleetEntry>> {
             restarts: row
                 .get::<_, Option<String>>(11)?
                 .and_then(|r| serde_json::from_str(&r).ok()),
+            channel: row.get(12)?,
+            // Stored by us from a parsed value; text that no longer parses is dropped.
+            bad_versions: row
+                .get::<_, Option<String>>(13)?
+                .and_then(|b| serde_json::from_str(&b).ok())
+                .unwrap_or_default(),
         })
     })?;
     rows.collect()
@@ -310,6 +331,12 @@ mod tests {
                 last_exit: "1.0.0 exited (exit status: 3)".into(),
                 since: "2026-12-01T10:00:00Z".into(),
             }),
+            channel: Some("stable".into()),
+            bad_versions: vec![BadReport {
+                version: "1.1.0".into(),
+                sequence: 6,
+                reason: "1.1.0 rolled back: 2 failures during its trial".into(),
+            }],
         }
     }
 
