@@ -4,7 +4,8 @@
 # zstd, GNU time (peak RSS), util-linux (unshare, flock), curl, faketime (clock
 # tests); for the package
 # tests dpkg-dev (dpkg-deb, dpkg-shlibdeps), systemd (systemd-analyze) and
-# man-db (the unit's man: link); and cargo-deb from crates.io. Idempotent; run
+# man-db (the unit's man: link); chromium (the fleet page test drives it
+# headless over the DevTools protocol); and cargo-deb from crates.io. Idempotent; run
 # as root or with sudo. Every apt-get waits for the dpkg lock (another apt run
 # on a shared machine) instead of failing.
 set -euo pipefail
@@ -22,6 +23,7 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v man >/dev/null || need+=(man-db)
+command -v chromium >/dev/null || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

@@ -347,6 +347,11 @@ pub struct ServeArgs {
     /// How long the agent certificates the console issues live.
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub cert_lifetime: String,
+    /// The fleet page marks an agent stale when its last report is older
+    /// than this, e.g. `15m` (the default: three polls of an agent on the
+    /// default 5 min interval, or of a push hold of the default --max-wait).
+    #[arg(long, value_name = "DURATION")]
+    pub stale_after: Option<String>,
 }
 
 /// `bankswap console fleet`.

@@ -11,6 +11,7 @@ mod demo;
 mod doctor;
 mod drip;
 mod durability;
+mod fleet_page;
 mod hostile;
 mod identity;
 mod idle_push;

@@ -90,6 +90,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     if tls.is_none() {
         warn!("serving plain HTTP (--insecure-http): for local tests only");
     }
+    let stale_after = match &args.stale_after {
+        Some(text) => {
+            crate::config::parse_duration("--stale-after", text).map_err(UsageError::new)?
+        }
+        None => page::DEFAULT_STALE_AFTER,
+    };
     let max_wait = match &args.max_wait {
         Some(text) => crate::config::parse_duration("--max-wait", text).map_err(UsageError::new)?,
         None => push::DEFAULT_MAX_WAIT,
@@ -131,6 +137,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_wait,
         auth,
         identity,
+        stale_after,
     };
     let result = runtime.block_on(server::run(config, shutdown_signal()));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

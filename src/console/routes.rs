@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! GET  /                                              the fleet page (page.rs; admins only)
+//! GET  /assets/{fleet.js,fleet.css}                   the page's script and style (page.rs)
+//! GET  /v1/channels                                   each channel's current and previous release (page.rs; admins only)
 //! GET  /v1/channels/{channel}/release.json[?wait=S]   the manifest; held with If-None-Match
 //! GET  /v1/channels/{channel}/release.json.minisig    its signature
 //! GET  /v1/channels/{channel}/keys.json[.minisig]     the key rotation record, if any, and its signature
@@ -73,6 +75,8 @@ pub struct AppState {
     pub auth: Arc<AdminAuth>,
     /// Agent certificates: enrollment, renewal, the checks.
     pub identity: Arc<Identity>,
+    /// When the fleet page marks an agent stale (`--stale-after`).
+    pub stale_after: Duration,
 }
 
 /// The console's routes.
@@ -97,6 +101,7 @@ pub fn router(state: AppState) -> Router {
     let admins = Router::new()
         .route("/", get(page::index))
         .route("/v1/fleet", get(reports::fleet))
+        .route("/v1/channels", get(page::channels))
         .route("/logout", post(auth::logout))
         .route("/agents/{agent_id}/{action}", post(auth::agent_action))
         .route_layer(middleware::from_fn_with_state(
@@ -115,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/renew", post(identity::renew).layer(identity_limit))
         .route("/v1/identity", get(identity::whoami))
         .route("/login", get(auth::login_form).post(auth::login))
+        .route("/assets/{name}", get(page::asset))
         .merge(admin::routes(state.clone()))
         .with_state(state)
 }

@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub auth: Arc<AdminAuth>,
     /// Agent certificates.
     pub identity: Arc<Identity>,
+    /// When the fleet page marks an agent stale (`--stale-after`).
+    pub stale_after: Duration,
 }
 
 /// Binds, prints the bound address, and serves until `shutdown` completes.
@@ -84,6 +86,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         admin: config.admin.clone(),
         auth: config.auth.clone(),
         identity: config.identity.clone(),
+        stale_after: config.stale_after,
     };
     let router = routes::router(state);
     let tls = config.tls.map(TlsAcceptor::from);
