@@ -268,6 +268,77 @@ fn the_fleet_page_shows_the_fleet_live_and_filters_sorts_and_escapes_it() {
     );
     set_filter(&mut browser, "filter-state", "");
 
+    // Rollouts as the /v1/rollouts contract gives them (that endpoint is
+    // another branch's: the browser's requests to it are answered here):
+    // wave bars, a halt banner whose reason is text, the buttons by state.
+    browser.serve_rollouts(&rollouts_fixture());
+    browser.wait(
+        "the rollouts rendered",
+        "!!document.querySelector('.channel[data-channel=\"stable\"] .rollout[data-state=\"running\"]')",
+    );
+    let count = |browser: &mut Browser, channel: &str, percent: u32, part: &str| {
+        let js = format!(
+            "(document.querySelector('.channel[data-channel=\"{channel}\"] .wave[data-percent=\"{percent}\"] .seg-{part}') || {{dataset: {{}}}}).dataset.count || '0'"
+        );
+        browser.eval(&js).as_str().unwrap_or_default().to_string()
+    };
+    for (part, expected) in [
+        ("committed", "4"),
+        ("trial", "2"),
+        ("staging", "1"),
+        ("failed", "1"),
+        ("notyet", "2"),
+    ] {
+        assert_eq!(count(&mut browser, "stable", 10, part), expected, "{part}");
+    }
+    assert_eq!(count(&mut browser, "stable", 1, "committed"), "1");
+    assert_eq!(
+        count(&mut browser, "stable", 50, "committed"),
+        "0",
+        "not yet open"
+    );
+    let halt =
+        browser.eval("document.querySelector('.channel[data-channel=\"beta\"] .halt').textContent");
+    assert_eq!(halt, json!(format!("Halted: {HOSTILE}")));
+    assert_eq!(
+        browser.eval("document.querySelectorAll('.rollout img, .rollout script').length"),
+        0
+    );
+    let buttons = |browser: &mut Browser, channel: &str| {
+        let js = format!(
+            "[...document.querySelectorAll('.channel[data-channel=\"{channel}\"] .actions button')].map(b => b.dataset.action).join(' ')"
+        );
+        browser.eval(&js)
+    };
+    assert_eq!(buttons(&mut browser, "stable"), "pause abort");
+    assert_eq!(buttons(&mut browser, "beta"), "resume abort");
+    assert_eq!(
+        buttons(&mut browser, "edge"),
+        "abort",
+        "a rollout with only a channel still renders"
+    );
+    // The pause button posts the session's CSRF token, as the page's forms do.
+    let csrf = browser.eval("document.querySelector('input[name=csrf]').value");
+    browser.eval("document.querySelector('.channel[data-channel=\"stable\"] button.rollout-pause').click(); true");
+    browser.wait(
+        "the pause answered",
+        "document.getElementById('status').textContent.includes('pause stable: done')",
+    );
+    let posted: Vec<&Value> = browser
+        .rollout_requests
+        .iter()
+        .filter(|r| r["method"] == "POST")
+        .collect();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(
+        posted[0]["url"],
+        console.url_of("/v1/rollouts/stable/pause")
+    );
+    assert_eq!(
+        posted[0]["postData"],
+        json!(format!("csrf={}", csrf.as_str().expect("csrf")))
+    );
+
     let shots = screenshots_dir();
     let wide = shots.join("fleet-page-1280.png");
     browser.screenshot(&wide);
@@ -294,6 +365,31 @@ fn the_fleet_page_shows_the_fleet_live_and_filters_sorts_and_escapes_it() {
     assert_eq!(errors, json!([]), "script errors or CSP violations");
     drop(beta);
     drop(steady);
+}
+
+/// A `/v1/rollouts` answer in the agreed shape: a running rollout on stable,
+/// a halted one on beta whose reason is hostile text, and one on a channel
+/// with nothing but its name (every other field missing).
+fn rollouts_fixture() -> Value {
+    json!({"rollouts": [
+        {
+            "channel": "stable", "sequence": 12, "version": "1.5.0", "previous_version": "1.4.2",
+            "state": "running", "halt_reason": null, "success": 0.95, "halt_on": 0.05, "soak_secs": 600,
+            "waves": [
+                {"percent": 1, "state": "done", "admitted": 1, "committed": 1, "trial": 0, "staging": 0, "failed": 0, "pending": 0},
+                {"percent": 10, "state": "open", "admitted": 10, "committed": 4, "trial": 2, "staging": 1, "failed": 1, "pending": 2},
+                {"percent": 50, "state": "waiting", "admitted": 0, "committed": 0, "trial": 0, "staging": 0, "failed": 0, "pending": 0},
+            ],
+            "events": [{"at": "2026-12-02T01:00:00Z", "text": "wave 10% opened"}],
+        },
+        {
+            "channel": "beta", "sequence": 3, "version": "1.1.0", "previous_version": "1.0.0",
+            "state": "halted", "halt_reason": HOSTILE, "success": 0.95, "halt_on": 0.05, "soak_secs": 60,
+            "waves": [{"percent": 1, "state": "open", "admitted": 1, "committed": 0, "trial": 0, "staging": 0, "failed": 1, "pending": 0}],
+            "events": [{"at": "2026-12-02T01:01:00Z", "text": "halted: 1 of 1 failed"}],
+        },
+        {"channel": "edge"},
+    ]})
 }
 
 /// The text of one agent's cell (`col` is the column key), "" if absent.
@@ -365,6 +461,12 @@ struct Browser {
     session: String,
     /// The id of the next command.
     next_id: u64,
+    /// What `GET /v1/rollouts` answers once [`Browser::serve_rollouts`] is
+    /// called (the endpoint is another branch's): requests to it are paused
+    /// by the browser and answered here.
+    rollouts: Option<String>,
+    /// The requests to `/v1/rollouts…` answered so far: `{url, method, postData}`.
+    rollout_requests: Vec<Value>,
 }
 
 impl Browser {
@@ -421,6 +523,8 @@ impl Browser {
             socket,
             session: String::new(),
             next_id: 1,
+            rollouts: None,
+            rollout_requests: Vec::new(),
         };
         let target = browser.call("Target.createTarget", json!({"url": "about:blank"}), false);
         let target_id = target["targetId"].as_str().expect("targetId").to_string();
@@ -466,6 +570,10 @@ impl Browser {
                 continue;
             };
             let answer: Value = serde_json::from_str(text.as_str()).expect("DevTools JSON");
+            if answer["method"] == "Fetch.requestPaused" {
+                self.answer_rollouts(&answer["params"]);
+                continue;
+            }
             if answer["id"] != json!(id) {
                 continue; // an event, or the answer to another command
             }
@@ -474,6 +582,46 @@ impl Browser {
                 None => Ok(answer["result"].clone()),
             };
         }
+    }
+
+    /// From now on answers `GET /v1/rollouts` with `body` and every `POST
+    /// /v1/rollouts/…` with 200, recording each request.
+    fn serve_rollouts(&mut self, body: &Value) {
+        self.rollouts = Some(body.to_string());
+        self.call(
+            "Fetch.enable",
+            json!({"patterns": [{"urlPattern": "*/v1/rollouts*", "requestStage": "Request"}]}),
+            true,
+        );
+    }
+
+    /// Answers one paused request (sent, not awaited: the answer to the
+    /// command is skipped like any other message).
+    fn answer_rollouts(&mut self, paused: &Value) {
+        let request = &paused["request"];
+        self.rollout_requests.push(json!({
+            "url": request["url"], "method": request["method"], "postData": request["postData"],
+        }));
+        let body = match request["method"].as_str() {
+            Some("GET") => self.rollouts.clone().unwrap_or_default(),
+            _ => String::new(),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let fulfil = json!({
+            "id": id,
+            "method": "Fetch.fulfillRequest",
+            "sessionId": self.session,
+            "params": {
+                "requestId": paused["requestId"],
+                "responseCode": 200,
+                "responseHeaders": [{"name": "Content-Type", "value": "application/json"}],
+                "body": base64::engine::general_purpose::STANDARD.encode(body),
+            },
+        });
+        self.socket
+            .send(Message::text(fulfil.to_string()))
+            .expect("send to DevTools");
     }
 
     /// Evaluates `expression` in the page; its value, or the exception as an error.
