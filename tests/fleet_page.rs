@@ -17,10 +17,10 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
-use crate::support::World;
 use crate::support::https::Http;
 use crate::support::live::{AgentProcess, AgentSettings, ConsoleProcess, DEADLINE, wait_for};
 use crate::support::tls::make_test_ca;
+use crate::support::{World, run_ok};
 
 /// The `--admin-token-file` token the browser logs in with.
 const TOKEN: &str = "fleet-page-admin-token-0123456789";
@@ -79,7 +79,23 @@ fn the_fleet_page_shows_the_fleet_live_and_filters_sorts_and_escapes_it() {
             },
         )
     };
-    let steady = agent("steady", FAST_TRIAL);
+    // The steady agent enrolls: the console knows its host name from then on.
+    let token = run_ok([
+        "console",
+        "token",
+        "create",
+        "--data",
+        &data.display().to_string(),
+    ]);
+    let token_file = world.path("enrollment-token");
+    fs::write(&token_file, token.stdout.trim()).expect("enrollment token");
+    let steady = agent(
+        "steady",
+        &format!(
+            "enrollment_token_file = \"{}\"\n{FAST_TRIAL}",
+            token_file.display()
+        ),
+    );
     let mut stopped = agent("stopped", FAST_TRIAL);
     let beta = agent("beta", &format!("channel = \"beta\"\n{FAST_TRIAL}"));
     for a in [&steady, &stopped, &beta] {
@@ -144,6 +160,13 @@ fn the_fleet_page_shows_the_fleet_live_and_filters_sorts_and_escapes_it() {
     assert_eq!(cell(&mut browser, steady_id, "version"), "1.0.0");
     assert_eq!(cell(&mut browser, steady_id, "phase"), "committed");
     assert_eq!(cell(&mut browser, steady_id, "channel"), "stable");
+    let hostname = fs::read_to_string("/proc/sys/kernel/hostname").expect("host name");
+    assert_eq!(cell(&mut browser, steady_id, "hostname"), hostname.trim());
+    assert_eq!(
+        cell(&mut browser, beta_id, "hostname"),
+        "—",
+        "never enrolled"
+    );
     assert_eq!(
         cell(&mut browser, steady_id, "agent_version"),
         "—",

@@ -121,9 +121,7 @@
     if (typeof p !== "object") return str(p);
     let out = str(p.version);
     if (p.sequence !== undefined) out += " (seq " + str(p.sequence) + ")";
-    const total = num(p.total_bytes), done = num(p.staged_bytes);
-    if (total > 0) out += " " + Math.min(100, Math.floor((done * 100) / total)) + " %";
-    else if (p.not_before) {
+    if (p.not_before) {
       const at = Date.parse(str(p.not_before)) / 1000;
       out += Number.isFinite(at) && at > page.serverNow ? " not before " + str(p.not_before) : " due";
     }
