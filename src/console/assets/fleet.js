@@ -12,6 +12,7 @@
   const refreshEvery = (Number(body.dataset.refresh) || 3) * 1000;
   const NONE = "—";
   const ID_SHOWN = 12; // characters of an agent id shown in its cell
+  const NOTICE_FOR = 60 * 1000; // how long the outcome of a rollout action stays in the status line
 
   // The agent columns: key, heading, how a row shows it, how it sorts.
   const COLUMNS = [
@@ -362,9 +363,9 @@
         body: "csrf=" + encodeURIComponent(csrf),
       });
       if (!answer.ok) throw new Error(action + " " + channel + ": " + answer.status + " " + (await answer.text()).trim());
-      page.notice = { text: action + " " + channel + ": done", error: false };
+      page.notice = { text: action + " " + channel + ": done", error: false, until: Date.now() + NOTICE_FOR };
     } catch (e) {
-      page.notice = { text: String(e.message || e), error: true };
+      page.notice = { text: String(e.message || e), error: true, until: Date.now() + NOTICE_FOR };
     } finally {
       button.disabled = false;
       refresh();
@@ -404,7 +405,7 @@
       document.getElementById("fleet").hidden = false;
       page.refreshes += 1;
       body.dataset.refreshes = String(page.refreshes);
-      const notice = page.notice;
+      const notice = page.notice && page.notice.until > Date.now() ? page.notice : null;
       status("updated " + new Date().toLocaleTimeString() + (notice ? " · " + notice.text : ""), notice && notice.error);
     } catch (e) {
       status("not updated: " + String(e.message || e), true);
