@@ -300,43 +300,53 @@ const MAX_HISTORY_LOOKUPS: usize = 32;
 
 /// One channel's current manifest, and the newest earlier one of another version.
 fn channel_row(dir: &ChannelDir, name: String) -> ChannelRow {
-    let current = manifest_fields(&dir.manifest());
-    let mut row = ChannelRow {
-        name,
-        ..ChannelRow::default()
-    };
-    let Some((version, sequence, published_at)) = current else {
-        return row;
+    let Some(current) = ManifestFields::read(&dir.manifest()) else {
+        return ChannelRow {
+            name,
+            ..ChannelRow::default()
+        };
     };
     let earlier = dir.history_sequences().unwrap_or_default();
     let previous = earlier
         .iter()
         .rev()
-        .filter(|s| sequence.is_none_or(|current| **s < current))
+        .filter(|s| current.sequence.is_none_or(|c| **s < c))
         .take(MAX_HISTORY_LOOKUPS)
-        .filter_map(|s| manifest_fields(&dir.history_manifest(*s)))
-        .find(|(v, _, _)| v.is_some() && *v != version);
-    if let Some((v, s, _)) = previous {
-        row.previous_version = v;
-        row.previous_sequence = s;
+        .filter_map(|s| ManifestFields::read(&dir.history_manifest(*s)))
+        .find(|m| m.version.is_some() && m.version != current.version);
+    ChannelRow {
+        name,
+        previous_version: previous.as_ref().and_then(|p| p.version.clone()),
+        previous_sequence: previous.and_then(|p| p.sequence),
+        version: current.version,
+        sequence: current.sequence,
+        published_at: current.published_at,
     }
-    row.version = version;
-    row.sequence = sequence;
-    row.published_at = published_at;
-    row
 }
 
-/// `(version, sequence, published_at)` of a manifest file, if it reads as JSON.
-#[allow(clippy::type_complexity)]
-fn manifest_fields(path: &Path) -> Option<(Option<String>, Option<u64>, Option<String>)> {
-    let release = read_release(path, MAX_MANIFEST_BYTES).ok().flatten()?;
-    let manifest: serde_json::Value = serde_json::from_slice(&release.bytes).ok()?;
-    let text = |key: &str| manifest.get(key).and_then(|v| v.as_str()).map(String::from);
-    Some((
-        text("version"),
-        manifest.get("sequence").and_then(serde_json::Value::as_u64),
-        text("published_at"),
-    ))
+/// What the page shows of a manifest, read loosely: a field of the wrong
+/// type is shown as missing rather than hiding the channel.
+struct ManifestFields {
+    /// `version`.
+    version: Option<String>,
+    /// `sequence`.
+    sequence: Option<u64>,
+    /// `published_at`.
+    published_at: Option<String>,
+}
+
+impl ManifestFields {
+    /// The fields of a manifest file, if it reads as JSON.
+    fn read(path: &Path) -> Option<ManifestFields> {
+        let release = read_release(path, MAX_MANIFEST_BYTES).ok().flatten()?;
+        let manifest: serde_json::Value = serde_json::from_slice(&release.bytes).ok()?;
+        let text = |key: &str| manifest.get(key).and_then(|v| v.as_str()).map(String::from);
+        Some(ManifestFields {
+            version: text("version"),
+            sequence: manifest.get("sequence").and_then(serde_json::Value::as_u64),
+            published_at: text("published_at"),
+        })
+    }
 }
 
 /// Appends an HTML table; every cell is escaped.
