@@ -16,16 +16,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{self, World, assert_fails_with, bankswap, run, run_ok, status, tree};
+use crate::support::{self, World, assert_fails_with, bankswap, run, run_ok, status, tree, wait};
 
 /// Longest wait for a condition (a scratch folder appearing, a lock being held):
 /// generous, since the machine may be loaded; the tests wait for the condition, not
 /// for this time.
 const CONDITION_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Pause between two looks at a condition: short, so a mid-staging moment is not
-/// missed, and not a busy loop on a loaded machine.
-const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// Pause between two looks for a staging in progress: short, so the mid-staging
+/// moment is not missed.
+const MID_STAGING_STEP: Duration = Duration::from_millis(1);
 
 /// A root with 1.0.0 in Bank1 (idle, the rollback target) and 1.1.0 active in Bank2,
 /// and the next release 1.2.0 published in `data` for each test to break.
@@ -257,19 +257,13 @@ fn sigkill_mid_staging_keeps_the_rollback_target() {
         .expect("spawn apply");
     // Kill it once the scratch folder holds files: mid-staging.
     let scratch = root.join(".staging");
-    let deadline = Instant::now() + CONDITION_DEADLINE;
-    let mut killed_mid_staging = false;
-    while Instant::now() < deadline {
+    let killed_mid_staging = wait::until_every(MID_STAGING_STEP, CONDITION_DEADLINE, || {
         if fs::read_dir(scratch.join("data")).is_ok_and(|mut d| d.next().is_some()) {
             let _ = child.kill();
-            killed_mid_staging = true;
-            break;
+            return Some(true);
         }
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
+        child.try_wait().expect("wait").map(|_| false)
+    }) == Some(true);
     let _ = child.kill();
     let _ = child.wait();
     assert!(killed_mid_staging, "apply ended before staging was seen");

@@ -4,12 +4,12 @@
 //! --max-wait`) make "longer than every timeout" a matter of seconds.
 
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::https::Http;
 use crate::support::live::{AgentProcess, AgentSettings, ConsoleProcess};
 use crate::support::tls::make_test_ca;
-use crate::support::{World, run};
+use crate::support::{World, run, wait};
 
 /// The console's `--max-wait`: it ends every hold after this and answers 304.
 const CONSOLE_MAX_WAIT: &str = "2s";
@@ -28,8 +28,9 @@ const AGENT_LIMITS: &str = "poll_interval = \"120s\"\n\
     [health]\n\
     grace = \"1s\"\n";
 
-/// How long the agent stays idle before the publish: longer than every limit
-/// above (the claim under test, not a guess at how long something takes).
+/// How long the agent stays idle before the publish, on purpose
+/// ([`wait::hold`]): longer than every limit above, which is the claim under
+/// test (a hold survives every timeout), not a guess at how long something takes.
 const IDLE: Duration = Duration::from_secs(8);
 
 /// Push is promised within 1 s; this is generous for a loaded machine yet far
@@ -62,7 +63,7 @@ fn a_publish_after_an_idle_longer_than_every_timeout_is_pushed_at_once() {
     );
     agent.wait_committed("1.0.0");
 
-    std::thread::sleep(IDLE);
+    wait::hold(IDLE);
     let status = agent.status();
     assert!(
         status["last_error"].is_null(),
@@ -77,15 +78,14 @@ fn a_publish_after_an_idle_longer_than_every_timeout_is_pushed_at_once() {
     let scheduled_before = agent.log().matches("release scheduled").count();
     let v2 = w.script_payload("2.0.0", "exec sleep 1000");
     w.publish(&data, &v2, "2.0.0", &[]);
-    let published = Instant::now();
-    while agent.log().matches("release scheduled").count() == scheduled_before {
-        assert!(
-            published.elapsed() < LEARN_DEADLINE,
-            "the agent did not learn of 2.0.0 within {LEARN_DEADLINE:?} after {IDLE:?} idle:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let learned = wait::until(LEARN_DEADLINE, || {
+        (agent.log().matches("release scheduled").count() > scheduled_before).then_some(())
+    });
+    assert!(
+        learned.is_some(),
+        "the agent did not learn of 2.0.0 within {LEARN_DEADLINE:?} after {IDLE:?} idle:\n{}",
+        agent.log()
+    );
     agent.wait_committed("2.0.0");
 }
 
