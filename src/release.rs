@@ -131,16 +131,11 @@ pub fn verify_with(
     let running = state
         .version_of(state.active)
         .and_then(|v| semver::Version::parse(v).ok());
-    let bad_versions: Vec<signing::BadVersion> = state
-        .bad_versions
-        .iter()
-        .filter_map(|b| {
-            Some(signing::BadVersion {
-                version: semver::Version::parse(&b.version).ok()?,
-                sequence: b.sequence,
-            })
-        })
-        .collect();
+    // The one bad-version rule, over the marks as the root stores them.
+    let marked_bad = |version: &semver::Version, sequence: u64| {
+        bank_layout::marked_bad(&state.bad_versions, &version.to_string(), sequence)
+            .map(|mark| mark.sequence)
+    };
     signing::verify_release(
         manifest,
         signature,
@@ -151,7 +146,7 @@ pub fn verify_with(
             channel: &setup.channel,
             highest_sequence: state.highest_sequence,
             running_version: running.as_ref(),
-            bad_versions: &bad_versions,
+            marked_bad: &marked_bad,
             now: effective_now(state, now),
         },
     )
