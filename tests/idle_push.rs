@@ -3,11 +3,10 @@
 //! the agent at once. Short, named limits (`[timeouts]`, `console serve
 //! --max-wait`) make "longer than every timeout" a matter of seconds.
 
-use std::fs;
 use std::time::Duration;
 
 use crate::support::https::Http;
-use crate::support::live::{AgentProcess, AgentSettings, ConsoleProcess};
+use crate::support::live::Live;
 use crate::support::tls::make_test_ca;
 use crate::support::{World, run, wait};
 
@@ -39,28 +38,9 @@ const LEARN_DEADLINE: Duration = Duration::from_secs(8);
 
 #[test]
 fn a_publish_after_an_idle_longer_than_every_timeout_is_pushed_at_once() {
-    let w = World::new();
-    let data = w.path("console-data");
-    fs::create_dir_all(&data).expect("data");
-    let ca = make_test_ca(&w.path("tls"));
-    let console = ConsoleProcess::start_with(
-        &data,
-        &ca,
-        "127.0.0.1:0",
-        &w.path("console.log"),
-        &["--max-wait", CONSOLE_MAX_WAIT],
-    );
-    let v1 = w.script_payload("1.0.0", "exec sleep 1000");
-    w.publish(&data, &v1, "1.0.0", &[]);
-    let agent = AgentProcess::start(
-        &w,
-        &ca,
-        &w.path("root"),
-        &AgentSettings {
-            console: &console.url,
-            extra: AGENT_LIMITS,
-        },
-    );
+    let live = Live::with_console_args(&["--max-wait", CONSOLE_MAX_WAIT]);
+    live.publish_sleeper("1.0.0");
+    let agent = live.agent("root", AGENT_LIMITS);
     agent.wait_committed("1.0.0");
 
     wait::hold(IDLE);
@@ -76,8 +56,7 @@ fn a_publish_after_an_idle_longer_than_every_timeout_is_pushed_at_once() {
     );
 
     let scheduled_before = agent.log().matches("release scheduled").count();
-    let v2 = w.script_payload("2.0.0", "exec sleep 1000");
-    w.publish(&data, &v2, "2.0.0", &[]);
+    live.publish_sleeper("2.0.0");
     let learned = wait::until(LEARN_DEADLINE, || {
         (agent.log().matches("release scheduled").count() > scheduled_before).then_some(())
     });
@@ -91,21 +70,10 @@ fn a_publish_after_an_idle_longer_than_every_timeout_is_pushed_at_once() {
 
 #[test]
 fn the_console_ends_a_hold_at_its_max_wait() {
-    let w = World::new();
-    let data = w.path("console-data");
-    fs::create_dir_all(&data).expect("data");
-    let ca = make_test_ca(&w.path("tls"));
-    let console = ConsoleProcess::start_with(
-        &data,
-        &ca,
-        "127.0.0.1:0",
-        &w.path("console.log"),
-        &["--max-wait", "1s"],
-    );
-    let v1 = w.script_payload("1.0.0", "exec sleep 1000");
-    w.publish(&data, &v1, "1.0.0", &[]);
-    let http = Http::new(&ca);
-    let url = console.url_of("/v1/channels/stable/release.json");
+    let live = Live::with_console_args(&["--max-wait", "1s"]);
+    live.publish_sleeper("1.0.0");
+    let http = Http::new(&live.ca);
+    let url = live.console.url_of("/v1/channels/stable/release.json");
     let etag = http.get(&url, &[]).header("etag").to_string();
     // The client's own timeout is 30 s: only the console's 1 s cap ends this.
     let reply = http.get(&format!("{url}?wait=300"), &[("if-none-match", &etag)]);

@@ -304,18 +304,19 @@ pub struct Live {
 impl Live {
     /// Starts a console over an empty data folder.
     pub fn new() -> Live {
+        // Agents here never enroll: the console stores their reports without a certificate.
+        Live::with_console_args(&["--allow-anonymous-reports"])
+    }
+
+    /// Starts a console over an empty data folder with `args` as its only extra
+    /// `console serve` arguments (e.g. `--max-wait 2s`).
+    pub fn with_console_args(args: &[&str]) -> Live {
         let w = World::new();
         let data = w.path("console-data");
         fs::create_dir_all(&data).expect("data");
         let ca = make_test_ca(&w.path("tls"));
-        // Agents here never enroll: the console stores their reports without a certificate.
-        let console = ConsoleProcess::start_with(
-            &data,
-            &ca,
-            "127.0.0.1:0",
-            &w.path("console.log"),
-            &["--allow-anonymous-reports"],
-        );
+        let console =
+            ConsoleProcess::start_with(&data, &ca, "127.0.0.1:0", &w.path("console.log"), args);
         Live {
             w,
             data,
