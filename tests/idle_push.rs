@@ -30,7 +30,9 @@ const AGENT_LIMITS: &str = "poll_interval = \"120s\"\n\
 /// How long the agent stays idle before the publish, on purpose
 /// ([`wait::hold`]): longer than every limit above, which is the claim under
 /// test (a hold survives every timeout), not a guess at how long something takes.
-const IDLE: Duration = Duration::from_secs(8);
+/// The longest of them is a held request's whole life, `max_wait` + `held_margin`
+/// = 4 s; one more second is enough to be longer than all.
+const IDLE: Duration = Duration::from_secs(5);
 
 /// Push is promised within 1 s; this is generous for a loaded machine yet far
 /// below what polling (120 s) or a backed-off retry would take.
