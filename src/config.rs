@@ -69,6 +69,8 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     timeouts: RawTimeouts,
+    #[serde(default)]
+    update: RawUpdate,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +134,12 @@ struct RawTimeouts {
     rate_window: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    allow_in_place: Option<bool>,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -175,6 +183,17 @@ pub struct AgentConfig {
     pub log: LogConfig,
     /// Network limits (`[timeouts]`).
     pub timeouts: Timeouts,
+    /// How releases are staged (`[update]`).
+    pub update: UpdateConfig,
+}
+
+/// `[update]`: how a release is staged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpdateConfig {
+    /// Stage over the idle bank (giving up the rollback target first) when the
+    /// file system has room only for that, not for a scratch copy beside both
+    /// banks. Off by default: such a staging is refused, and `status` says why.
+    pub allow_in_place: bool,
 }
 
 /// `[timeouts]`: every network limit of the agent. Each request has its own
@@ -426,6 +445,9 @@ impl AgentConfig {
                 syslog,
             },
             timeouts: Timeouts::parse(raw.timeouts)?,
+            update: UpdateConfig {
+                allow_in_place: raw.update.allow_in_place.unwrap_or(false),
+            },
         })
     }
 }
@@ -595,6 +617,23 @@ mod tests {
         assert_eq!(cfg.root, PathBuf::from(DEFAULT_ROOT));
         assert_eq!(cfg.poll_interval, DEFAULT_POLL_INTERVAL);
         assert_eq!(cfg.health.max_failures, 3);
+        assert!(!cfg.update.allow_in_place, "in-place staging is opt-in");
+    }
+
+    #[test]
+    fn update_allow_in_place_is_read_and_strict() {
+        let cfg = AgentConfig::parse(
+            &format!("trusted_keys = [\"{KEY}\"]\n[update]\nallow_in_place = true"),
+            Path::new("."),
+        )
+        .expect("valid config");
+        assert!(cfg.update.allow_in_place);
+        let err = AgentConfig::parse(
+            &format!("trusted_keys = [\"{KEY}\"]\n[update]\nallow_inplace = true"),
+            Path::new("."),
+        )
+        .expect_err("typo must not pass");
+        assert!(err.contains("allow_inplace"), "{err}");
     }
 
     #[test]

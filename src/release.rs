@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use bank_layout::{ArchiveFormat, BankId, BankRecord, LayoutError, Root, StageSpec, State};
+use bank_layout::{
+    ArchiveFormat, BankId, BankRecord, LayoutError, Root, SpacePlan, StageSpec, State,
+};
 use signing::{ArtifactFormat, Expectations, KeyRing, ReleaseError, VerifiedRelease};
 use tracing::warn;
 
@@ -129,16 +131,11 @@ pub fn verify_with(
     let running = state
         .version_of(state.active)
         .and_then(|v| semver::Version::parse(v).ok());
-    let bad_versions: Vec<signing::BadVersion> = state
-        .bad_versions
-        .iter()
-        .filter_map(|b| {
-            Some(signing::BadVersion {
-                version: semver::Version::parse(&b.version).ok()?,
-                sequence: b.sequence,
-            })
-        })
-        .collect();
+    // The one bad-version rule, over the marks as the root stores them.
+    let marked_bad = |version: &semver::Version, sequence: u64| {
+        bank_layout::marked_bad(&state.bad_versions, &version.to_string(), sequence)
+            .map(|mark| mark.sequence)
+    };
     signing::verify_release(
         manifest,
         signature,
@@ -149,7 +146,7 @@ pub fn verify_with(
             channel: &setup.channel,
             highest_sequence: state.highest_sequence,
             running_version: running.as_ref(),
-            bad_versions: &bad_versions,
+            marked_bad: &marked_bad,
             now: effective_now(state, now),
         },
     )
@@ -176,11 +173,15 @@ pub struct StagePlan {
     /// The release's `published_at`, recorded as the latest known time once staged
     /// (`None` when it is too far ahead of the clock to be trusted).
     published_at: Option<u64>,
+    /// `[update] allow_in_place`: stage over the idle bank when only that fits.
+    allow_in_place: bool,
 }
 
 impl StagePlan {
-    /// The plan for `release`, whose signed bytes are `manifest` and `signature`.
+    /// The plan for `release`, whose signed bytes are `manifest` and `signature`,
+    /// under `setup` (whether it may be staged in place).
     pub fn new(
+        setup: &ReleaseSetup,
         release: &VerifiedRelease,
         manifest: &[u8],
         signature: &[u8],
@@ -207,31 +208,73 @@ impl StagePlan {
                 signature: String::from_utf8_lossy(signature).into_owned(),
             },
             published_at: trusted_publication(release, now),
+            allow_in_place: setup.allow_in_place,
         }
+    }
+
+    /// What the layout crate stages.
+    fn spec(&self) -> StageSpec<'_> {
+        StageSpec {
+            format: self.format,
+            size: self.size,
+            sha256: &self.sha256,
+            record: self.record.clone(),
+            unpacked_size: self.unpacked_size,
+            entries: self.entries,
+            allow_in_place: self.allow_in_place,
+        }
+    }
+
+    /// What `status` and the log say before staging starts when the root's file
+    /// system has room only for an in-place staging, the plan allows it, and it
+    /// gives up a release (the rollback target). `None` when a scratch copy fits,
+    /// when nothing would be lost, when the space cannot be read (staging reports
+    /// that itself), or when in place is not allowed: staging then fails with
+    /// [`LayoutError::InPlaceOnly`], which says why, and touches nothing.
+    pub fn space_notice(&self, root: &Root) -> Option<String> {
+        if !self.allow_in_place {
+            return None;
+        }
+        let SpacePlan::InPlace {
+            needed,
+            free,
+            loses: Some(loses),
+            ..
+        } = root.space_plan(&self.spec()).ok()?
+        else {
+            return None;
+        };
+        Some(format!(
+            "staging {} in place: it needs {} MiB, {} MiB free beside both banks, so {loses} in the idle bank (the rollback target) is removed first ([update] allow_in_place = true)",
+            self.record.version,
+            needed.div_ceil(MIB),
+            free.div_ceil(MIB)
+        ))
     }
 }
 
+/// Bytes in the MiB that space notices count in (rounded up, as the layout crate's
+/// errors do).
+const MIB: u64 = 1024 * 1024;
+
 /// Streams `source` (a file offline, an HTTPS stream online) into the idle bank
 /// under the plan's size, digest and archive rules, showing progress; writes the
-/// bank record last. The active bank is never touched.
+/// bank record last. The active bank is never touched, and the idle bank (the
+/// rollback target) only by a complete release, unless the plan allows an
+/// in-place staging and only that fits: the log says so first
+/// ([`StagePlan::space_notice`]).
 pub fn stage_release(
     root: &mut Root,
     source: impl Read + Send,
     plan: StagePlan,
 ) -> Result<BankId, LayoutError> {
+    if let Some(notice) = plan.space_notice(root) {
+        warn!(version = %plan.record.version, "{notice}");
+    }
     let mut progress = Progress::new(&plan.label, plan.size);
     let result = root.stage(
         BufReader::with_capacity(STAGE_BUFFER, source),
-        StageSpec {
-            format: plan.format,
-            size: plan.size,
-            sha256: &plan.sha256,
-            record: plan.record,
-            unpacked_size: plan.unpacked_size,
-            entries: plan.entries,
-            // Staging never gives up the rollback target unless told to (not yet configurable).
-            allow_in_place: false,
-        },
+        plan.spec(),
         &mut |done| progress.update(done),
     );
     progress.finish();

@@ -47,6 +47,11 @@ pub struct StatusReport {
     /// has seen (expiry is then checked against that time, not the clock).
     #[serde(default)]
     pub clock_warning: Option<String>,
+    /// Set while a release is staged in place (the file system had room only
+    /// for that, and `[update] allow_in_place` is true): the rollback target is
+    /// given up first.
+    #[serde(default)]
+    pub space_notice: Option<String>,
 }
 
 /// A payload's streak of failures: exits, watchdog expiries, failed starts.
@@ -119,6 +124,7 @@ impl StatusReport {
                 .collect(),
             restarts: None,
             clock_warning: None,
+            space_notice: None,
         }
     }
 
@@ -152,6 +158,9 @@ impl StatusReport {
         }
         if let Some(w) = &self.clock_warning {
             println!("clock:      {w}");
+        }
+        if let Some(n) = &self.space_notice {
+            println!("space:      {n}");
         }
         if let Some(r) = &self.restarts {
             println!(

@@ -18,6 +18,8 @@ pub struct ReleaseSetup {
     pub channel: String,
     /// The trusted keys.
     pub trusted_keys: Vec<PublicKey>,
+    /// `[update] allow_in_place` of the config (false without one).
+    pub allow_in_place: bool,
 }
 
 /// The config named by `--config`, or the default one when it exists and nothing stands in for it.
@@ -74,6 +76,7 @@ pub fn for_release(args: &SetupArgs) -> Result<ReleaseSetup, UsageError> {
         root,
         channel,
         trusted_keys,
+        allow_in_place: config.as_ref().is_some_and(|c| c.update.allow_in_place),
     })
 }
 

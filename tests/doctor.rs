@@ -53,6 +53,12 @@ fn assert_check_fails(out: &Run, name: &str, needle: &str) {
     );
 }
 
+/// [`assert_check_fails`], and the line's fix says `fix`.
+fn assert_check_fails_with_fix(out: &Run, name: &str, needle: &str, fix: &str) {
+    assert_check_fails(out, name, needle);
+    assert!(line(out, name).contains(fix), "{}", out.stdout);
+}
+
 /// A live console with release 1.0.0, and an initialised root.
 fn live_with_release() -> Live {
     let live = Live::new();
@@ -64,16 +70,26 @@ fn init(config: &Path) {
     run_ok(["init", "--config", &config.display().to_string()]);
 }
 
-#[test]
-fn all_checks_pass_against_a_live_console() {
-    let live = live_with_release();
+/// The config of an agent of `live` (its console, CA and release key) with `extra`
+/// TOML appended, its root initialised.
+fn live_config(live: &Live, extra: &str) -> PathBuf {
     let config = config(
         &live.w,
         &live.console.url,
         Some(&live.ca.ca_pem),
         &live.w.public("release"),
     );
+    let mut text = fs::read_to_string(&config).expect("config");
+    text.push_str(extra);
+    fs::write(&config, text).expect("config");
     init(&config);
+    config
+}
+
+#[test]
+fn all_checks_pass_against_a_live_console() {
+    let live = live_with_release();
+    let config = live_config(&live, "");
     let out = doctor(&config);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     for name in [
@@ -102,13 +118,7 @@ fn all_checks_pass_against_a_live_console() {
 #[test]
 fn a_renewed_server_certificate_is_still_trusted_with_the_kept_ca() {
     let mut live = live_with_release();
-    let config = config(
-        &live.w,
-        &live.console.url,
-        Some(&live.ca.ca_pem),
-        &live.w.public("release"),
-    );
-    init(&config);
+    let config = live_config(&live, "");
     let ca_before = fs::read(&live.ca.ca_pem).expect("ca.pem");
     let cert_before = fs::read(&live.ca.cert_pem).expect("server.pem");
     let tls = live.w.path("tls");
@@ -144,12 +154,7 @@ fn unknown_ca_says_add_it_to_tls_ca_certs() {
     let config = config(&live.w, &live.console.url, None, &live.w.public("release"));
     init(&config);
     let out = doctor(&config);
-    assert_check_fails(&out, "tls", "unknown CA");
-    assert!(
-        line(&out, "tls").contains("[tls] ca_certs"),
-        "{}",
-        out.stdout
-    );
+    assert_check_fails_with_fix(&out, "tls", "unknown CA", "[tls] ca_certs");
 }
 
 #[test]
@@ -262,8 +267,7 @@ fn group_writable_root_fails_with_chmod_fix() {
     let root = w.path("root");
     fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).expect("chmod");
     let out = doctor(&config);
-    assert_check_fails(&out, "root", "mode 0777");
-    assert!(line(&out, "root").contains("chmod 0700"), "{}", out.stdout);
+    assert_check_fails_with_fix(&out, "root", "mode 0777", "chmod 0700");
 }
 
 #[test]
@@ -271,27 +275,13 @@ fn missing_root_says_init() {
     let w = World::new();
     let config = config(&w, "https://127.0.0.1:1", None, &w.public("release"));
     let out = doctor(&config);
-    assert_check_fails(&out, "root", "does not exist");
-    assert!(
-        line(&out, "root").contains("bankswap init"),
-        "{}",
-        out.stdout
-    );
+    assert_check_fails_with_fix(&out, "root", "does not exist", "bankswap init");
 }
 
 #[test]
 fn unreachable_proxy_fails_before_the_console() {
     let live = live_with_release();
-    let config = config(
-        &live.w,
-        &live.console.url,
-        Some(&live.ca.ca_pem),
-        &live.w.public("release"),
-    );
-    let mut text = fs::read_to_string(&config).expect("config");
-    text.push_str("[proxy]\nurl = \"http://127.0.0.1:1\"\n");
-    fs::write(&config, text).expect("config");
-    init(&config);
+    let config = live_config(&live, "[proxy]\nurl = \"http://127.0.0.1:1\"\n");
     let out = doctor(&config);
     assert_check_fails(
         &out,
@@ -303,16 +293,7 @@ fn unreachable_proxy_fails_before_the_console() {
 #[test]
 fn syslog_server_not_listening_fails() {
     let live = live_with_release();
-    let config = config(
-        &live.w,
-        &live.console.url,
-        Some(&live.ca.ca_pem),
-        &live.w.public("release"),
-    );
-    let mut text = fs::read_to_string(&config).expect("config");
-    text.push_str("[log]\nsyslog = \"tcp://127.0.0.1:1\"\n");
-    fs::write(&config, text).expect("config");
-    init(&config);
+    let config = live_config(&live, "[log]\nsyslog = \"tcp://127.0.0.1:1\"\n");
     let out = doctor(&config);
     assert_check_fails(&out, "syslog", "cannot connect to the syslog server");
     assert!(

@@ -29,10 +29,12 @@ const LIMITS: &str = "[timeouts]\n\
     [health]\n\
     grace = \"1s\"\n";
 
-/// The pause between two bytes of a drip: 10 B/s, far below the floor.
+/// The test console's pace between two bytes of a drip (the hostile behaviour under
+/// test, not a wait): 10 B/s, far below the 1000 B/s floor of [`LIMITS`].
 const DRIP_PAUSE: Duration = Duration::from_millis(100);
 
-/// The pause between two bytes of a dripping manifest or signature: 1 B/s.
+/// The test console's pace between two bytes of a dripping manifest or signature:
+/// 1 B/s, so the 2 s `request` limit of [`LIMITS`] cuts it long before it ends.
 const SLOW_DRIP_PAUSE: Duration = Duration::from_secs(1);
 
 /// Bytes sent at full speed before a drip starts (so a resume has an offset).

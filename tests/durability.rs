@@ -16,16 +16,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{self, World, assert_fails_with, bankswap, run, run_ok, status, tree};
+use crate::support::{self, World, assert_fails_with, bankswap, run, run_ok, status, tree, wait};
 
 /// Longest wait for a condition (a scratch folder appearing, a lock being held):
 /// generous, since the machine may be loaded; the tests wait for the condition, not
 /// for this time.
 const CONDITION_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Pause between two looks at a condition: short, so a mid-staging moment is not
-/// missed, and not a busy loop on a loaded machine.
-const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// Pause between two looks for a staging in progress: short, so the mid-staging
+/// moment is not missed.
+const MID_STAGING_STEP: Duration = Duration::from_millis(1);
 
 /// A root with 1.0.0 in Bank1 (idle, the rollback target) and 1.1.0 active in Bank2,
 /// and the next release 1.2.0 published in `data` for each test to break.
@@ -257,19 +257,13 @@ fn sigkill_mid_staging_keeps_the_rollback_target() {
         .expect("spawn apply");
     // Kill it once the scratch folder holds files: mid-staging.
     let scratch = root.join(".staging");
-    let deadline = Instant::now() + CONDITION_DEADLINE;
-    let mut killed_mid_staging = false;
-    while Instant::now() < deadline {
+    let killed_mid_staging = wait::until_every(MID_STAGING_STEP, CONDITION_DEADLINE, || {
         if fs::read_dir(scratch.join("data")).is_ok_and(|mut d| d.next().is_some()) {
             let _ = child.kill();
-            killed_mid_staging = true;
-            break;
+            return Some(true);
         }
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
+        child.try_wait().expect("wait").map(|_| false)
+    }) == Some(true);
     let _ = child.kill();
     let _ = child.wait();
     assert!(killed_mid_staging, "apply ended before staging was seen");
@@ -288,40 +282,89 @@ fn sigkill_mid_staging_keeps_the_rollback_target() {
     assert_eq!(tree(&root.join("Bank1")), before.bank1);
 }
 
-/// A full disk: a small tmpfs, mounted in a new user and mount namespace
-/// (`unshare -Urm`, as tests/hostile.rs does). The script records the banks before and
-/// after the failed apply, and rolls back.
-#[test]
-fn disk_full_keeps_the_rollback_target() {
-    let w = World::new();
-    let data1 = w.path("data1");
-    let data2 = w.path("data2");
-    let data3 = w.path("data3");
-    w.publish(&data1, &w.payload("1.0.0", 1, 1000), "1.0.0", &[]);
-    let copy = |from: &Path, to: &Path| {
-        let ok = Command::new("cp").arg("-a").arg(from).arg(to).status();
-        assert!(ok.expect("cp").success());
-    };
-    copy(&data1, &data2);
-    w.publish(&data2, &w.payload("1.1.0", 1, 1000), "1.1.0", &[]);
-    copy(&data2, &data3);
-    // 6 MiB of payload in a small artifact: fits the space check (the artifact's size
-    // is all an older manifest tells), then fills the 3 MiB tmpfs while extracting.
-    w.publish(&data3, &w.payload("1.2.0", 6, 1024 * 1024), "1.2.0", &[]);
+/// Runs the shell `body` in a new user and mount namespace (`unshare -Urm`, as
+/// tests/hostile.rs does) on a tmpfs of `size` (e.g. `3m`): a file system that
+/// really runs out of space, without root. The script sees `$B` (the binary), `$R`
+/// (a root on the tmpfs), `$K` (the trusted key), `$O` (an output folder outside
+/// it), each `(name, path)` of `vars`, and `list` (the sha256 of every bank file and
+/// of state.json). Returns a reader of the files the script wrote into `$O`.
+fn on_small_tmpfs(
+    w: &World,
+    size: &str,
+    vars: &[(&str, &Path)],
+    body: &str,
+) -> impl Fn(&str) -> String + use<> {
     let mnt = w.path("mnt");
     let out_dir = w.path("out");
     fs::create_dir_all(&mnt).expect("mnt");
     fs::create_dir_all(&out_dir).expect("out");
-    let script = format!(
+    let mut script = format!(
         r#"set -e
-mount -t tmpfs -o size=3m tmpfs "{mnt}"
+mount -t tmpfs -o size={size} tmpfs "{mnt}"
 B="{bin}"; R="{mnt}/root"; O="{out}"; K="{key}"
 list() {{ (cd "$R" && find Bank1 Bank2 -type f | sort | xargs sha256sum; sha256sum state.json); }}
-"$B" init --root "$R" --bundle "{data1}" --trust "$K" > /dev/null
-"$B" apply --root "$R" --bundle "{data2}" --trust "$K" > /dev/null
+"#,
+        mnt = mnt.display(),
+        bin = env!("CARGO_BIN_EXE_bankswap"),
+        out = out_dir.display(),
+        key = w.public("release"),
+    );
+    for (name, path) in vars {
+        script.push_str(&format!("{name}=\"{}\"\n", path.display()));
+    }
+    script.push_str(body);
+    let result = Command::new("unshare")
+        .args(["-Urm", "sh", "-c", &script])
+        .output()
+        .expect("unshare runs");
+    assert!(
+        result.status.success(),
+        "the small-disk tests need user namespaces (unshare -Urm): {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    move |name: &str| {
+        fs::read_to_string(out_dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+}
+
+/// Publishes `version` (`files` files of `size` bytes) into a copy of the bundle
+/// `from` named `to`: bundles of successive releases, each as `publish` leaves it.
+fn publish_copy(
+    w: &World,
+    from: Option<&Path>,
+    to: &str,
+    version: &str,
+    files: usize,
+    size: usize,
+) -> PathBuf {
+    let to = w.path(to);
+    if let Some(from) = from {
+        let ok = Command::new("cp").arg("-a").arg(from).arg(&to).status();
+        assert!(ok.expect("cp").success());
+    }
+    w.publish(&to, &w.payload(version, files, size), version, &[]);
+    to
+}
+
+/// A full disk: the script records the banks before and after the failed apply,
+/// and rolls back.
+#[test]
+fn disk_full_keeps_the_rollback_target() {
+    let w = World::new();
+    let data1 = publish_copy(&w, None, "data1", "1.0.0", 1, 1000);
+    let data2 = publish_copy(&w, Some(&data1), "data2", "1.1.0", 1, 1000);
+    // 6 MiB of payload in a small artifact: does not fit the 3 MiB tmpfs.
+    let data3 = publish_copy(&w, Some(&data2), "data3", "1.2.0", 6, 1024 * 1024);
+    let read = on_small_tmpfs(
+        &w,
+        "3m",
+        &[("D1", &data1), ("D2", &data2), ("D3", &data3)],
+        r#"
+"$B" init --root "$R" --bundle "$D1" --trust "$K" > /dev/null
+"$B" apply --root "$R" --bundle "$D2" --trust "$K" > /dev/null
 list > "$O/before.txt"
 set +e
-"$B" apply --root "$R" --bundle "{data3}" --trust "$K" 2> "$O/apply-stderr.txt"
+"$B" apply --root "$R" --bundle "$D3" --trust "$K" 2> "$O/apply-stderr.txt"
 echo $? > "$O/apply-code.txt"
 set -e
 list > "$O/after.txt"
@@ -329,24 +372,7 @@ ls -A "$R" > "$O/root-after.txt"
 "$B" rollback --root "$R" > "$O/rollback.txt"
 "$B" status --root "$R" --json > "$O/status.json"
 "#,
-        mnt = mnt.display(),
-        bin = env!("CARGO_BIN_EXE_bankswap"),
-        out = out_dir.display(),
-        data1 = data1.display(),
-        data2 = data2.display(),
-        data3 = data3.display(),
-        key = w.public("release"),
     );
-    let result = Command::new("unshare")
-        .args(["-Urm", "sh", "-c", &script])
-        .output()
-        .expect("unshare runs");
-    assert!(
-        result.status.success(),
-        "the full-disk test needs user namespaces (unshare -Urm): {}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let read = |name: &str| fs::read_to_string(out_dir.join(name)).expect(name);
     assert_eq!(read("apply-code.txt").trim(), "1");
     let stderr = read("apply-stderr.txt");
     assert!(stderr.starts_with("error: "), "{stderr}");
@@ -363,6 +389,101 @@ ls -A "$R" > "$O/root-after.txt"
     assert!(read("rollback.txt").contains("rolled back to 1.0.0"));
     let s: Value = serde_json::from_str(&read("status.json")).expect("json");
     assert_eq!(s["active_version"], "1.0.0");
+}
+
+/// Room only for an in-place staging (issue 9.2): on a 12 MiB tmpfs holding two
+/// 4 MiB banks, a third 4 MiB release fits only over the idle bank. Without
+/// `[update] allow_in_place` `apply` refuses, saying so, and touches nothing; with
+/// it, `apply` first says that the rollback target goes, then stages in place. A
+/// release that does not fit even in place is refused with "needs X MiB, Y MiB
+/// free" and changes nothing, allowed or not.
+#[test]
+fn in_place_staging_only_when_allowed() {
+    const MIB: usize = 1024 * 1024;
+    let w = World::new();
+    let data1 = publish_copy(&w, None, "data1", "1.0.0", 4, MIB);
+    let data2 = publish_copy(&w, Some(&data1), "data2", "1.1.0", 4, MIB);
+    let fits_in_place = publish_copy(&w, Some(&data2), "data3", "1.2.0", 4, MIB);
+    let too_big = publish_copy(&w, Some(&data2), "data4", "1.2.0", 10, MIB);
+    let config = w.path("allow-in-place.toml");
+    fs::write(
+        &config,
+        format!(
+            "trusted_keys = [\"{}\"]\n[update]\nallow_in_place = true\n",
+            w.public("release")
+        ),
+    )
+    .expect("config");
+    let read = on_small_tmpfs(
+        &w,
+        "12m",
+        &[
+            ("D1", &data1),
+            ("D2", &data2),
+            ("D3", &fits_in_place),
+            ("D4", &too_big),
+            ("C", &config),
+        ],
+        r#"
+"$B" init --root "$R" --bundle "$D1" --trust "$K" > /dev/null
+"$B" apply --root "$R" --bundle "$D2" --trust "$K" > /dev/null
+list > "$O/before.txt"
+set +e
+"$B" apply --root "$R" --bundle "$D3" --trust "$K" 2> "$O/refused.txt"
+echo $? > "$O/refused-code.txt"
+list > "$O/after-refused.txt"
+"$B" apply --config "$C" --root "$R" --bundle "$D4" 2> "$O/no-room.txt"
+echo $? > "$O/no-room-code.txt"
+list > "$O/after-no-room.txt"
+"$B" apply --config "$C" --root "$R" --bundle "$D3" > "$O/in-place-out.txt" 2> "$O/in-place.txt"
+echo $? > "$O/in-place-code.txt"
+set -e
+ls -A "$R" > "$O/root-after.txt"
+"$B" status --root "$R" --json > "$O/status.json"
+"$B" rollback --root "$R" > "$O/rollback.txt"
+"#,
+    );
+    // Refused by default, with the reason and the way out, before anything is written.
+    assert_eq!(read("refused-code.txt").trim(), "1");
+    let refused = read("refused.txt");
+    assert!(refused.starts_with("error: "), "{refused}");
+    assert_eq!(refused.lines().count(), 1, "{refused}");
+    assert!(
+        refused.contains("only in place") && refused.contains("allow_in_place"),
+        "{refused}"
+    );
+    assert_eq!(
+        read("before.txt"),
+        read("after-refused.txt"),
+        "a bank changed"
+    );
+    // No room even in place: refused with the numbers, allowed or not.
+    assert_eq!(read("no-room-code.txt").trim(), "1");
+    let no_room = read("no-room.txt");
+    assert!(no_room.starts_with("error: "), "{no_room}");
+    assert_eq!(no_room.lines().count(), 1, "{no_room}");
+    assert!(
+        no_room.contains("staging needs 12 MiB, ") && no_room.contains(" MiB free ("),
+        "{no_room}"
+    );
+    assert_eq!(
+        read("before.txt"),
+        read("after-no-room.txt"),
+        "a bank changed"
+    );
+    // Allowed: said first (what is needed, what is free, what is lost), then done.
+    let in_place = read("in-place.txt");
+    assert_eq!(read("in-place-code.txt").trim(), "0", "{in_place}");
+    assert!(
+        in_place.contains("staging 1.2.0 in place")
+            && in_place.contains("1.0.0 in the idle bank (the rollback target) is removed first"),
+        "{in_place}"
+    );
+    assert!(!read("root-after.txt").contains(".staging"));
+    let s: Value = serde_json::from_str(&read("status.json")).expect("json");
+    assert_eq!(s["active_version"], "1.2.0");
+    assert_eq!(s["previous_version"], "1.1.0");
+    assert!(read("rollback.txt").contains("rolled back to 1.1.0"));
 }
 
 fn mode(path: &Path) -> u32 {

@@ -81,7 +81,15 @@ impl Fleet {
         ])
     }
 
+    /// `console renew` of `root`, which must succeed.
     fn renew(&self, root: &Path, force: bool) -> crate::support::Run {
+        let out = self.try_renew(root, force);
+        assert_eq!(out.code, 0, "renew failed: {}", out.stderr);
+        out
+    }
+
+    /// `console renew` of `root`, any outcome.
+    fn try_renew(&self, root: &Path, force: bool) -> crate::support::Run {
         let mut args = vec![
             "console".to_string(),
             "renew".into(),
@@ -95,7 +103,7 @@ impl Fleet {
         if force {
             args.push("--force".into());
         }
-        run_ok(args)
+        run(args)
     }
 
     /// A client presenting the identity stored in `root`.
@@ -299,17 +307,7 @@ fn an_enrolled_agent_renews_and_keeps_reporting_until_revoked() {
     let refused = fleet.report(&live, &id, report);
     assert_eq!(refused.status, 403);
     assert!(refused.error().contains("revoked"), "{}", refused.error());
-    let renewal = run([
-        "console".to_string(),
-        "renew".into(),
-        "--root".into(),
-        root.display().to_string(),
-        "--console".into(),
-        fleet.console.url.clone(),
-        "--ca-cert".into(),
-        fleet.ca.ca_pem.display().to_string(),
-        "--force".into(),
-    ]);
+    let renewal = fleet.try_renew(&root, true);
     assert_fails_with(&renewal, "revoked");
     assert_eq!(fleet.agents()[0]["state"], "revoked");
     let table = run_ok(["console", "agents", "--data", &fleet.data_arg()]);
@@ -379,10 +377,22 @@ fn anonymous_reports_are_stored_only_when_allowed_and_never_for_enrolled_ids() {
     assert_eq!(ids, ["legacy-1"]);
 }
 
-#[test]
-fn run_enrolls_with_its_token_and_reports_over_mtls() {
-    let live = Live::new();
-    live.publish_sleeper("1.0.0");
+/// Waits until the fleet of the console data `data` shows agent `id` on `version`.
+fn wait_reported(data: &str, id: &str, version: &str) {
+    wait_for(&format!("the report of {version}"), || {
+        let out = run_ok(["console", "fleet", "--data", data, "--json"]);
+        let fleet: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        fleet
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|e| e["agent_id"] == id && e["version"] == version)
+    });
+}
+
+/// An agent on root `agent` of `live` that enrolls with a fresh one-time token
+/// (kept in `enrollment-token`).
+fn enrolling_agent(live: &Live) -> AgentProcess {
     let data = live.data.display().to_string();
     let token = run_ok(["console", "token", "create", "--data", &data])
         .stdout
@@ -390,13 +400,21 @@ fn run_enrolls_with_its_token_and_reports_over_mtls() {
         .to_string();
     let token_file = live.w.path("enrollment-token");
     fs::write(&token_file, format!("{token}\n")).expect("token file");
-    let agent = live.agent(
+    live.agent(
         "agent",
         &format!(
             "enrollment_token_file = \"{}\"\n[health]\ngrace = \"1s\"\n",
             token_file.display()
         ),
-    );
+    )
+}
+
+#[test]
+fn run_enrolls_with_its_token_and_reports_over_mtls() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let data = live.data.display().to_string();
+    let agent = enrolling_agent(&live);
     // The log first: `status` on a root no agent holds yet would take its lock.
     agent.wait_log("running version=1.0.0");
     agent.wait_committed("1.0.0");
@@ -412,15 +430,7 @@ fn run_enrolls_with_its_token_and_reports_over_mtls() {
         "the key is never logged"
     );
     // The console takes no anonymous reports: this one came with the certificate.
-    wait_for("the agent's report", || {
-        let out = run_ok(["console", "fleet", "--data", &data, "--json"]);
-        let fleet: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
-        fleet
-            .as_array()
-            .expect("array")
-            .iter()
-            .any(|e| e["agent_id"] == id.as_str() && e["version"] == "1.0.0")
-    });
+    wait_reported(&data, &id, "1.0.0");
     let out = run_ok(["console", "agents", "--data", &data, "--json"]);
     let agents: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
     assert_eq!(agents[0]["agent_id"], id.as_str());
@@ -442,7 +452,7 @@ fn run_enrolls_with_its_token_and_reports_over_mtls() {
         "second",
         &format!(
             "enrollment_token_file = \"{}\"\n[health]\ngrace = \"1s\"\n",
-            token_file.display()
+            live.w.path("enrollment-token").display()
         ),
     );
     second.wait_log("the enrollment token was already used");
@@ -550,38 +560,10 @@ fn an_agent_reporting_in_a_loop_is_rate_limited() {
 #[test]
 fn a_running_agent_renews_its_certificate_and_reports_with_the_new_one() {
     // 60 s is the shortest `--cert-lifetime`: the agent renews after 40 s.
-    let w = World::new();
-    let data = w.path("console-data");
-    fs::create_dir_all(&data).expect("data");
-    let ca = make_test_ca(&w.path("tls"));
-    let console = ConsoleProcess::start_with(
-        &data,
-        &ca,
-        "127.0.0.1:0",
-        &w.path("console.log"),
-        &["--cert-lifetime", "60s"],
-    );
-    let live = Live {
-        w,
-        data,
-        ca,
-        console,
-    };
+    let live = Live::with_console_args(&["--cert-lifetime", "60s"]);
     live.publish_sleeper("1.0.0");
     let data = live.data.display().to_string();
-    let token = run_ok(["console", "token", "create", "--data", &data])
-        .stdout
-        .trim()
-        .to_string();
-    let token_file = live.w.path("enrollment-token");
-    fs::write(&token_file, format!("{token}\n")).expect("token file");
-    let agent = live.agent(
-        "agent",
-        &format!(
-            "enrollment_token_file = \"{}\"\n[health]\ngrace = \"1s\"\n",
-            token_file.display()
-        ),
-    );
+    let agent = enrolling_agent(&live);
     agent.wait_committed("1.0.0");
     let id = agent_id(&live.w.path("agent"));
     let expiry = || {
@@ -604,13 +586,5 @@ fn a_running_agent_renews_its_certificate_and_reports_with_the_new_one() {
     });
     live.publish_sleeper("2.0.0");
     agent.wait_committed("2.0.0");
-    wait_for("the report of 2.0.0", || {
-        let out = run_ok(["console", "fleet", "--data", &data, "--json"]);
-        let fleet: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
-        fleet
-            .as_array()
-            .expect("array")
-            .iter()
-            .any(|e| e["agent_id"] == id.as_str() && e["version"] == "2.0.0")
-    });
+    wait_reported(&data, &id, "2.0.0");
 }

@@ -3,13 +3,12 @@
 //! the agent at once. Short, named limits (`[timeouts]`, `console serve
 //! --max-wait`) make "longer than every timeout" a matter of seconds.
 
-use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::https::Http;
-use crate::support::live::{AgentProcess, AgentSettings, ConsoleProcess};
+use crate::support::live::Live;
 use crate::support::tls::make_test_ca;
-use crate::support::{World, run};
+use crate::support::{World, run, wait};
 
 /// The console's `--max-wait`: it ends every hold after this and answers 304.
 const CONSOLE_MAX_WAIT: &str = "2s";
@@ -28,9 +27,12 @@ const AGENT_LIMITS: &str = "poll_interval = \"120s\"\n\
     [health]\n\
     grace = \"1s\"\n";
 
-/// How long the agent stays idle before the publish: longer than every limit
-/// above (the claim under test, not a guess at how long something takes).
-const IDLE: Duration = Duration::from_secs(8);
+/// How long the agent stays idle before the publish, on purpose
+/// ([`wait::hold`]): longer than every limit above, which is the claim under
+/// test (a hold survives every timeout), not a guess at how long something takes.
+/// The longest of them is a held request's whole life, `max_wait` + `held_margin`
+/// = 4 s; one more second is enough to be longer than all.
+const IDLE: Duration = Duration::from_secs(5);
 
 /// Push is promised within 1 s; this is generous for a loaded machine yet far
 /// below what polling (120 s) or a backed-off retry would take.
@@ -38,31 +40,12 @@ const LEARN_DEADLINE: Duration = Duration::from_secs(8);
 
 #[test]
 fn a_publish_after_an_idle_longer_than_every_timeout_is_pushed_at_once() {
-    let w = World::new();
-    let data = w.path("console-data");
-    fs::create_dir_all(&data).expect("data");
-    let ca = make_test_ca(&w.path("tls"));
-    let console = ConsoleProcess::start_with(
-        &data,
-        &ca,
-        "127.0.0.1:0",
-        &w.path("console.log"),
-        &["--max-wait", CONSOLE_MAX_WAIT],
-    );
-    let v1 = w.script_payload("1.0.0", "exec sleep 1000");
-    w.publish(&data, &v1, "1.0.0", &[]);
-    let agent = AgentProcess::start(
-        &w,
-        &ca,
-        &w.path("root"),
-        &AgentSettings {
-            console: &console.url,
-            extra: AGENT_LIMITS,
-        },
-    );
+    let live = Live::with_console_args(&["--max-wait", CONSOLE_MAX_WAIT]);
+    live.publish_sleeper("1.0.0");
+    let agent = live.agent("root", AGENT_LIMITS);
     agent.wait_committed("1.0.0");
 
-    std::thread::sleep(IDLE);
+    wait::hold(IDLE);
     let status = agent.status();
     assert!(
         status["last_error"].is_null(),
@@ -75,37 +58,24 @@ fn a_publish_after_an_idle_longer_than_every_timeout_is_pushed_at_once() {
     );
 
     let scheduled_before = agent.log().matches("release scheduled").count();
-    let v2 = w.script_payload("2.0.0", "exec sleep 1000");
-    w.publish(&data, &v2, "2.0.0", &[]);
-    let published = Instant::now();
-    while agent.log().matches("release scheduled").count() == scheduled_before {
-        assert!(
-            published.elapsed() < LEARN_DEADLINE,
-            "the agent did not learn of 2.0.0 within {LEARN_DEADLINE:?} after {IDLE:?} idle:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    live.publish_sleeper("2.0.0");
+    let learned = wait::until(LEARN_DEADLINE, || {
+        (agent.log().matches("release scheduled").count() > scheduled_before).then_some(())
+    });
+    assert!(
+        learned.is_some(),
+        "the agent did not learn of 2.0.0 within {LEARN_DEADLINE:?} after {IDLE:?} idle:\n{}",
+        agent.log()
+    );
     agent.wait_committed("2.0.0");
 }
 
 #[test]
 fn the_console_ends_a_hold_at_its_max_wait() {
-    let w = World::new();
-    let data = w.path("console-data");
-    fs::create_dir_all(&data).expect("data");
-    let ca = make_test_ca(&w.path("tls"));
-    let console = ConsoleProcess::start_with(
-        &data,
-        &ca,
-        "127.0.0.1:0",
-        &w.path("console.log"),
-        &["--max-wait", "1s"],
-    );
-    let v1 = w.script_payload("1.0.0", "exec sleep 1000");
-    w.publish(&data, &v1, "1.0.0", &[]);
-    let http = Http::new(&ca);
-    let url = console.url_of("/v1/channels/stable/release.json");
+    let live = Live::with_console_args(&["--max-wait", "1s"]);
+    live.publish_sleeper("1.0.0");
+    let http = Http::new(&live.ca);
+    let url = live.console.url_of("/v1/channels/stable/release.json");
     let etag = http.get(&url, &[]).header("etag").to_string();
     // The client's own timeout is 30 s: only the console's 1 s cap ends this.
     let reply = http.get(&format!("{url}?wait=300"), &[("if-none-match", &etag)]);

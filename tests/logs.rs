@@ -6,11 +6,10 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::Instant;
 
 use crate::notify::agent_config;
-use crate::support::bankswap;
 use crate::support::live::{DEADLINE, Live, signal, wait_for};
+use crate::support::{bankswap, wait};
 
 /// Starts `bankswap run` with stdout and stderr as given.
 fn spawn_agent(config: &Path, stderr: Stdio, stdout: Stdio, env: &[(&str, &str)]) -> Child {
@@ -34,17 +33,11 @@ fn status(root: &Path) -> serde_json::Value {
 /// SIGTERM, then waits (with the live deadline) for a clean exit.
 fn terminate(child: &mut Child) -> Option<i32> {
     signal(child, libc::SIGTERM);
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the agent ignored SIGTERM for {DEADLINE:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    if let Some(status) = wait::exit_of(child, DEADLINE) {
+        return status.code();
     }
+    let _ = child.kill();
+    panic!("the agent ignored SIGTERM for {DEADLINE:?}");
 }
 
 #[test]

@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::wait;
+
 /// Cuts in the suite's power-cut campaign (`BANKSWAP_POWERCUT_CUTS` overrides).
 const CUTS: u32 = 20;
 /// Kills in the suite's online crash campaign (`BANKSWAP_CRASH_KILLS` overrides).
@@ -96,22 +98,16 @@ fn campaign(script: &str, args: &[&str]) -> (Option<i32>, String, String) {
         s
     });
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the campaign") {
-            break status;
+    let Some(status) = wait::exit_of(&mut child, CAMPAIGN_DEADLINE) else {
+        // SAFETY: kill(2) of the process group we created for the child.
+        unsafe {
+            libc::kill(-(child.id() as i32), libc::SIGTERM);
         }
-        if started.elapsed() > CAMPAIGN_DEADLINE {
-            // SAFETY: kill(2) of the process group we created for the child.
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGTERM);
-            }
-            let _ = child.wait();
-            panic!(
-                "scripts/{script} ran longer than {CAMPAIGN_DEADLINE:?}:\n{}",
-                tail(&stderr.join().unwrap_or_default(), 30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        let _ = child.wait();
+        panic!(
+            "scripts/{script} ran longer than {CAMPAIGN_DEADLINE:?}:\n{}",
+            tail(&stderr.join().unwrap_or_default(), 30)
+        );
     };
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();

@@ -133,7 +133,7 @@ pub enum LayoutError {
     },
     /// Not enough free space (or inodes) in the root's file system, even in place.
     #[error(
-        "not enough space in {}: staging needs {} MiB and {needed_inodes} inodes, {} MiB and {free_inodes} inodes free",
+        "not enough space in {}: staging needs {} MiB, {} MiB free ({needed_inodes} inodes needed, {free_inodes} free)",
         root.display(), mib(*needed), mib(*free)
     )]
     NoRoom {
@@ -267,7 +267,7 @@ mod tests {
                     needed_inodes: 12,
                     free_inodes: 1000,
                 },
-                "not enough space in /r: staging needs 300 MiB and 12 inodes, 10 MiB and 1000 inodes free",
+                "not enough space in /r: staging needs 300 MiB, 10 MiB free (12 inodes needed, 1000 free)",
             ),
             (
                 LayoutError::Truncated {

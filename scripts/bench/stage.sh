@@ -52,7 +52,11 @@
 #   BANKSWAP_BIN=P use this binary instead of building
 # Needs: python3, zstd, curl, openssl, sha256sum (scripts/setup-test-deps.sh).
 # Bounded: every wait has a deadline; all processes are stopped on exit.
+#
+# `scripts/bench/stage.sh in-place` instead compares today's scratch staging with
+# the old in-place path, side by side (see stage-in-place.sh).
 set -euo pipefail
+if [ "${1:-}" = in-place ]; then exec "$(dirname "$0")/stage-in-place.sh"; fi
 source "$(dirname "$0")/lib.sh"
 
 SIZE_MIB="${SIZE_MIB:-256}"

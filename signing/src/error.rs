@@ -158,8 +158,8 @@ pub enum ReleaseError {
     MarkedBad {
         /// The manifest's version.
         version: Version,
-        /// The sequence at or below which the version is bad (from the
-        /// matching [`BadVersion`](crate::BadVersion)).
+        /// The sequence at or below which the version is bad (of the mark
+        /// [`Expectations::marked_bad`](crate::Expectations::marked_bad) found).
         sequence: u64,
     },
 }

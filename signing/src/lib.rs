@@ -42,8 +42,8 @@ pub use manifest::{
     Artifact, ArtifactFormat, Entrypoint, MANIFEST_SCHEMA, Manifest, ReleaseKind, Rollout,
 };
 pub use policy::{
-    BadVersion, Expectations, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, VerifiedRelease,
-    verify_release,
+    Expectations, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, MarkedBad, VerifiedRelease,
+    nothing_marked_bad, verify_release,
 };
 pub use rotation::{
     MAX_ROTATION_BYTES, ROTATION_SCHEMA, RotationRecord, VerifiedRotation, verify_rotation,

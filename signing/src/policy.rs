@@ -26,19 +26,19 @@ pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 /// 8 KiB; the other three lines are under 300 bytes, and the rest is room.
 pub const MAX_SIGNATURE_BYTES: usize = 16 * 1024;
 
-/// A version this agent marked bad: it stays refused for every manifest with
-/// a sequence at or below `sequence`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadVersion {
-    /// The version that failed.
-    pub version: Version,
-    /// The sequence of the manifest that brought it; re-publishing it with
-    /// a higher sequence clears the mark.
-    pub sequence: u64,
+/// Whether this agent marked a release bad: `Some(sequence of the mark)` when
+/// `version` at `sequence` is refused. The rule and the marks live with the
+/// root (`bank_layout::marked_bad`, which the agent's rollback uses too); the
+/// policy only asks, so there is one comparison, over the marks as stored.
+pub type MarkedBad<'a> = &'a dyn Fn(&Version, u64) -> Option<u64>;
+
+/// A [`MarkedBad`] for callers with no marks (a console re-verifying an upload).
+pub fn nothing_marked_bad(_version: &Version, _sequence: u64) -> Option<u64> {
+    None
 }
 
 /// What the agent knows and expects, against which a release is checked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Expectations<'a> {
     /// Keys whose signatures are accepted ([`KeyRing::trusted`](crate::KeyRing::trusted)
     /// once rotation records are applied).
@@ -56,8 +56,8 @@ pub struct Expectations<'a> {
     pub highest_sequence: u64,
     /// The version running now, if any.
     pub running_version: Option<&'a Version>,
-    /// Versions this agent marked bad.
-    pub bad_versions: &'a [BadVersion],
+    /// Versions this agent marked bad, asked of the marks' own rule.
+    pub marked_bad: MarkedBad<'a>,
     /// The current time (passed in: this crate never reads the clock).
     pub now: SystemTime,
 }
@@ -149,14 +149,10 @@ pub fn verify_release(
 
     // 7. "version not marked bad by this agent (a higher sequence
     //    re-publishing it clears that)"
-    if let Some(bad) = expect
-        .bad_versions
-        .iter()
-        .find(|bad| bad.version == manifest.version && bad.sequence >= manifest.sequence)
-    {
+    if let Some(sequence) = (expect.marked_bad)(&manifest.version, manifest.sequence) {
         return Err(ReleaseError::MarkedBad {
             version: manifest.version,
-            sequence: bad.sequence,
+            sequence,
         });
     }
 

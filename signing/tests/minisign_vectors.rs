@@ -155,7 +155,7 @@ fn verify_release_accepts_a_manifest_signed_by_the_minisign_tool() {
         channel: "stable",
         highest_sequence: 0,
         running_version: None,
-        bad_versions: &[],
+        marked_bad: &signing::nothing_marked_bad,
         now: parse_rfc3339("2026-12-01T00:00:00Z").unwrap(),
     };
     let signature = fixture("release.json.minisig");

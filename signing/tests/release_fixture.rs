@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use semver::Version;
 use signing::{
-    Artifact, ArtifactFormat, BadVersion, Entrypoint, Expectations, KeyId, Manifest, PublicKey,
-    ReleaseError, ReleaseKind, SecretKey, VerifiedRelease, parse_rfc3339, verify_release,
+    Artifact, ArtifactFormat, Entrypoint, Expectations, KeyId, Manifest, PublicKey, ReleaseError,
+    ReleaseKind, SecretKey, VerifiedRelease, parse_rfc3339, verify_release,
 };
 
 /// Parses an RFC 3339 test time.
@@ -84,7 +84,8 @@ pub(crate) struct Agent {
     pub(crate) product: Option<String>,
     pub(crate) highest_sequence: u64,
     pub(crate) running: Option<Version>,
-    pub(crate) bad: Vec<BadVersion>,
+    /// Versions marked bad, as a root stores them (the rule is the root's).
+    pub(crate) bad: Vec<bank_layout::BadVersion>,
     pub(crate) now: SystemTime,
 }
 
@@ -110,6 +111,10 @@ impl Agent {
         &self,
         (manifest, signature): &(Vec<u8>, Vec<u8>),
     ) -> Result<VerifiedRelease, ReleaseError> {
+        let marked_bad = |version: &Version, sequence: u64| {
+            bank_layout::marked_bad(&self.bad, &version.to_string(), sequence)
+                .map(|mark| mark.sequence)
+        };
         let expect = Expectations {
             trusted_keys: &self.keys,
             revoked_keys: &self.revoked,
@@ -117,7 +122,7 @@ impl Agent {
             channel: "stable",
             highest_sequence: self.highest_sequence,
             running_version: self.running.as_ref(),
-            bad_versions: &self.bad,
+            marked_bad: &marked_bad,
             now: self.now,
         };
         verify_release(manifest, signature, &expect)

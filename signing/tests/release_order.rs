@@ -1,7 +1,7 @@
 //! `verify_release` checks its rules in SPEC §4 order: when several rules
 //! fail, the first one decides the error.
 
-use signing::{BadVersion, MAX_MANIFEST_BYTES, Manifest, ReleaseError};
+use signing::{MAX_MANIFEST_BYTES, Manifest, ReleaseError};
 
 use crate::release_fixture::{setup, time, version};
 
@@ -39,9 +39,10 @@ fn order_bad_signature_before_malformed() {
 fn order_of_the_manifest_rules() {
     let (publisher, mut agent) = setup();
     agent.now = time("2030-01-01T00:00:00Z"); // everything below is also expired
-    agent.bad = vec![BadVersion {
-        version: version("1.0.0"),
+    agent.bad = vec![bank_layout::BadVersion {
+        version: "1.0.0".into(),
         sequence: 99,
+        reason: "failed its trial".into(),
     }];
     let all_wrong = |m: &mut Manifest| {
         m.product = "other".into();

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use semver::Version;
 use signing::{
-    BadVersion, KeyRing, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, ReleaseError, RotationRecord,
-    verify_rotation,
+    KeyRing, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, ReleaseError, RotationRecord, verify_rotation,
 };
 
 use crate::release_fixture::{Agent, Publisher, setup, time, version};
@@ -275,9 +274,10 @@ fn downgrade_allowed() {
 #[test]
 fn marked_bad_and_cleared_by_a_higher_sequence() {
     let (publisher, mut agent) = setup();
-    agent.bad = vec![BadVersion {
-        version: version("1.2.0"),
+    agent.bad = vec![bank_layout::BadVersion {
+        version: "1.2.0".into(),
         sequence: 10,
+        reason: "failed its trial".into(),
     }];
     let err = agent.check(&publisher.publish(|_| {})).unwrap_err();
     assert!(

@@ -155,6 +155,7 @@ impl Agent {
             root: config.root.clone(),
             channel: config.channel.clone(),
             trusted_keys: config.trusted_keys.clone(),
+            allow_in_place: config.update.allow_in_place,
         };
         let last_error = world
             .root

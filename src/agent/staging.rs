@@ -58,11 +58,23 @@ impl Agent {
             }
         };
         let plan = StagePlan::new(
+            &self.setup,
             &release,
             pending.manifest.as_bytes(),
             pending.signature.as_bytes(),
             now,
         );
+        if let Some(notice) = plan.space_notice(root) {
+            // The core answers status from the last report while the staging thread
+            // holds the root: say it before the bank is given up.
+            self.publish_status();
+            self.report.send_modify(|r| {
+                if let Some(r) = r {
+                    r.space_notice = Some(notice);
+                }
+            });
+        }
+        let Some(root) = self.root() else { return };
         let m = &release.manifest;
         let url = if m.artifact.path.starts_with("https://") {
             m.artifact.path.clone()

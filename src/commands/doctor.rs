@@ -501,6 +501,7 @@ async fn check_manifest(http: &reqwest::Client, config: &AgentConfig, console: &
         root: config.root.clone(),
         channel: config.channel.clone(),
         trusted_keys: config.trusted_keys.clone(),
+        allow_in_place: config.update.allow_in_place,
     };
     match verify_against(&state, &setup, &manifest, &signature, SystemTime::now()) {
         Ok(release) => Ok(format!(

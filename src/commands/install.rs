@@ -125,7 +125,7 @@ fn install(
     let artifact_path = channel.artifact(&manifest.artifact.path);
     let file = File::open(&artifact_path)
         .with_context(|| format!("artifact {}", artifact_path.display()))?;
-    let plan = StagePlan::new(&release, &manifest_bytes, &signature, now);
+    let plan = StagePlan::new(setup, &release, &manifest_bytes, &signature, now);
     let bank = stage_release(root, file, plan)
         .with_context(|| format!("artifact {}", artifact_path.display()))?;
     // Offline, nobody watches the new version's health: it is committed in the same

@@ -118,7 +118,7 @@ fn accept(
         channel,
         highest_sequence: current,
         running_version: None,
-        bad_versions: &[],
+        marked_bad: &signing::nothing_marked_bad,
         now,
     };
     let manifest = upload.manifest.as_bytes();

@@ -6,22 +6,18 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::tls::{TestCa, make_test_ca};
-use crate::support::{World, bankswap};
+use crate::support::{World, bankswap, wait};
 
 /// How long a live condition may take before the test fails: generous, because a
 /// loaded CI machine runs many agents at once; a passing test never waits for it.
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
-/// Polls `condition` every 50 ms until it holds or `DEADLINE` passes.
-pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits until `condition` holds, failing after [`DEADLINE`].
+pub fn wait_for(what: &str, condition: impl FnMut() -> bool) {
+    wait::wait_for(what, DEADLINE, condition);
 }
 
 /// Sends SIGTERM (or SIGKILL) to a child.
@@ -120,12 +116,8 @@ impl ConsoleProcess {
     /// Sends SIGTERM and waits (with a deadline) for the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         signal(&self.child, libc::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < CONSOLE_DEADLINE {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = wait::exit_of(&mut self.child, CONSOLE_DEADLINE) {
+            return status.code();
         }
         panic!(
             "console still running {CONSOLE_DEADLINE:?} after SIGTERM: {}",
@@ -245,18 +237,14 @@ impl AgentProcess {
 
     /// Waits for `condition`; on timeout, fails with the agent's status and log tail.
     pub fn wait_until(&self, what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = Instant::now() + DEADLINE;
-        while !condition() {
-            if Instant::now() > deadline {
-                let log = self.log();
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-                panic!(
-                    "timed out waiting for {what}\nstatus: {}\nagent log (tail):\n{tail}",
-                    self.status()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if wait::until(DEADLINE, || condition().then_some(())).is_none() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            panic!(
+                "timed out waiting for {what}\nstatus: {}\nagent log (tail):\n{tail}",
+                self.status()
+            );
         }
     }
 
@@ -316,18 +304,19 @@ pub struct Live {
 impl Live {
     /// Starts a console over an empty data folder.
     pub fn new() -> Live {
+        // Agents here never enroll: the console stores their reports without a certificate.
+        Live::with_console_args(&["--allow-anonymous-reports"])
+    }
+
+    /// Starts a console over an empty data folder with `args` as its only extra
+    /// `console serve` arguments (e.g. `--max-wait 2s`).
+    pub fn with_console_args(args: &[&str]) -> Live {
         let w = World::new();
         let data = w.path("console-data");
         fs::create_dir_all(&data).expect("data");
         let ca = make_test_ca(&w.path("tls"));
-        // Agents here never enroll: the console stores their reports without a certificate.
-        let console = ConsoleProcess::start_with(
-            &data,
-            &ca,
-            "127.0.0.1:0",
-            &w.path("console.log"),
-            &["--allow-anonymous-reports"],
-        );
+        let console =
+            ConsoleProcess::start_with(&data, &ca, "127.0.0.1:0", &w.path("console.log"), args);
         Live {
             w,
             data,

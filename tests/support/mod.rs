@@ -320,6 +320,7 @@ impl Snapshot {
 pub mod https;
 pub mod live;
 pub mod tls;
+pub mod wait;
 
 /// The signed manifest of the `stable` channel in the data folder `data`.
 pub fn manifest_path(data: &Path) -> PathBuf {
