@@ -269,6 +269,7 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
         },
         rollout: None,
         downgrade: false,
+        index: None,
     })
 }
 
