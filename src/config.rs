@@ -69,6 +69,14 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     timeouts: RawTimeouts,
+    #[serde(default)]
+    update: RawUpdate,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    delta_max_ratio: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +183,42 @@ pub struct AgentConfig {
     pub log: LogConfig,
     /// Network limits (`[timeouts]`).
     pub timeouts: Timeouts,
+    /// How updates are fetched (`[update]`).
+    pub update: UpdateConfig,
+}
+
+/// Above this share of the full artifact's size, the objects a delta update
+/// would fetch are not worth it and the full artifact is downloaded instead:
+/// past about 60 % the many small requests and the copy of the running bank
+/// cost more than the bytes they save.
+pub const DEFAULT_DELTA_MAX_RATIO: f64 = 0.6;
+
+/// `[update]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateConfig {
+    /// `delta_max_ratio`: a delta update is taken only while its objects add up
+    /// to at most this share of the full artifact (0 turns delta updates off).
+    pub delta_max_ratio: f64,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> UpdateConfig {
+        UpdateConfig {
+            delta_max_ratio: DEFAULT_DELTA_MAX_RATIO,
+        }
+    }
+}
+
+impl UpdateConfig {
+    fn parse(raw: RawUpdate) -> Result<UpdateConfig, String> {
+        let delta_max_ratio = raw.delta_max_ratio.unwrap_or(DEFAULT_DELTA_MAX_RATIO);
+        if !(0.0..=1.0).contains(&delta_max_ratio) {
+            return Err(format!(
+                "update.delta_max_ratio = {delta_max_ratio}: must be between 0 and 1"
+            ));
+        }
+        Ok(UpdateConfig { delta_max_ratio })
+    }
 }
 
 /// `[timeouts]`: every network limit of the agent. Each request has its own
@@ -426,6 +470,7 @@ impl AgentConfig {
                 syslog,
             },
             timeouts: Timeouts::parse(raw.timeouts)?,
+            update: UpdateConfig::parse(raw.update)?,
         })
     }
 }
@@ -595,6 +640,25 @@ mod tests {
         assert_eq!(cfg.root, PathBuf::from(DEFAULT_ROOT));
         assert_eq!(cfg.poll_interval, DEFAULT_POLL_INTERVAL);
         assert_eq!(cfg.health.max_failures, 3);
+    }
+
+    #[test]
+    fn delta_max_ratio_defaults_and_is_bounded() {
+        let config = |extra: &str| {
+            AgentConfig::parse(
+                &format!("trusted_keys = [\"{KEY}\"]\n{extra}"),
+                Path::new("."),
+            )
+        };
+        assert_eq!(
+            config("").unwrap().update.delta_max_ratio,
+            DEFAULT_DELTA_MAX_RATIO
+        );
+        let off = config("[update]\ndelta_max_ratio = 0.0").unwrap();
+        assert_eq!(off.update.delta_max_ratio, 0.0);
+        let err = config("[update]\ndelta_max_ratio = 1.5").unwrap_err();
+        assert!(err.contains("update.delta_max_ratio"), "{err}");
+        assert!(config("[update]\ndelta = 1").is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use bank_layout::{ArchiveFormat, BankId, BankRecord, LayoutError, Root, StageSpec, State};
+use bank_layout::{
+    ArchiveFormat, BankId, BankRecord, Index, LayoutError, ObjectSource, Root, StageSpec, State,
+};
 use signing::{ArtifactFormat, Expectations, KeyRing, ReleaseError, VerifiedRelease};
 use tracing::warn;
 
@@ -205,8 +207,39 @@ impl StagePlan {
                 args: m.entrypoint.args.clone(),
                 manifest: String::from_utf8_lossy(manifest).into_owned(),
                 signature: String::from_utf8_lossy(signature).into_owned(),
+                files: None,
             },
             published_at: trusted_publication(release, now),
+        }
+    }
+
+    /// The announced size of the full artifact.
+    pub fn artifact_size(&self) -> u64 {
+        self.size
+    }
+
+    /// The version staged.
+    pub fn version(&self) -> &str {
+        &self.record.version
+    }
+
+    /// Keeps the per-file digests of the release's verified `index` in the bank
+    /// record, so that the next update can be a delta (issue 14).
+    pub fn remember_files(&mut self, index: &Index) {
+        self.record.files = Some(index.digests());
+    }
+
+    /// The layout crate's staging spec of this plan.
+    fn spec(&self) -> StageSpec<'_> {
+        StageSpec {
+            format: self.format,
+            size: self.size,
+            sha256: &self.sha256,
+            record: self.record.clone(),
+            unpacked_size: self.unpacked_size,
+            entries: self.entries,
+            // Staging never gives up the rollback target unless told to (not yet configurable).
+            allow_in_place: false,
         }
     }
 }
@@ -222,19 +255,38 @@ pub fn stage_release(
     let mut progress = Progress::new(&plan.label, plan.size);
     let result = root.stage(
         BufReader::with_capacity(STAGE_BUFFER, source),
-        StageSpec {
-            format: plan.format,
-            size: plan.size,
-            sha256: &plan.sha256,
-            record: plan.record,
-            unpacked_size: plan.unpacked_size,
-            entries: plan.entries,
-            // Staging never gives up the rollback target unless told to (not yet configurable).
-            allow_in_place: false,
-        },
+        plan.spec(),
         &mut |done| progress.update(done),
     );
     progress.finish();
+    staged(root, &plan, result)
+}
+
+/// The delta way of [`stage_release`] (issue 14): builds the idle bank from
+/// the active one plus the `objects` that changed, checked against the
+/// release's verified `index`, then swaps as [`stage_release`] does. The
+/// caller chose this way with [`Root::delta_plan`].
+pub fn stage_delta(
+    root: &mut Root,
+    index: &Index,
+    objects: &mut dyn ObjectSource,
+    mut plan: StagePlan,
+) -> Result<BankId, LayoutError> {
+    plan.remember_files(index);
+    let mut progress = Progress::new(&plan.label, index.unpacked_size());
+    let result = root.stage_delta(index, plan.spec(), objects, &mut |done| {
+        progress.update(done)
+    });
+    progress.finish();
+    staged(root, &plan, result)
+}
+
+/// After a staging: the release's publication time becomes the latest known time.
+fn staged(
+    root: &mut Root,
+    plan: &StagePlan,
+    result: Result<BankId, LayoutError>,
+) -> Result<BankId, LayoutError> {
     let bank = result?;
     if let Some(published) = plan.published_at {
         root.update_state(|s| s.note_time(published))?;

@@ -89,12 +89,6 @@ pub struct Pending {
     pub manifest: String,
     /// The exact minisign signature of `manifest`.
     pub signature: String,
-    /// The regular files of the bank with their digests, from the release's
-    /// verified file index (issue 14): what a delta staging compares the next
-    /// index with, without reading the bank. `None` for a bank staged
-    /// without an index (an older agent, or a release published without one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<Vec<crate::FileDigest>>,
 }
 
 /// `state.json`: the single source of truth of a root.
