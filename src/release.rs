@@ -1,19 +1,22 @@
 //! A release's way onto a root, shared by `apply` and the agent: open the root,
 //! [`verify`] a manifest with what the root knows, [`stage_release`] its archive
-//! into the idle bank, and [`roll_back`] (swap back and mark the version left bad).
+//! into the idle bank (or [`stage_delta`] its changed files, issue 14), and [`roll_back`] (swap back and mark the version left bad).
 
 use std::fmt;
-use std::io::{BufReader, Read};
-use std::path::Path;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bank_layout::{
     ArchiveFormat, BankId, BankRecord, Index, LayoutError, ObjectSource, Root, StageSpec, State,
 };
-use signing::{ArtifactFormat, Expectations, KeyRing, ReleaseError, VerifiedRelease};
-use tracing::warn;
+use sha2::{Digest, Sha256};
+use signing::{ArtifactFormat, Expectations, KeyRing, Manifest, ReleaseError, VerifiedRelease};
+use tracing::{info, warn};
 
+use crate::channel::ChannelDir;
 use crate::clock;
 use crate::keyring;
 use crate::progress::Progress;
@@ -279,6 +282,98 @@ pub fn stage_delta(
     });
     progress.finish();
     staged(root, &plan, result)
+}
+
+/// Offline (`apply --bundle`): stages `manifest`'s release from the bundle
+/// folder `channel`, by delta from the bundle's objects when the manifest has
+/// an index the bundle carries and the running bank has per-file digests,
+/// else from the `artifact` file; the same checks as online either way. An
+/// index present but not the one the manifest signed is refused.
+pub fn stage_bundle(
+    root: &mut Root,
+    channel: &ChannelDir,
+    manifest: &Manifest,
+    artifact: impl Read + Send,
+    mut plan: StagePlan,
+) -> Result<BankId, LayoutError> {
+    let Some(pointer) = manifest
+        .index
+        .as_ref()
+        .filter(|i| !i.path.starts_with("https://"))
+    else {
+        return stage_release(root, artifact, plan);
+    };
+    let path = channel.artifact(&pointer.path);
+    let bytes = match File::open(&path) {
+        Ok(file) => {
+            let mut bytes = Vec::new();
+            file.take(pointer.size.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(|cause| LayoutError::Io {
+                    path: path.clone(),
+                    cause,
+                })?;
+            bytes
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            info!(index = %path.display(), "the bundle has no file index; staging the full artifact");
+            return stage_release(root, artifact, plan);
+        }
+        Err(cause) => return Err(LayoutError::Io { path, cause }),
+    };
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if bytes.len() as u64 != pointer.size || actual != pointer.sha256 {
+        return Err(LayoutError::BadIndex {
+            reason: format!(
+                "{} does not match the manifest: {} bytes with sha256 {actual}, expected {} bytes with sha256 {}",
+                path.display(),
+                bytes.len(),
+                pointer.size,
+                pointer.sha256
+            ),
+        });
+    }
+    let index = Index::from_json(&bytes)?;
+    plan.remember_files(&index);
+    let Some(delta) = root.delta_plan(&index) else {
+        info!(
+            version = plan.version(),
+            "the running bank has no per-file digests; staging the full artifact"
+        );
+        return stage_release(root, artifact, plan);
+    };
+    let objects_dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from(OBJECTS_DIR), |p| p.join(OBJECTS_DIR));
+    let version = plan.version().to_owned();
+    let bank = stage_delta(root, &index, &mut BundleObjects { dir: objects_dir }, plan)?;
+    info!(
+        version,
+        objects = delta.fetch.len(),
+        reused = delta.reused_files,
+        "staged {version} via delta: read {} object bytes of the artifact's {}",
+        delta.fetch_bytes,
+        manifest.artifact.size
+    );
+    Ok(bank)
+}
+
+/// Where a file index's objects are, beside it (`publish` writes them there).
+pub const OBJECTS_DIR: &str = "objects";
+
+/// The objects of an offline bundle: files `objects/<sha256>.zst`.
+struct BundleObjects {
+    /// The bundle's objects folder.
+    dir: PathBuf,
+}
+
+impl ObjectSource for BundleObjects {
+    fn object(&mut self, sha256: &str, _packed: u64) -> io::Result<Box<dyn Read + '_>> {
+        let path = self.dir.join(format!("{sha256}.zst"));
+        let file = File::open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(Box::new(BufReader::with_capacity(STAGE_BUFFER, file)))
+    }
 }
 
 /// After a staging: the release's publication time becomes the latest known time.

@@ -13,7 +13,7 @@ use crate::agent_id;
 use crate::channel::{ChannelDir, MAX_SIGNATURE_BYTES, read_capped};
 use crate::cli::SetupArgs;
 use crate::keyring;
-use crate::release::{StagePlan, open_root, stage_release, verify_with};
+use crate::release::{StagePlan, open_root, stage_bundle, verify_with};
 use crate::setup::{self, ReleaseSetup};
 
 /// `bankswap init --root DIR [--bundle DIR]`.
@@ -126,7 +126,7 @@ fn install(
     let file = File::open(&artifact_path)
         .with_context(|| format!("artifact {}", artifact_path.display()))?;
     let plan = StagePlan::new(&release, &manifest_bytes, &signature, now);
-    let bank = stage_release(root, file, plan)
+    let bank = stage_bundle(root, &channel, manifest, file, plan)
         .with_context(|| format!("artifact {}", artifact_path.display()))?;
     // Offline, nobody watches the new version's health: it is committed in the same
     // write that activates it (the admin can `rollback`).

@@ -22,8 +22,7 @@ const PUBLISHED_MODE: u32 = 0o644;
 /// bytes per file than the full download.
 const ZSTD_LEVEL: i32 = 3;
 
-/// Folder of the objects, inside `artifacts/` (agents find it beside the index).
-pub const OBJECTS_DIR: &str = "objects";
+use crate::release::OBJECTS_DIR;
 
 /// Read buffer for hashing and compressing a file.
 const READ_BUFFER: usize = 256 * 1024;
