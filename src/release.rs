@@ -13,7 +13,9 @@ use bank_layout::{
     ArchiveFormat, BankId, BankRecord, Index, LayoutError, ObjectSource, Root, StageSpec, State,
 };
 use sha2::{Digest, Sha256};
-use signing::{ArtifactFormat, Expectations, KeyRing, Manifest, ReleaseError, VerifiedRelease};
+use signing::{
+    ArtifactFormat, Expectations, IndexRef, KeyRing, Manifest, ReleaseError, VerifiedRelease,
+};
 use tracing::{info, warn};
 
 use crate::channel::ChannelDir;
@@ -285,42 +287,70 @@ pub fn stage_delta(
 }
 
 /// Offline (`apply --bundle`): stages `manifest`'s release from the bundle
-/// folder `channel`, by delta from the bundle's objects when the manifest has
-/// an index the bundle carries and the running bank has per-file digests,
-/// else from the `artifact` file; the same checks as online either way. An
-/// index present but not the one the manifest signed is refused.
+/// folder `channel`. With the `artifact` file, as always (its record keeps the
+/// index's per-file digests when the bundle has the signed index); without
+/// it (a delta bundle: manifest, index and objects), by delta from the
+/// bundle's objects, with the same checks as online.
 pub fn stage_bundle(
     root: &mut Root,
     channel: &ChannelDir,
     manifest: &Manifest,
-    artifact: impl Read + Send,
+    artifact: Option<impl Read + Send>,
     mut plan: StagePlan,
 ) -> Result<BankId, LayoutError> {
-    let Some(pointer) = manifest
+    let index = manifest
         .index
         .as_ref()
-        .filter(|i| !i.path.starts_with("https://"))
-    else {
-        return stage_release(root, artifact, plan);
+        .filter(|i| !i.path.starts_with("https://"));
+    let Some(artifact_file) = artifact else {
+        let Some(pointer) = index else {
+            return Err(LayoutError::BadIndex {
+                reason: "a bundle without its artifact needs a file index under v1/".to_owned(),
+            });
+        };
+        let path = channel.artifact(&pointer.path);
+        let index = read_index(&path, pointer)?;
+        plan.remember_files(&index);
+        let delta = root.delta_plan(&index).ok_or(LayoutError::NoDelta)?;
+        let objects_dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from(OBJECTS_DIR), |p| p.join(OBJECTS_DIR));
+        let version = plan.version().to_owned();
+        let bank = stage_delta(root, &index, &mut BundleObjects { dir: objects_dir }, plan)?;
+        info!(
+            version,
+            objects = delta.fetch.len(),
+            reused = delta.reused_files,
+            "staged {version} via delta: read {} object bytes, the artifact has {}",
+            delta.fetch_bytes,
+            manifest.artifact.size
+        );
+        return Ok(bank);
     };
-    let path = channel.artifact(&pointer.path);
-    let bytes = match File::open(&path) {
-        Ok(file) => {
-            let mut bytes = Vec::new();
-            file.take(pointer.size.saturating_add(1))
+    if let Some(pointer) = index {
+        match read_index(&channel.artifact(&pointer.path), pointer) {
+            Ok(index) => plan.remember_files(&index),
+            Err(e) => {
+                warn!(error = %e, "the bundle's file index is unusable; the next update downloads in full")
+            }
+        }
+    }
+    stage_release(root, artifact_file, plan)
+}
+
+/// Reads the file index at `path`, which must be the one `pointer` (signed) names.
+fn read_index(path: &Path, pointer: &IndexRef) -> Result<Index, LayoutError> {
+    let io_error = |cause| LayoutError::Io {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| {
+            f.take(pointer.size.saturating_add(1))
                 .read_to_end(&mut bytes)
-                .map_err(|cause| LayoutError::Io {
-                    path: path.clone(),
-                    cause,
-                })?;
-            bytes
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            info!(index = %path.display(), "the bundle has no file index; staging the full artifact");
-            return stage_release(root, artifact, plan);
-        }
-        Err(cause) => return Err(LayoutError::Io { path, cause }),
-    };
+        })
+        .map_err(io_error)?;
     let actual = hex::encode(Sha256::digest(&bytes));
     if bytes.len() as u64 != pointer.size || actual != pointer.sha256 {
         return Err(LayoutError::BadIndex {
@@ -333,29 +363,7 @@ pub fn stage_bundle(
             ),
         });
     }
-    let index = Index::from_json(&bytes)?;
-    plan.remember_files(&index);
-    let Some(delta) = root.delta_plan(&index) else {
-        info!(
-            version = plan.version(),
-            "the running bank has no per-file digests; staging the full artifact"
-        );
-        return stage_release(root, artifact, plan);
-    };
-    let objects_dir = path
-        .parent()
-        .map_or_else(|| PathBuf::from(OBJECTS_DIR), |p| p.join(OBJECTS_DIR));
-    let version = plan.version().to_owned();
-    let bank = stage_delta(root, &index, &mut BundleObjects { dir: objects_dir }, plan)?;
-    info!(
-        version,
-        objects = delta.fetch.len(),
-        reused = delta.reused_files,
-        "staged {version} via delta: read {} object bytes of the artifact's {}",
-        delta.fetch_bytes,
-        manifest.artifact.size
-    );
-    Ok(bank)
+    Index::from_json(&bytes)
 }
 
 /// Where a file index's objects are, beside it (`publish` writes them there).

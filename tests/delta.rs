@@ -3,9 +3,10 @@
 //! from its running bank plus only the objects that changed, fetched from a
 //! plain static host (nginx, whose access log counts the bytes), and the bank
 //! is byte-identical to a full install. Past `[update] delta_max_ratio` it
-//! downloads the full artifact. Offline `apply --bundle` takes the same way,
-//! and every hostile index or object fails with one line, leaving both banks
-//! and `state.json` untouched, so `rollback` still works.
+//! downloads the full artifact. Offline, `apply --bundle` of a delta bundle
+//! (no full artifact) takes the same way, and every hostile index or object
+//! fails with one line, leaving both banks and `state.json` untouched, so
+//! `rollback` still works.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -211,7 +212,7 @@ fn an_agent_fetches_only_the_changed_objects_from_a_static_host() {
     let index_bytes = v2_manifest["index"]["size"].as_u64().expect("index size");
     let total: u64 = requests
         .iter()
-        .filter(|(path, ..)| path.contains("/artifacts/"))
+        .filter(|(path, ..)| path.contains("/artifacts/") || path.contains("/delta/"))
         .map(|(_, _, bytes)| bytes)
         .sum();
     assert_eq!(object_bytes, changed_bytes);
@@ -279,7 +280,7 @@ fn a_missing_object_fails_the_staging_and_keeps_both_banks() {
     let (changed, _) = changed_objects(&host.data, &v1_manifest, &manifest(&host.data));
     let object = host
         .data
-        .join(format!("v1/artifacts/objects/{}.zst", changed[0]));
+        .join(format!("v1/delta/objects/{}.zst", changed[0]));
     fs::remove_file(&object).expect("remove object");
     host.agent.wait_until("the staging fails", || {
         host.agent.status()["last_error"]
@@ -335,7 +336,7 @@ impl Offline {
     }
 
     fn object_path(&self, sha: &str) -> PathBuf {
-        self.data.join(format!("v1/artifacts/objects/{sha}.zst"))
+        self.data.join(format!("v1/delta/objects/{sha}.zst"))
     }
 
     /// A changed object of v2 (not in v1).
@@ -352,8 +353,14 @@ impl Offline {
         changed[0].clone()
     }
 
+    /// Makes the bundle a delta bundle: without its full artifact.
+    fn drop_artifact(&self) {
+        fs::remove_file(crate::support::artifact_path(&self.data)).expect("remove artifact");
+    }
+
     /// `apply` fails with `needle` on one line, changes nothing, and rollback works after.
     fn apply_fails_and_rollback_works(&self, needle: &str) {
+        self.drop_artifact();
         let before = self.snapshot();
         let out = self.w.apply(&self.root, &self.data);
         assert_fails_with(&out, needle);
@@ -372,10 +379,8 @@ fn offline_apply_stages_by_delta_and_equals_the_full_install() {
     // The full install to compare with, made before the full artifact is spoilt.
     let fresh = o.w.path("fresh");
     o.w.init(&fresh, &o.data);
-    // Proof that the delta never reads the full artifact: it is garbage now.
-    let artifact = crate::support::artifact_path(&o.data);
-    let size = fs::metadata(&artifact).expect("artifact").len() as usize;
-    fs::write(&artifact, vec![0u8; size]).expect("spoil the artifact");
+    // A delta bundle: the manifest, the index and the objects, no artifact.
+    o.drop_artifact();
     let out = o.w.apply(&o.root, &o.data);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(bank_files(&o.root, "Bank2"), bank_files(&fresh, "Bank1"));
@@ -434,7 +439,7 @@ fn signed_index(o: &Offline, edit: impl FnOnce(&mut Vec<Value>)) {
     let bytes = serde_json::to_vec(&index).expect("json");
     use sha2::Digest;
     let sha = hex::encode(sha2::Sha256::digest(&bytes));
-    let rel = format!("artifacts/{sha}.index.json");
+    let rel = format!("delta/{sha}.index.json");
     fs::write(o.data.join("v1").join(&rel), &bytes).expect("write");
     o.w.resign(&o.data, |m| {
         m["index"] = serde_json::json!({ "path": rel, "size": bytes.len(), "sha256": sha });

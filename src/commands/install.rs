@@ -123,8 +123,14 @@ fn install(
         ));
     }
     let artifact_path = channel.artifact(&manifest.artifact.path);
-    let file = File::open(&artifact_path)
-        .with_context(|| format!("artifact {}", artifact_path.display()))?;
+    let file = match File::open(&artifact_path) {
+        Ok(file) => Some(file),
+        // A delta bundle carries the file index and the objects only (issue 14).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && manifest.index.is_some() => None,
+        Err(e) => {
+            return Err(e).with_context(|| format!("artifact {}", artifact_path.display()));
+        }
+    };
     let plan = StagePlan::new(&release, &manifest_bytes, &signature, now);
     let bank = stage_bundle(root, &channel, manifest, file, plan)
         .with_context(|| format!("artifact {}", artifact_path.display()))?;

@@ -239,7 +239,8 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
     let packed = match target {
         Target::Folder(channel) => {
             // The console takes no object uploads yet: the index is written with `--to` only.
-            file_index = Some(index::write_index(payload, &channel.artifacts())?);
+            let delta = channel.artifact(index::DELTA_DIR);
+            file_index = Some(index::write_index(payload, &delta)?);
             pack_artifact(payload, &channel.artifacts())?
         }
         Target::Console(console) => {

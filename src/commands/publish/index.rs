@@ -1,13 +1,13 @@
 //! The file index of `publish` (issue 14): beside the full artifact, every
-//! file of the payload as its own zstd object, `artifacts/objects/<sha256>.zst`
+//! file of the payload as its own zstd object, `v1/delta/objects/<sha256>.zst`
 //! (named by the sha256 of the file's bytes, so an unchanged file is one
 //! object across all releases), and the index of the tree,
-//! `artifacts/<sha256>.index.json`, whose path, size and digest the manifest
+//! `v1/delta/<sha256>.index.json`, whose path, size and digest the manifest
 //! carries. Plain files, so any static host serves them with plain GETs.
 
-use std::fs::{self, File};
+use std::fs::{self, DirBuilder, File, Permissions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
@@ -24,14 +24,27 @@ const ZSTD_LEVEL: i32 = 3;
 
 use crate::release::OBJECTS_DIR;
 
+/// The folder under `v1/` that holds the indexes and objects.
+pub const DELTA_DIR: &str = "delta";
+
+/// Mode of the folders: world-readable and searchable, whatever the umask.
+const FOLDER_MODE: u32 = 0o755;
+
 /// Read buffer for hashing and compressing a file.
 const READ_BUFFER: usize = 256 * 1024;
 
-/// Writes the objects and the index of `payload` into `artifacts` and returns
-/// the manifest's pointer to the index, relative to `v1/`.
-pub fn write_index(payload: &Path, artifacts: &Path) -> anyhow::Result<IndexRef> {
-    let objects = artifacts.join(OBJECTS_DIR);
-    fs::create_dir_all(&objects).with_context(|| format!("creating {}", objects.display()))?;
+/// Writes the objects and the index of `payload` into `delta` (the folder
+/// [`DELTA_DIR`] of `v1/`) and returns the manifest's pointer to the index.
+pub fn write_index(payload: &Path, delta: &Path) -> anyhow::Result<IndexRef> {
+    let objects = delta.join(OBJECTS_DIR);
+    for dir in [delta, &objects] {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(FOLDER_MODE)
+            .create(dir)
+            .and_then(|()| fs::set_permissions(dir, Permissions::from_mode(FOLDER_MODE)))
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut entries = Vec::new();
     walk(payload, "", &objects, &mut entries)
         .with_context(|| format!("indexing {}", payload.display()))?;
@@ -46,11 +59,11 @@ pub fn write_index(payload: &Path, artifacts: &Path) -> anyhow::Result<IndexRef>
     let bytes = index.to_json();
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let name = format!("{sha256}.index.json");
-    let path = artifacts.join(&name);
+    let path = delta.join(&name);
     bank_layout::write_atomic_mode(&path, &bytes, PUBLISHED_MODE)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(IndexRef {
-        path: format!("artifacts/{name}"),
+        path: format!("{DELTA_DIR}/{name}"),
         size: bytes.len() as u64,
         sha256,
     })
@@ -170,8 +183,9 @@ mod tests {
         fs::write(payload.join("data"), vec![7u8; 5000]).unwrap();
         fs::write(payload.join("same"), vec![7u8; 5000]).unwrap();
         std::os::unix::fs::symlink("bin/app", payload.join("link")).unwrap();
-        let artifacts = dir.path().join("artifacts");
+        let artifacts = dir.path().join(DELTA_DIR);
         let pointer = write_index(&payload, &artifacts).unwrap();
+        assert!(pointer.path.starts_with("delta/"));
         let bytes = fs::read(dir.path().join(&pointer.path)).unwrap();
         assert_eq!(bytes.len() as u64, pointer.size);
         let index = Index::from_json(&bytes).unwrap();
