@@ -476,3 +476,54 @@ fn a_signed_index_with_a_duplicate_entry_is_refused() {
     });
     o.apply_fails_and_rollback_works("is listed twice");
 }
+
+#[test]
+fn the_console_serves_indexes_and_objects_with_range_and_agents_stage_deltas_from_it() {
+    let live = crate::support::live::Live::new();
+    let (v1, v2) = payloads(&live.w);
+    live.w.publish(&live.data, &v1, "1.0.0", &[]);
+    let agent = live.agent("root", "[health]\ngrace = \"1s\"\n");
+    agent.wait_committed("1.0.0");
+    let v1_manifest = manifest(&live.data);
+    live.w.publish(&live.data, &v2, "2.0.0", &[]);
+    agent.wait_committed("2.0.0");
+    let v2_manifest = manifest(&live.data);
+    let (changed, changed_bytes) = changed_objects(&live.data, &v1_manifest, &v2_manifest);
+    let full = v2_manifest["artifact"]["size"].as_u64().expect("size");
+    let log = agent.log();
+    assert!(
+        log.contains(&format!(
+            "staged 2.0.0 via delta: fetched {changed_bytes} of {full} bytes"
+        )),
+        "{log}"
+    );
+
+    // An object, whole and resumed with Range, as nginx would serve it.
+    let http = crate::support::https::Http::new(&live.ca);
+    let url = live
+        .console
+        .url_of(&format!("/v1/delta/objects/{}.zst", changed[0]));
+    let object = fs::read(
+        live.data
+            .join(format!("v1/delta/objects/{}.zst", changed[0])),
+    )
+    .expect("object");
+    let whole = http.get(&url, &[]);
+    assert_eq!((whole.status, whole.body.clone()), (200, object.clone()));
+    let tail = http.get(&url, &[("range", "bytes=10-")]);
+    assert_eq!((tail.status, tail.body), (206, object[10..].to_vec()));
+    let index = live.console.url_of(&format!(
+        "/v1/{}",
+        v2_manifest["index"]["path"].as_str().expect("index")
+    ));
+    assert_eq!(http.get(&index, &[]).status, 200);
+    // (reqwest resolves a literal `..` itself; the encoded one reaches the console.)
+    for bad in [
+        "objects/%2e%2e%2f%2e%2e%2fchannels%2fstable%2frelease.json",
+        "objects/abc.zst",
+        "x.index.json",
+    ] {
+        let reply = http.get(&live.console.url_of(&format!("/v1/delta/{bad}")), &[]);
+        assert_eq!(reply.status, 404, "{bad}");
+    }
+}
