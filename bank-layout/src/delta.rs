@@ -41,6 +41,13 @@ pub trait ObjectSource {
     /// The object of the file whose bytes hash to `sha256`: those bytes,
     /// zstd-compressed, announced as `packed` bytes long.
     fn object(&mut self, sha256: &str, packed: u64) -> io::Result<Box<dyn Read + '_>>;
+
+    /// Whether the next object would come without waiting (a download that
+    /// has it, or has failed). Staging copies files from the active bank
+    /// meanwhile, so the network and the disk work at once.
+    fn ready(&mut self) -> bool {
+        true
+    }
 }
 
 /// An object a delta staging asks for.
@@ -119,13 +126,13 @@ impl Root {
         index.check()?;
         let plan = self.delta_plan(index).ok_or(LayoutError::NoDelta)?;
         let active = self.bank_dir(self.active_bank());
-        let sources: HashMap<String, String> = self
+        let sources: HashMap<(String, u64), String> = self
             .bank_record(self.active_bank())
             .and_then(|r| r.files.as_ref())
             .map(|files| {
                 files
                     .iter()
-                    .map(|f| (f.sha256.clone(), f.path.clone()))
+                    .map(|f| ((f.sha256.clone(), f.size), f.path.clone()))
                     .collect()
             })
             .unwrap_or_default();
@@ -162,8 +169,9 @@ impl Root {
 struct Build<'a, 'p> {
     /// The active bank's folder (read only).
     active: &'a Path,
-    /// A path in the active bank for each digest its record lists.
-    sources: HashMap<String, String>,
+    /// A path in the active bank for each digest (and size) its record lists
+    /// (the same key as [`Root::delta_plan`]'s, so both agree on what is fetched).
+    sources: HashMap<(String, u64), String>,
     /// The objects still to come from `objects`, in order.
     plan: std::slice::Iter<'a, WantedObject>,
     /// Files already written into the scratch folder, by digest (a second
@@ -178,35 +186,48 @@ struct Build<'a, 'p> {
 }
 
 impl Build<'_, '_> {
-    /// Creates every entry of `index` below `scratch`.
+    /// Creates every entry of `index` below `scratch`: the folders, then the
+    /// files (copies from the active bank, with each object written as soon
+    /// as it is there; then the objects still to come; then second copies of
+    /// fetched bytes), then the links, then the folders' modes.
     fn tree(&mut self, scratch: &Path, index: &Index) -> Result<(), LayoutError> {
         let mut dirs = Vec::new();
         let mut links = Vec::new();
+        let (mut copies, mut fetched, mut repeats) = (Vec::new(), Vec::new(), Vec::new());
+        let mut seen = HashSet::new();
         for entry in &index.entries {
-            let full = scratch.join(entry.path());
             match entry {
                 IndexEntry::Dir { path, mode } => {
+                    let full = scratch.join(path);
                     DirBuilder::new()
                         .mode(BUILD_DIR_MODE)
                         .create(&full)
                         .map_err(LayoutError::at(&full))?;
                     dirs.push((path.as_str(), mode & PERMISSION_BITS));
                 }
-                IndexEntry::File {
-                    path,
-                    mode,
-                    size,
-                    sha256,
-                    packed,
-                } => {
-                    self.file(path, &full, *size, sha256, *packed)?;
-                    fs::set_permissions(&full, Permissions::from_mode(mode & PERMISSION_BITS))
-                        .map_err(LayoutError::at(&full))?;
-                    self.done += size;
-                    (self.progress)(self.done);
+                IndexEntry::File { sha256, size, .. } => {
+                    if self.sources.contains_key(&(sha256.clone(), *size)) {
+                        copies.push(entry);
+                    } else if seen.insert(sha256.as_str()) {
+                        fetched.push(entry);
+                    } else {
+                        repeats.push(entry);
+                    }
                 }
                 IndexEntry::Symlink { path, target } => links.push((path.as_str(), target)),
             }
+        }
+        let mut fetched = fetched.into_iter().peekable();
+        for entry in copies {
+            while fetched.peek().is_some() && self.objects.ready() {
+                if let Some(next) = fetched.next() {
+                    self.entry(scratch, next)?;
+                }
+            }
+            self.entry(scratch, entry)?;
+        }
+        for entry in fetched.chain(repeats) {
+            self.entry(scratch, entry)?;
         }
         // Links last, as extraction does: none can redirect a write above.
         for (path, target) in &links {
@@ -225,6 +246,27 @@ impl Build<'_, '_> {
         Ok(())
     }
 
+    /// Writes the file `entry` below `scratch` and sets its mode.
+    fn entry(&mut self, scratch: &Path, entry: &IndexEntry) -> Result<(), LayoutError> {
+        let IndexEntry::File {
+            path,
+            mode,
+            size,
+            sha256,
+            packed,
+        } = entry
+        else {
+            return Ok(());
+        };
+        let full = scratch.join(path);
+        self.file(path, &full, *size, sha256, *packed)?;
+        fs::set_permissions(&full, Permissions::from_mode(mode & PERMISSION_BITS))
+            .map_err(LayoutError::at(&full))?;
+        self.done += size;
+        (self.progress)(self.done);
+        Ok(())
+    }
+
     /// Writes the file `path` (at `full`) from the active bank, from an
     /// earlier file of this tree, or from its object; checked either way.
     fn file(
@@ -235,7 +277,7 @@ impl Build<'_, '_> {
         sha256: &str,
         packed: u64,
     ) -> Result<(), LayoutError> {
-        if let Some(source) = self.sources.get(sha256) {
+        if let Some(source) = self.sources.get(&(sha256.to_owned(), size)) {
             let from = self.active.join(source);
             let actual = copy_checked(&from, full, size)?;
             if actual.as_deref() != Some(sha256) {

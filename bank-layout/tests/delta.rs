@@ -93,6 +93,19 @@ struct Objects {
     asked: Vec<String>,
 }
 
+/// [`Objects`] that never say they are ready: staging copies everything first.
+struct Slow(Objects);
+
+impl ObjectSource for Slow {
+    fn object(&mut self, sha256: &str, packed: u64) -> io::Result<Box<dyn Read + '_>> {
+        self.0.object(sha256, packed)
+    }
+
+    fn ready(&mut self) -> bool {
+        false
+    }
+}
+
 impl ObjectSource for Objects {
     fn object(&mut self, sha256: &str, _packed: u64) -> io::Result<Box<dyn Read + '_>> {
         self.asked.push(sha256.to_owned());
@@ -150,6 +163,29 @@ fn a_delta_fetches_only_changed_objects_and_equals_the_full_install() {
     // The same release installed in full, in another root: the same tree.
     let (_full_dir, mut full) = fresh();
     let artifact = Artifact::new(Tree::v2().payload(), ArchiveFormat::TarZst);
+    full.stage(&artifact.bytes[..], artifact.spec("2.0.0", 2), &mut |_| {})
+        .unwrap();
+    let mut delta_tree = snapshot(&root.bank_dir(bank));
+    let mut full_tree = snapshot(&full.bank_dir(BankId::Bank1));
+    delta_tree.remove(std::path::Path::new(bank_layout::RECORD_FILE));
+    full_tree.remove(std::path::Path::new(bank_layout::RECORD_FILE));
+    assert_eq!(delta_tree, full_tree);
+}
+
+#[test]
+fn objects_that_come_late_are_written_after_the_copies() {
+    let (_dir, mut root) = running(&Tree::v1());
+    let (index, all) = Tree::v2().index();
+    let mut objects = Slow(Objects {
+        objects: all,
+        asked: Vec::new(),
+    });
+    let artifact = Artifact::new(Tree::v2().payload(), ArchiveFormat::TarZst);
+    let bank = root
+        .stage_delta(&index, artifact.spec("2.0.0", 2), &mut objects, &mut |_| {})
+        .unwrap();
+    assert_eq!(objects.0.asked.len(), 2);
+    let (_full_dir, mut full) = fresh();
     full.stage(&artifact.bytes[..], artifact.spec("2.0.0", 2), &mut |_| {})
         .unwrap();
     let mut delta_tree = snapshot(&root.bank_dir(bank));

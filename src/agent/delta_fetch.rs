@@ -229,7 +229,11 @@ impl DeltaStaging {
         if wanted.send(delta.fetch.clone()).is_err() {
             return Err(cancelled_error());
         }
-        let mut source = Fetched { objects, cancelled };
+        let mut source = Fetched {
+            objects,
+            next: None,
+            cancelled,
+        };
         let bank = release::stage_delta(root, &index, &mut source, plan)?;
         let saved = total.saturating_sub(delta.fetch_bytes);
         info!(
@@ -257,13 +261,29 @@ fn cancelled_error() -> LayoutError {
 struct Fetched {
     /// From the fetching task, in order.
     objects: mpsc::Receiver<io::Result<Bytes>>,
+    /// The next one, taken off the channel by [`ObjectSource::ready`].
+    next: Option<Option<io::Result<Bytes>>>,
     /// Set by a cancel.
     cancelled: Arc<AtomicBool>,
 }
 
 impl ObjectSource for Fetched {
+    fn ready(&mut self) -> bool {
+        if self.next.is_none() {
+            match self.objects.try_recv() {
+                Ok(object) => self.next = Some(Some(object)),
+                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.next = Some(None),
+            }
+        }
+        true
+    }
+
     fn object(&mut self, _sha256: &str, _packed: u64) -> io::Result<Box<dyn Read + '_>> {
-        let next = self.objects.blocking_recv();
+        let next = match self.next.take() {
+            Some(next) => next,
+            None => self.objects.blocking_recv(),
+        };
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(io::Error::other("cancelled by an admin rollback"));
         }
