@@ -527,3 +527,36 @@ fn the_console_serves_indexes_and_objects_with_range_and_agents_stage_deltas_fro
         assert_eq!(reply.status, 404, "{bad}");
     }
 }
+
+#[test]
+fn a_running_bank_edited_by_hand_is_staged_in_full() {
+    let host = Host::start("");
+    let root = host.w.path("root");
+    let active = status(&root)["active_bank"]
+        .as_str()
+        .expect("bank")
+        .to_owned();
+    // An unchanged file of v2, edited in the running bank: its record is stale now.
+    fs::write(root.join(&active).join("data/file-0010.bin"), "edited").expect("edit");
+    let requests = host.update();
+    let artifact = manifest(&host.data)["artifact"]["path"]
+        .as_str()
+        .expect("artifact")
+        .to_owned();
+    assert!(
+        requests
+            .iter()
+            .any(|(path, status, _)| path.ends_with(&artifact) && *status == 200),
+        "{requests:?}"
+    );
+    let log = host.agent.log();
+    assert!(
+        log.contains("`data/file-0010.bin` no longer matches its record"),
+        "{log}"
+    );
+    let active = status(&root)["active_bank"]
+        .as_str()
+        .expect("bank")
+        .to_owned();
+    assert_eq!(bank_files(&root, &active), host.full_install_files());
+}

@@ -27,7 +27,8 @@
 #
 # Usage: scripts/bench/delta.sh
 #   SIZE_MIB=256 FILES=2000 CHANGED=100   the payload and the change
-#   SHAPE_MBIT=100   the shaped link's rate (SHAPE_MBIT=0: loopback only)
+#   SHAPE_MBIT=100   the shaped link's rate (SHAPE_MBIT=0: loopback only;
+#                    SHAPED_ONLY=1: the shaped link only)
 #   BENCH_DIR=DIR    parent of the work folder; BANKSWAP_BIN=P: this binary
 # Needs: python3, nginx, curl, openssl, zstd; root and tc for the shaped link.
 # Bounded: every wait has a deadline; processes and the qdisc go on exit.
@@ -211,7 +212,8 @@ run_pipeline() {
   rm -rf "$W/fresh" "$W/hash"
 }
 
-LINKS=(loopback)
+LINKS=()
+[ "${SHAPED_ONLY:-0}" = 1 ] || LINKS+=(loopback)
 if [ "$SHAPE_MBIT" != 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v tc >/dev/null && ! tc qdisc show dev lo | grep -q htb; then
     LINKS+=(shaped)
@@ -247,7 +249,7 @@ for link in "${LINKS[@]}"; do
       'BEGIN {printf "%-9s %-8s %12d %9.3f %12.1fx %11.2fx\n", l, w, b, t, (b ? fb / b : 0), (t ? ft / t : 0)}'
   done
 done
-awk -v b="${B[loopback.delta]}" -v c="$CHANGED_BYTES" \
+awk -v b="${B[${LINKS[0]}.delta]}" -v c="$CHANGED_BYTES" \
   'BEGIN {printf "\ndelta bytes / changed files compressed: %.3f (target <= 1.2)\n", b / c}'
 if [[ " ${LINKS[*]} " == *" shaped "* ]]; then
   awk -v d="${T[shaped.delta]}" -v f="${T[shaped.full]}" \

@@ -232,9 +232,20 @@ impl DeltaStaging {
         let mut source = Fetched {
             objects,
             next: None,
-            cancelled,
+            cancelled: cancelled.clone(),
         };
-        let bank = release::stage_delta(root, &index, &mut source, plan)?;
+        let bank = match release::stage_delta(root, &index, &mut source, plan.clone()) {
+            Err(LayoutError::ActiveFileChanged { path }) => {
+                // Not the release's fault: the running bank was edited by hand.
+                warn!(
+                    version,
+                    path,
+                    "staging {version} via the full artifact: the running bank's `{path}` no longer matches its record"
+                );
+                return full(root, plan);
+            }
+            other => other?,
+        };
         let saved = total.saturating_sub(delta.fetch_bytes);
         info!(
             version,
