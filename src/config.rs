@@ -138,6 +138,7 @@ struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 struct RawUpdate {
     allow_in_place: Option<bool>,
+    delta_max_ratio: Option<f64>,
 }
 
 /// How log lines are written.
@@ -183,17 +184,50 @@ pub struct AgentConfig {
     pub log: LogConfig,
     /// Network limits (`[timeouts]`).
     pub timeouts: Timeouts,
-    /// How releases are staged (`[update]`).
+    /// How releases are staged and fetched (`[update]`).
     pub update: UpdateConfig,
 }
 
-/// `[update]`: how a release is staged.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Above this share of the full artifact's size, the objects a delta update
+/// would fetch are not worth it and the full artifact is downloaded instead:
+/// past about 60 % the many small requests and the copy of the running bank
+/// cost more than the bytes they save.
+pub const DEFAULT_DELTA_MAX_RATIO: f64 = 0.6;
+
+/// `[update]`: how a release is staged and fetched.
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpdateConfig {
     /// Stage over the idle bank (giving up the rollback target first) when the
     /// file system has room only for that, not for a scratch copy beside both
     /// banks. Off by default: such a staging is refused, and `status` says why.
     pub allow_in_place: bool,
+    /// `delta_max_ratio`: a delta update is taken only while its objects add up
+    /// to at most this share of the full artifact (0 turns delta updates off).
+    pub delta_max_ratio: f64,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> UpdateConfig {
+        UpdateConfig {
+            allow_in_place: false,
+            delta_max_ratio: DEFAULT_DELTA_MAX_RATIO,
+        }
+    }
+}
+
+impl UpdateConfig {
+    fn parse(raw: RawUpdate) -> Result<UpdateConfig, String> {
+        let delta_max_ratio = raw.delta_max_ratio.unwrap_or(DEFAULT_DELTA_MAX_RATIO);
+        if !(0.0..=1.0).contains(&delta_max_ratio) {
+            return Err(format!(
+                "update.delta_max_ratio = {delta_max_ratio}: must be between 0 and 1"
+            ));
+        }
+        Ok(UpdateConfig {
+            allow_in_place: raw.allow_in_place.unwrap_or(false),
+            delta_max_ratio,
+        })
+    }
 }
 
 /// `[timeouts]`: every network limit of the agent. Each request has its own
@@ -445,9 +479,7 @@ impl AgentConfig {
                 syslog,
             },
             timeouts: Timeouts::parse(raw.timeouts)?,
-            update: UpdateConfig {
-                allow_in_place: raw.update.allow_in_place.unwrap_or(false),
-            },
+            update: UpdateConfig::parse(raw.update)?,
         })
     }
 }
@@ -634,6 +666,25 @@ mod tests {
         )
         .expect_err("typo must not pass");
         assert!(err.contains("allow_inplace"), "{err}");
+    }
+
+    #[test]
+    fn delta_max_ratio_defaults_and_is_bounded() {
+        let config = |extra: &str| {
+            AgentConfig::parse(
+                &format!("trusted_keys = [\"{KEY}\"]\n{extra}"),
+                Path::new("."),
+            )
+        };
+        assert_eq!(
+            config("").unwrap().update.delta_max_ratio,
+            DEFAULT_DELTA_MAX_RATIO
+        );
+        let off = config("[update]\ndelta_max_ratio = 0.0").unwrap();
+        assert_eq!(off.update.delta_max_ratio, 0.0);
+        let err = config("[update]\ndelta_max_ratio = 1.5").unwrap_err();
+        assert!(err.contains("update.delta_max_ratio"), "{err}");
+        assert!(config("[update]\ndelta = 1").is_err());
     }
 
     #[test]

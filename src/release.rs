@@ -1,19 +1,25 @@
 //! A release's way onto a root, shared by `apply` and the agent: open the root,
 //! [`verify`] a manifest with what the root knows, [`stage_release`] its archive
-//! into the idle bank, and [`roll_back`] (swap back and mark the version left bad).
+//! into the idle bank (or [`stage_delta`] its changed files, issue 14), and [`roll_back`] (swap back and mark the version left bad).
 
 use std::fmt;
-use std::io::{BufReader, Read};
-use std::path::Path;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bank_layout::{
-    ArchiveFormat, BankId, BankRecord, LayoutError, Root, SpacePlan, StageSpec, State,
+    ArchiveFormat, BankId, BankRecord, Index, LayoutError, ObjectSource, Root, SpacePlan,
+    StageSpec, State,
 };
-use signing::{ArtifactFormat, Expectations, KeyRing, ReleaseError, VerifiedRelease};
-use tracing::warn;
+use sha2::{Digest, Sha256};
+use signing::{
+    ArtifactFormat, Expectations, IndexRef, KeyRing, Manifest, ReleaseError, VerifiedRelease,
+};
+use tracing::{info, warn};
 
+use crate::channel::ChannelDir;
 use crate::clock;
 use crate::keyring;
 use crate::progress::Progress;
@@ -206,13 +212,30 @@ impl StagePlan {
                 args: m.entrypoint.args.clone(),
                 manifest: String::from_utf8_lossy(manifest).into_owned(),
                 signature: String::from_utf8_lossy(signature).into_owned(),
+                files: None,
             },
             published_at: trusted_publication(release, now),
             allow_in_place: setup.allow_in_place,
         }
     }
 
-    /// What the layout crate stages.
+    /// The announced size of the full artifact.
+    pub fn artifact_size(&self) -> u64 {
+        self.size
+    }
+
+    /// The version staged.
+    pub fn version(&self) -> &str {
+        &self.record.version
+    }
+
+    /// Keeps the per-file digests of the release's verified `index` in the bank
+    /// record, so that the next update can be a delta (issue 14).
+    pub fn remember_files(&mut self, index: &Index) {
+        self.record.files = Some(index.digests());
+    }
+
+    /// The layout crate's staging spec of this plan.
     fn spec(&self) -> StageSpec<'_> {
         StageSpec {
             format: self.format,
@@ -278,6 +301,132 @@ pub fn stage_release(
         &mut |done| progress.update(done),
     );
     progress.finish();
+    staged(root, &plan, result)
+}
+
+/// The delta way of [`stage_release`] (issue 14): builds the idle bank from
+/// the active one plus the `objects` that changed, checked against the
+/// release's verified `index`, then swaps as [`stage_release`] does. The
+/// caller chose this way with [`Root::delta_plan`].
+pub fn stage_delta(
+    root: &mut Root,
+    index: &Index,
+    objects: &mut dyn ObjectSource,
+    mut plan: StagePlan,
+) -> Result<BankId, LayoutError> {
+    plan.remember_files(index);
+    let mut progress = Progress::new(&plan.label, index.unpacked_size());
+    let result = root.stage_delta(index, plan.spec(), objects, &mut |done| {
+        progress.update(done)
+    });
+    progress.finish();
+    staged(root, &plan, result)
+}
+
+/// Offline (`apply --bundle`): stages `manifest`'s release from the bundle
+/// folder `channel`. With the `artifact` file, as always (its record keeps the
+/// index's per-file digests when the bundle has the signed index); without
+/// it (a delta bundle: manifest, index and objects), by delta from the
+/// bundle's objects, with the same checks as online.
+pub fn stage_bundle(
+    root: &mut Root,
+    channel: &ChannelDir,
+    manifest: &Manifest,
+    artifact: Option<impl Read + Send>,
+    mut plan: StagePlan,
+) -> Result<BankId, LayoutError> {
+    let index = manifest
+        .index
+        .as_ref()
+        .filter(|i| !i.path.starts_with("https://"));
+    let Some(artifact_file) = artifact else {
+        let Some(pointer) = index else {
+            return Err(LayoutError::BadIndex {
+                reason: "a bundle without its artifact needs a file index under v1/".to_owned(),
+            });
+        };
+        let path = channel.artifact(&pointer.path);
+        let index = read_index(&path, pointer)?;
+        plan.remember_files(&index);
+        let delta = root.delta_plan(&index).ok_or(LayoutError::NoDelta)?;
+        let objects_dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from(OBJECTS_DIR), |p| p.join(OBJECTS_DIR));
+        let version = plan.version().to_owned();
+        let bank = stage_delta(root, &index, &mut BundleObjects { dir: objects_dir }, plan)?;
+        info!(
+            version,
+            objects = delta.fetch.len(),
+            reused = delta.reused_files,
+            "staged {version} via delta: read {} object bytes, the artifact has {}",
+            delta.fetch_bytes,
+            manifest.artifact.size
+        );
+        return Ok(bank);
+    };
+    if let Some(pointer) = index {
+        match read_index(&channel.artifact(&pointer.path), pointer) {
+            Ok(index) => plan.remember_files(&index),
+            Err(e) => {
+                warn!(error = %e, "the bundle's file index is unusable; the next update downloads in full")
+            }
+        }
+    }
+    stage_release(root, artifact_file, plan)
+}
+
+/// Reads the file index at `path`, which must be the one `pointer` (signed) names.
+fn read_index(path: &Path, pointer: &IndexRef) -> Result<Index, LayoutError> {
+    let io_error = |cause| LayoutError::Io {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| {
+            f.take(pointer.size.saturating_add(1))
+                .read_to_end(&mut bytes)
+        })
+        .map_err(io_error)?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if bytes.len() as u64 != pointer.size || actual != pointer.sha256 {
+        return Err(LayoutError::BadIndex {
+            reason: format!(
+                "{} does not match the manifest: {} bytes with sha256 {actual}, expected {} bytes with sha256 {}",
+                path.display(),
+                bytes.len(),
+                pointer.size,
+                pointer.sha256
+            ),
+        });
+    }
+    Index::from_json(&bytes)
+}
+
+/// Where a file index's objects are, beside it (`publish` writes them there).
+pub const OBJECTS_DIR: &str = "objects";
+
+/// The objects of an offline bundle: files `objects/<sha256>.zst`.
+struct BundleObjects {
+    /// The bundle's objects folder.
+    dir: PathBuf,
+}
+
+impl ObjectSource for BundleObjects {
+    fn object(&mut self, sha256: &str, _packed: u64) -> io::Result<Box<dyn Read + '_>> {
+        let path = self.dir.join(format!("{sha256}.zst"));
+        let file = File::open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(Box::new(BufReader::with_capacity(STAGE_BUFFER, file)))
+    }
+}
+
+/// After a staging: the release's publication time becomes the latest known time.
+fn staged(
+    root: &mut Root,
+    plan: &StagePlan,
+    result: Result<BankId, LayoutError>,
+) -> Result<BankId, LayoutError> {
     let bank = result?;
     if let Some(published) = plan.published_at {
         root.update_state(|s| s.note_time(published))?;

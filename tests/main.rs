@@ -7,6 +7,7 @@ mod clock;
 mod config_validation;
 mod console;
 mod crash;
+mod delta;
 mod demo;
 mod doctor;
 mod drip;

@@ -105,6 +105,54 @@ pub enum LayoutError {
         /// The limit it broke.
         limit: u64,
     },
+    /// A release's file index is malformed or unsafe (delta staging, issue 14).
+    #[error("file index: {reason}")]
+    BadIndex {
+        /// What is wrong, naming the entry.
+        reason: String,
+    },
+    /// An object's bytes are not the file the index announces.
+    #[error("object for `{path}`: {reason}")]
+    ObjectMismatch {
+        /// The file of the index it was for.
+        path: String,
+        /// How it differs.
+        reason: String,
+    },
+    /// An object is longer than the index announces: stopped one byte past it.
+    #[error("object {sha256} is larger than the {packed} bytes announced")]
+    ObjectTooLarge {
+        /// The object's name.
+        sha256: String,
+        /// Its announced size.
+        packed: u64,
+    },
+    /// The object source failed (a download error, a 404).
+    #[error("fetching object {sha256} failed: {source}")]
+    ObjectSource {
+        /// The object's name.
+        sha256: String,
+        /// What the source said.
+        source: io::Error,
+    },
+    /// A file of the active bank no longer has the digest its record lists.
+    #[error("the running bank's `{path}` no longer matches its record")]
+    ActiveFileChanged {
+        /// Its path below the bank.
+        path: String,
+    },
+    /// The tree built by a delta staging differs from its index.
+    #[error("built tree differs from the index: `{path}` {reason}")]
+    TreeMismatch {
+        /// The entry.
+        path: String,
+        /// How.
+        reason: String,
+    },
+    /// A delta staging was asked for, but the active bank's record has no
+    /// per-file digests to compare with.
+    #[error("the running bank has no per-file digests to stage a delta from")]
+    NoDelta,
     /// Reading the artifact stream itself failed (not part of the contract's list:
     /// a source error has no path, and must not be mistaken for a bank write error).
     #[error("reading the artifact failed")]

@@ -11,6 +11,8 @@
 //! [`Root::open`] takes the lock and repairs what a crash or a hand left behind;
 //! [`Root::inspect`] reads without locking or writing; [`Root::stage`] streams a
 //! release into a scratch folder that replaces the idle bank only once complete;
+//! [`Root::stage_delta`] builds it instead from the active bank plus the objects
+//! that changed, checked against the release's file [`Index`];
 //! [`Root::activate`], [`Root::commit`], [`Root::rollback_marking_bad`] and
 //! [`Root::mark_bad`] move the state machine.
 //!
@@ -21,6 +23,8 @@
 #![deny(missing_docs)]
 
 mod atomic;
+mod delta;
+mod delta_index;
 mod entrypoint;
 mod error;
 mod extract;
@@ -40,6 +44,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::atomic::{
     AtomicFile, DEFAULT_FILE_MODE, write_atomic, write_atomic_mode, write_atomic_with,
+};
+pub use crate::delta::{DeltaPlan, ObjectSource, WantedObject};
+pub use crate::delta_index::{
+    FileDigest, INDEX_SCHEMA, Index, IndexEntry, MAX_INDEX_BYTES, MAX_INDEX_ENTRIES,
 };
 pub use crate::error::LayoutError;
 pub use crate::extract::{MAX_LINK_NAME_BYTES, MAX_RESTRICTED_DIRS};

@@ -202,12 +202,28 @@ impl Root {
         spec: StageSpec<'_>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<BankId, LayoutError> {
+        let dir = self.dir.clone();
+        self.stage_with(&spec.clone(), |scratch| {
+            fill_scratch(&dir, scratch, source, spec, progress)
+        })
+    }
+
+    /// The steps every staging shares: refused during a trial, the space
+    /// check, a fresh scratch folder that `fill` makes a complete release in
+    /// (returning its record), the record written last, then the swap into
+    /// the idle bank and the state write. On error the scratch folder is
+    /// removed and both banks are as they were.
+    pub(crate) fn stage_with(
+        &mut self,
+        spec: &StageSpec<'_>,
+        fill: impl FnOnce(&Path) -> Result<BankRecord, LayoutError>,
+    ) -> Result<BankId, LayoutError> {
         if self.state.phase == Phase::Trial {
             return Err(LayoutError::TrialInProgress);
         }
         let bank = self.idle_bank();
         let dir = self.bank_dir(bank);
-        match self.space_plan(&spec)? {
+        match self.space_plan(spec)? {
             SpacePlan::Scratch { .. } => {}
             SpacePlan::InPlace {
                 needed,
@@ -247,7 +263,7 @@ impl Root {
         let scratch = self.dir.join(SCRATCH_DIR);
         remove_tree(&scratch)?;
         make_bank_dir(&scratch)?;
-        let record = match self.fill_scratch(&scratch, source, spec, progress) {
+        let record = match fill(&scratch).and_then(|record| write_record(&scratch, record)) {
             Ok(record) => record,
             Err(e) => {
                 // Best effort: a leftover scratch folder is removed at the next open;
@@ -262,26 +278,6 @@ impl Root {
         let _ = remove_tree(&self.dir.join(retired_name(bank)));
         self.persist(self.state.clone())?;
         Ok(bank)
-    }
-
-    /// Extracts, verifies and syncs the release into `scratch`, then writes its record
-    /// there (last): the scratch folder is then a complete bank.
-    fn fill_scratch(
-        &self,
-        scratch: &Path,
-        source: impl Read + Send,
-        spec: StageSpec<'_>,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<BankRecord, LayoutError> {
-        let sha256 = stream_into(scratch, &self.dir, source, &spec, progress)?;
-        let record = BankRecord {
-            sha256,
-            ..spec.record
-        };
-        let path = scratch.join(RECORD_FILE);
-        let bytes = record.to_bytes().map_err(LayoutError::at(&path))?;
-        write_atomic_mode(&path, &bytes, PRIVATE_MODE).map_err(LayoutError::at(&path))?;
-        Ok(record)
     }
 
     /// Replaces the folder of `bank` with the complete bank `scratch`: the old folder
@@ -446,6 +442,30 @@ impl Root {
         self.state = state;
         Ok(())
     }
+}
+
+/// Extracts, verifies and syncs the release into `scratch` (the root `dir`
+/// holds the unlinked file of deferred symlinks); returns its record.
+fn fill_scratch(
+    dir: &Path,
+    scratch: &Path,
+    source: impl Read + Send,
+    spec: StageSpec<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<BankRecord, LayoutError> {
+    let sha256 = stream_into(scratch, dir, source, &spec, progress)?;
+    Ok(BankRecord {
+        sha256,
+        ..spec.record
+    })
+}
+
+/// Writes `record` into `scratch` (last): the scratch folder is then a complete bank.
+fn write_record(scratch: &Path, record: BankRecord) -> Result<BankRecord, LayoutError> {
+    let path = scratch.join(RECORD_FILE);
+    let bytes = record.to_bytes().map_err(LayoutError::at(&path))?;
+    write_atomic_mode(&path, &bytes, PRIVATE_MODE).map_err(LayoutError::at(&path))?;
+    Ok(record)
 }
 
 /// Creates the empty bank folder `dir` with exactly [`BANK_DIR_MODE`].

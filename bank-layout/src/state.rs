@@ -26,8 +26,11 @@ pub const MAX_BAD_VERSIONS: usize = 32;
 pub const MAX_NOTE_BYTES: usize = 1024;
 
 /// Largest bank record read: a manifest (at most 64 KiB) and its signature, plus a few
-/// short fields. Anything bigger is not a record we wrote.
-const MAX_RECORD_BYTES: u64 = 1024 * 1024;
+/// short fields (1 MiB), plus the per-file digests of at most an index's worth of
+/// entries (each shorter than its index entry, so [`MAX_INDEX_BYTES`](crate::MAX_INDEX_BYTES)
+/// bounds them, twice that for the pretty-printed form). Anything bigger is not a
+/// record we wrote.
+const MAX_RECORD_BYTES: u64 = 1024 * 1024 + 2 * crate::MAX_INDEX_BYTES;
 
 /// The bank record, `RECORD_FILE` inside a bank: written last, after the bank's files
 /// are durable, so its presence means the bank is complete.
@@ -54,6 +57,12 @@ pub struct BankRecord {
     pub manifest: String,
     /// The exact minisign signature of `manifest`.
     pub signature: String,
+    /// The regular files of the bank with their digests, from the release's
+    /// verified file index (issue 14): what a delta staging compares the next
+    /// index with, without reading the bank. `None` for a bank staged
+    /// without an index (an older agent, or a release published without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<crate::FileDigest>>,
 }
 
 /// A version this agent refuses to install again, up to a sequence.

@@ -224,6 +224,7 @@ pub fn record(version: &str, sequence: u64) -> BankRecord {
         args: vec!["--serve".to_owned()],
         manifest: "{}".to_owned(),
         signature: "sig".to_owned(),
+        files: None,
     }
 }
 

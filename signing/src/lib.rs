@@ -39,7 +39,8 @@ pub use error::{ReleaseError, RotationError, SigningError};
 pub use keyring::KeyRing;
 pub use keys::{KeyId, PublicKey};
 pub use manifest::{
-    Artifact, ArtifactFormat, Entrypoint, MANIFEST_SCHEMA, Manifest, ReleaseKind, Rollout,
+    Artifact, ArtifactFormat, Entrypoint, IndexRef, MANIFEST_SCHEMA, Manifest, ReleaseKind,
+    Rollout, is_sha256_hex,
 };
 pub use policy::{
     Expectations, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, MarkedBad, VerifiedRelease,

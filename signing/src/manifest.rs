@@ -61,6 +61,26 @@ pub struct Manifest {
     /// `true` lets this release carry a version older than the running one.
     #[serde(default)]
     pub downgrade: bool,
+    /// The file index of the release tree, for delta updates (issue 14): an
+    /// agent that knows it may build the new bank from its running one plus
+    /// the objects that changed. Older agents ignore it; the full artifact
+    /// is always there too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexRef>,
+}
+
+/// The signed pointer to a release's file index: the manifest's signature
+/// covers the index through its digest, and the index covers every object
+/// through theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexRef {
+    /// `https://…` URL, or a relative path under `{base}/v1/`. The objects
+    /// live in `objects/` beside it (`objects/<sha256>.zst`).
+    pub path: String,
+    /// Exact size in bytes; the download never reads past it.
+    pub size: u64,
+    /// SHA-256 of the index, 64 lower-case hex digits.
+    pub sha256: String,
 }
 
 /// What a release carries (`kind` on the wire).
@@ -205,21 +225,28 @@ impl Manifest {
                 "platform {platform:?} is not a platform name (letters, digits, '-', '_')"
             ));
         }
-        let sha = &self.artifact.sha256;
-        if sha.len() != 64
-            || !sha
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return malformed(format!(
-                "artifact.sha256 {sha:?} is not 64 lower-case hex digits"
-            ));
+        let mut files = vec![(
+            "artifact",
+            &self.artifact.path,
+            self.artifact.size,
+            &self.artifact.sha256,
+        )];
+        if let Some(index) = &self.index {
+            files.push(("index", &index.path, index.size, &index.sha256));
         }
-        if let Err(why) = check_artifact_path(&self.artifact.path) {
-            return malformed(format!("artifact.path {:?} {why}", self.artifact.path));
-        }
-        if self.artifact.size == 0 {
-            return malformed("artifact.size is 0".to_owned());
+        // The index is checked exactly like the artifact: it is fetched the same way.
+        for (field, path, size, sha) in files {
+            if !is_sha256_hex(sha) {
+                return malformed(format!(
+                    "{field}.sha256 {sha:?} is not 64 lower-case hex digits"
+                ));
+            }
+            if let Err(why) = check_artifact_path(path) {
+                return malformed(format!("{field}.path {path:?} {why}"));
+            }
+            if size == 0 {
+                return malformed(format!("{field}.size is 0"));
+            }
         }
         if self.entrypoint.command.is_empty() {
             return malformed("entrypoint.command is empty".to_owned());
@@ -260,6 +287,14 @@ pub(crate) fn path_error(err: &serde_path_to_error::Error<serde_json::Error>) ->
     } else {
         format!("{path}: {}", err.inner())
     }
+}
+
+/// 64 lower-case hex digits: how every digest is spelled on the wire.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A platform name: 1 to 64 ASCII letters, digits, `-` and `_`.
@@ -606,6 +641,35 @@ mod tests {
         ] {
             assert_malformed(edited(|v| v["artifact"]["sha256"] = bad.into()), "sha256");
         }
+    }
+
+    #[test]
+    fn the_index_is_optional_round_trips_and_is_checked_like_the_artifact() {
+        assert_eq!(example().index, None);
+        assert!(
+            !String::from_utf8(example().to_json())
+                .unwrap()
+                .contains("index")
+        );
+        let good = "ab".repeat(32);
+        let with_index = |path: &str, size: u64, sha: &str| {
+            let (path, sha) = (path.to_owned(), sha.to_owned());
+            edited(move |v| {
+                v["index"] = serde_json::json!({ "path": path, "size": size, "sha256": sha });
+            })
+        };
+        let m = with_index("artifacts/x.index.json", 10, &good).unwrap();
+        let index = m.index.clone().unwrap();
+        assert_eq!(
+            (index.path.as_str(), index.size),
+            ("artifacts/x.index.json", 10)
+        );
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+        assert_malformed(with_index("../x", 10, &good), "index.path");
+        assert_malformed(with_index("/x", 10, &good), "index.path");
+        assert_malformed(with_index("a/x", 0, &good), "index.size is 0");
+        assert_malformed(with_index("a/x", 10, &good.to_uppercase()), "index.sha256");
+        assert_malformed(edited(|v| v["index"] = "artifacts/x".into()), "index");
     }
 
     #[test]

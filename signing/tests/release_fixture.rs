@@ -53,6 +53,7 @@ impl Publisher {
             },
             rollout: None,
             downgrade: false,
+            index: None,
         };
         Publisher {
             key: SecretKey::generate().unwrap(),

@@ -339,6 +339,12 @@ pub struct Cancel {
 }
 
 impl Cancel {
+    /// A cancel for a staging that watches `cancelled` and fetches in `pump`
+    /// (the delta staging of `delta_fetch.rs`).
+    pub(super) fn new(cancelled: Arc<AtomicBool>, pump: tokio::task::AbortHandle) -> Cancel {
+        Cancel { cancelled, pump }
+    }
+
     /// Makes the stream's reads fail (including one blocked waiting for the network).
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);

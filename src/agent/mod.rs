@@ -11,6 +11,7 @@ mod admin;
 mod checker;
 mod control_socket;
 mod core;
+mod delta_fetch;
 pub mod fetch;
 mod generation;
 mod offers;

@@ -9,11 +9,12 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::agent::core::{Agent, Disk, Mode, Staged, wall_wait};
-use crate::agent::fetch::{self, ArtifactStream};
+use crate::agent::delta_fetch::Download;
+use crate::agent::fetch;
 use crate::agent::status::ErrorKind;
 use crate::clock;
 use crate::control::Request;
-use crate::release::{StagePlan, stage_release, verify};
+use crate::release::{StagePlan, verify};
 
 /// A failed staging is tried again after this (or the poll interval, if longer).
 pub(super) const STAGE_RETRY: Duration = Duration::from_secs(10);
@@ -82,16 +83,19 @@ impl Agent {
             fetch::url(&self.console, &m.artifact.path)
         };
         info!(version = %m.version, sequence = m.sequence, url, size = m.artifact.size, bank = %root.idle_bank(), "staging");
-        let (stream, cancel) = ArtifactStream::open(
+        // The full artifact, or (with a file index) a delta: delta_fetch.rs chooses.
+        let (download, cancel) = Download::open(
             self.http.clone(),
+            &self.console,
+            m,
             url,
-            m.artifact.size,
             self.config.timeouts.clone(),
+            self.config.update.delta_max_ratio,
         );
         self.disk = match std::mem::replace(&mut self.disk, Disk::Handover) {
             Disk::Idle(mut root) => Disk::Staging {
                 thread: tokio::task::spawn_blocking(move || {
-                    let result = stage_release(&mut root, stream, plan);
+                    let result = download.stage(&mut root, plan);
                     (root, result)
                 }),
                 release: Box::new(release),

@@ -99,6 +99,7 @@ fn stage(root: &mut Root, version: &str, sequence: u64, body: &str) -> BankId {
         args: vec![],
         manifest: String::new(),
         signature: String::new(),
+        files: None,
     };
     let spec = StageSpec {
         format: ArchiveFormat::Tar,

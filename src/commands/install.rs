@@ -13,7 +13,7 @@ use crate::agent_id;
 use crate::channel::{ChannelDir, MAX_SIGNATURE_BYTES, read_capped};
 use crate::cli::SetupArgs;
 use crate::keyring;
-use crate::release::{StagePlan, open_root, stage_release, verify_with};
+use crate::release::{StagePlan, open_root, stage_bundle, verify_with};
 use crate::setup::{self, ReleaseSetup};
 
 /// `bankswap init --root DIR [--bundle DIR]`.
@@ -123,10 +123,16 @@ fn install(
         ));
     }
     let artifact_path = channel.artifact(&manifest.artifact.path);
-    let file = File::open(&artifact_path)
-        .with_context(|| format!("artifact {}", artifact_path.display()))?;
+    let file = match File::open(&artifact_path) {
+        Ok(file) => Some(file),
+        // A delta bundle carries the file index and the objects only (issue 14).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && manifest.index.is_some() => None,
+        Err(e) => {
+            return Err(e).with_context(|| format!("artifact {}", artifact_path.display()));
+        }
+    };
     let plan = StagePlan::new(setup, &release, &manifest_bytes, &signature, now);
-    let bank = stage_release(root, file, plan)
+    let bank = stage_bundle(root, &channel, manifest, file, plan)
         .with_context(|| format!("artifact {}", artifact_path.display()))?;
     // Offline, nobody watches the new version's health: it is committed in the same
     // write that activates it (the admin can `rollback`).

@@ -8,8 +8,10 @@
 //! `--rotate-key NEW.pub [--revoke OLD.pub]` publishes a key rotation
 //! record instead (`rotate.rs`).
 //!
-//! `pack.rs` is the deterministic packer; `upload.rs` the console client.
+//! `pack.rs` is the deterministic packer; `upload.rs` the console client;
+//! `index.rs` the file index and objects of delta updates (written with `--to`).
 
+mod index;
 mod pack;
 mod rotate;
 mod upload;
@@ -233,8 +235,14 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
         .clone()
         .or_else(|| known.product.clone())
         .unwrap_or_else(|| DEFAULT_PRODUCT.to_string());
+    let mut file_index = None;
     let packed = match target {
-        Target::Folder(channel) => pack_artifact(payload, &channel.artifacts())?,
+        Target::Folder(channel) => {
+            // The console takes no object uploads yet: the index is written with `--to` only.
+            let delta = channel.artifact(index::DELTA_DIR);
+            file_index = Some(index::write_index(payload, &delta)?);
+            pack_artifact(payload, &channel.artifacts())?
+        }
         Target::Console(console) => {
             // Packed beside nothing of the console's: removed once uploaded.
             let temp = tempfile::tempdir().context("creating a temporary folder")?;
@@ -269,6 +277,7 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
         },
         rollout: None,
         downgrade: false,
+        index: file_index,
     })
 }
 

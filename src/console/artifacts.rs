@@ -3,6 +3,8 @@
 //!
 //! The name is content-addressed (`<sha256>.tar.zst|.tar.gz|.tar`) and checked
 //! before it is joined to a path, so `..` and friends never reach the disk.
+//! `GET /v1/delta/...` serves the file indexes and objects of delta updates
+//! (issue 14) the same way.
 
 use std::io::SeekFrom;
 
@@ -45,6 +47,37 @@ pub async fn artifact(
     };
     // Artifacts are shared by every channel of a data folder; any channel name resolves them.
     let path = ChannelDir::new(&state.data, "").artifact(&format!("artifacts/{name}"));
+    serve(path, &digest, &headers).await
+}
+
+/// `GET /v1/delta/{sha256}.index.json` and `/v1/delta/objects/{sha256}.zst`:
+/// the file indexes and objects of delta updates (issue 14), content-addressed
+/// like the archives and served the same way, with Range.
+pub async fn delta_file(
+    State(state): State<AppState>,
+    rest: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(Path(rest)) = rest else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let digest = match rest.strip_prefix("objects/") {
+        Some(object) => object.strip_suffix(".zst"),
+        None => rest.strip_suffix(".index.json"),
+    };
+    let Some(digest) = digest
+        .filter(|d| signing::is_sha256_hex(d))
+        .map(str::to_string)
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let path = ChannelDir::new(&state.data, "").artifact(&format!("delta/{rest}"));
+    serve(path, &digest, &headers).await
+}
+
+/// Serves the content-addressed file `path` (digest `digest`), whole or the
+/// one byte range asked for.
+async fn serve(path: std::path::PathBuf, digest: &str, headers: &HeaderMap) -> Response {
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

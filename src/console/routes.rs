@@ -10,6 +10,7 @@
 //! GET  /v1/channels/{channel}/keys.json[.minisig]     the key rotation record, if any, and its signature
 //! GET  /v1/channels/{channel}/history/{seq}.json      a past manifest (+ `.minisig`), for `--rollback-to`
 //! GET  /v1/artifacts/{sha256}.{tar.zst,tar.gz,tar}     archives, with Range (artifacts.rs)
+//! GET  /v1/delta/{sha256}.index.json, objects/{sha256}.zst   delta updates, with Range
 //! POST /v1/agents/{agent_id}/report                   an agent's report (reports.rs)
 //! GET  /v1/fleet                                      the latest report of every agent (reports.rs; admins only)
 //! *    /v1/admin/...                                  uploads from `publish --console` (admin.rs)
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
             get(rotation_signature),
         )
         .route("/v1/artifacts/{name}", get(artifacts::artifact))
+        .route("/v1/delta/{*rest}", get(artifacts::delta_file))
         .route("/v1/channels/{channel}/history/{file}", get(history_file))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
