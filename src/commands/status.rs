@@ -1,8 +1,10 @@
 //! `bankswap status`: what runs where, in text or as one JSON object (SPEC §6).
 
-use anyhow::Context;
-use bank_layout::Root;
+use std::path::Path;
 use std::time::SystemTime;
+
+use anyhow::{Context, anyhow};
+use bank_layout::Root;
 
 use crate::agent_id;
 use crate::cli::RootArgs;
@@ -19,6 +21,7 @@ pub fn run(args: &RootArgs, json: bool) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("agent on {}: {}", root.display(), response.message))?;
         return print(&report, json);
     }
+    require_initialised(&root)?;
     // Read-only: no lock, no write; without state.json the view comes from the records.
     let state = Root::inspect(&root)
         .with_context(|| format!("root {}", root.display()))?
@@ -27,6 +30,21 @@ pub fn run(args: &RootArgs, json: bool) -> anyhow::Result<()> {
     let mut report = StatusReport::new(&root.display().to_string(), id, &state);
     report.clock_warning = crate::release::clock_warning(&state, SystemTime::now());
     print(&report, json)
+}
+
+/// Fails with a hint when `root` does not exist (SPEC §12: a machine never set
+/// up or a `--root` typo is named, not "entity not found"). An existing empty
+/// folder (what the package ships as `/var/lib/bankswap`) is an empty root.
+/// Used by every command that reads a root without creating it.
+pub fn require_initialised(root: &Path) -> anyhow::Result<()> {
+    if root.is_dir() {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "no bankswap root at {}: run 'bankswap init --root {}' (or 'bankswap apply') first, or check --root",
+        root.display(),
+        root.display()
+    ))
 }
 
 fn print(report: &StatusReport, json: bool) -> anyhow::Result<()> {
