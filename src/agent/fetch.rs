@@ -19,6 +19,8 @@ use tracing::{debug, info, warn};
 
 use crate::channel::MAX_SIGNATURE_BYTES;
 use crate::config::{AgentConfig, Timeouts, redact_url};
+use crate::progress::{Meter, SharedMeter};
+use crate::report::ProgressReport;
 
 /// Resumes tried in a row without good progress before staging gives up (a
 /// cut for dripping below the floor rate counts even if it moved some bytes).
@@ -327,18 +329,28 @@ pub struct ArtifactStream {
     current: Bytes,
     /// Set by [`Cancel::cancel`]: every read fails from then on.
     cancelled: Arc<AtomicBool>,
+    /// Bytes handed to the stager, for `status` ([`Cancel::progress`]).
+    meter: SharedMeter,
 }
 
-/// Cancels an [`ArtifactStream`] from outside its thread (an admin rollback
-/// never waits for a download): its reads fail with an io error at once.
+/// The core's handle on an [`ArtifactStream`] read on another thread: it
+/// cancels it (an admin rollback never waits for a download; its reads fail
+/// with an io error at once) and tells how far it got.
 pub struct Cancel {
     /// Shared with the stream.
     cancelled: Arc<AtomicBool>,
     /// The fetching task: aborting it drops its sender, which wakes a blocked read.
     pump: tokio::task::AbortHandle,
+    /// Shared with the stream.
+    meter: SharedMeter,
 }
 
 impl Cancel {
+    /// Bytes read so far, out of the artifact's size, with rate and ETA.
+    pub fn progress(&self) -> Option<ProgressReport> {
+        self.meter.lock().ok().map(|m| m.report())
+    }
+
     /// Makes the stream's reads fail (including one blocked waiting for the network).
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
@@ -361,14 +373,17 @@ impl ArtifactStream {
             }
         });
         let cancelled = Arc::new(AtomicBool::new(false));
+        let meter = Meter::shared(size);
         let cancel = Cancel {
             cancelled: cancelled.clone(),
             pump: pump.abort_handle(),
+            meter: meter.clone(),
         };
         let stream = ArtifactStream {
             chunks: rx,
             current: Bytes::new(),
             cancelled,
+            meter,
         };
         (stream, cancel)
     }
@@ -397,6 +412,9 @@ impl Read for ArtifactStream {
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current[..n]);
         let _ = self.current.split_to(n);
+        if let Ok(mut meter) = self.meter.lock() {
+            meter.add(n as u64, std::time::Instant::now());
+        }
         Ok(n)
     }
 }
