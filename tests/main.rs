@@ -25,6 +25,7 @@ mod powercut;
 mod proxy;
 mod publish_bounds;
 mod publish_upload;
+mod reload;
 mod root_hint;
 mod rotation;
 mod static_host;
