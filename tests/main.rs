@@ -22,6 +22,7 @@ mod notify;
 mod offline;
 mod package;
 mod powercut;
+mod progress;
 mod proxy;
 mod publish_bounds;
 mod publish_upload;
