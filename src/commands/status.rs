@@ -19,7 +19,7 @@ pub fn run(args: &RootArgs, json: bool) -> anyhow::Result<()> {
         let report = response
             .status
             .ok_or_else(|| anyhow::anyhow!("agent on {}: {}", root.display(), response.message))?;
-        return print(&report, json);
+        return print(&with_certificate(report, &root), json);
     }
     require_initialised(&root)?;
     // Read-only: no lock, no write; without state.json the view comes from the records.
@@ -29,7 +29,20 @@ pub fn run(args: &RootArgs, json: bool) -> anyhow::Result<()> {
     let id = agent_id::read(&root).with_context(|| format!("root {}: agent id", root.display()))?;
     let mut report = StatusReport::new(&root.display().to_string(), id, &state);
     report.clock_warning = crate::release::clock_warning(&state, SystemTime::now());
-    print(&report, json)
+    print(&with_certificate(report, &root), json)
+}
+
+/// The agent certificate's expiry (SPEC §10), read from the root: the same
+/// for a running agent and a stopped one, which is when it matters most.
+fn with_certificate(mut report: StatusReport, root: &Path) -> StatusReport {
+    match crate::identity::load(root) {
+        Ok(Some(stored)) => {
+            report.certificate = Some(crate::identity::standing(&stored, SystemTime::now(), None));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot read the agent certificate"),
+    }
+    report
 }
 
 /// Fails with a hint when `root` does not exist (SPEC §12: a machine never set
