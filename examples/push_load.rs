@@ -27,7 +27,8 @@
 //! (its own key, a CSR, `POST /v1/enroll`) and then holds with its client
 //! certificate, so a console run with `--require-client-cert` serves it.
 //! Either way it prints the handshake cost: the client's TCP + TLS connect
-//! time and the console's CPU time per connection during the ramp.
+//! time and the console's CPU time per connection during the ramp (session
+//! resumption off in both modes: full handshakes, as after a fleet restart).
 
 use std::io::BufReader;
 use std::process::Command;
@@ -104,9 +105,11 @@ fn client_config()
 
 /// A connector without a client certificate.
 fn connector(roots: rustls::RootCertStore) -> anyhow::Result<TlsConnector> {
-    let config = client_config()?
+    let mut config = client_config()?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // Full handshakes only, in both modes: what a fleet of (re)starting agents costs.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
@@ -169,9 +172,10 @@ async fn enroll(
         .ok_or_else(|| anyhow!("enrolling {id}: no certificate in the answer"))?;
     let chain = rustls_pemfile::certs(&mut pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
-    let config = client_config()?
+    let mut config = client_config()?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key.into())?;
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
