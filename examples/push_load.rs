@@ -21,6 +21,14 @@
 //! 200 within 1 s. The client is deliberately lean (no HTTP library, 4 KiB
 //! reads, one task per connection) because it shares the machine's cores with
 //! the console. `CLIENT_THREADS` sets its tokio worker threads (default 1).
+//!
+//! mTLS (SPEC §10): with `ENROLL_TOKEN_FILE` (a token made with `console
+//! token create --uses AGENTS`), every agent first enrolls as a real one does
+//! (its own key, a CSR, `POST /v1/enroll`) and then holds with its client
+//! certificate, so a console run with `--require-client-cert` serves it.
+//! Either way it prints the handshake cost: the client's TCP + TLS connect
+//! time and the console's CPU time per connection during the ramp (session
+//! resumption off in both modes: full handshakes, as after a fleet restart).
 
 use std::io::BufReader;
 use std::process::Command;
@@ -43,6 +51,13 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How long after the publish responses are awaited.
 const AFTER_PUBLISH: Duration = Duration::from_secs(30);
+
+/// Enrollments in flight at once (a fleet's agents start at different times;
+/// this only bounds the set-up).
+const ENROLL_AT_ONCE: usize = 16;
+
+/// The largest enrollment answer read.
+const MAX_ENROLL_ANSWER: usize = 64 * 1024;
 
 /// What one held connection saw.
 enum Outcome {
@@ -71,19 +86,136 @@ fn main() -> anyhow::Result<()> {
         .block_on(run(&args))
 }
 
-fn connector(ca_pem: &str) -> anyhow::Result<TlsConnector> {
+fn roots(ca_pem: &str) -> anyhow::Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
     let file = std::fs::File::open(ca_pem).with_context(|| format!("opening {ca_pem}"))?;
     for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
         roots.add(cert?)?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    Ok(roots)
+}
+
+fn client_config()
+-> anyhow::Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>> {
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_safe_default_protocol_versions()?)
+}
+
+/// A connector without a client certificate.
+fn connector(roots: rustls::RootCertStore) -> anyhow::Result<TlsConnector> {
+    let mut config = client_config()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Full handshakes only, in both modes: what a fleet of (re)starting agents costs.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Enrolls agent `id` with `token` (its own key and CSR, `POST /v1/enroll`)
+/// and returns a connector presenting the certificate it got.
+async fn enroll(
+    anonymous: &TlsConnector,
+    roots: rustls::RootCertStore,
+    addr: &str,
+    token: &str,
+    id: &str,
+) -> anyhow::Result<TlsConnector> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, id);
+    let csr = params.serialize_request(&key)?.pem()?;
+    let body = serde_json::json!({ "token": token, "agent_id": id, "csr": csr }).to_string();
+    let request = format!(
+        "POST /v1/enroll HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let tcp = TcpStream::connect(addr).await?;
+    let mut tls = anonymous
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    tls.write_all(request.as_bytes()).await?;
+    tls.flush().await?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match tls.read(&mut chunk).await {
+            Ok(n) => n,
+            // The console may close without close_notify after `Connection: close`.
+            Err(_) if !answer.is_empty() => 0,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 || answer.len() > MAX_ENROLL_ANSWER {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.lines().next().unwrap_or("");
+    if !status.contains(" 200 ") {
+        bail!(
+            "enrolling {id}: {status}: {}",
+            text.rsplit("\r\n\r\n").next().unwrap_or("")
+        );
+    }
+    // The JSON body, whether sent with a length or as one chunk.
+    let json = match (text.find("\r\n\r\n{"), text.rfind('}')) {
+        (Some(start), Some(end)) if end > start => &text[start + 4..=end],
+        _ => bail!("enrolling {id}: no JSON in the answer"),
+    };
+    let issued: serde_json::Value = serde_json::from_str(json)?;
+    let pem = issued["certificate"]
+        .as_str()
+        .ok_or_else(|| anyhow!("enrolling {id}: no certificate in the answer"))?;
+    let chain = rustls_pemfile::certs(&mut pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let mut config = client_config()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key.into())?;
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Enrolls `agents` agents, [`ENROLL_AT_ONCE`] at a time.
+async fn enroll_all(
+    anonymous: &TlsConnector,
+    roots: &rustls::RootCertStore,
+    addr: &Arc<str>,
+    token: &str,
+    agents: usize,
+) -> anyhow::Result<Vec<TlsConnector>> {
+    let prefix = format!("bench-{}", std::process::id());
+    let mut connectors = Vec::with_capacity(agents);
+    let started = Instant::now();
+    for batch in (0..agents).collect::<Vec<_>>().chunks(ENROLL_AT_ONCE) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in batch {
+            let (anonymous, roots, addr, token) = (
+                anonymous.clone(),
+                roots.clone(),
+                addr.clone(),
+                token.to_string(),
+            );
+            let id = format!("{prefix}-{i}");
+            set.spawn(async move { (i, enroll(&anonymous, roots, &addr, &token, &id).await) });
+        }
+        let mut done: Vec<(usize, TlsConnector)> = Vec::with_capacity(batch.len());
+        while let Some(joined) = set.join_next().await {
+            let (i, connector) = joined?;
+            done.push((i, connector?));
+        }
+        done.sort_by_key(|(i, _)| *i);
+        connectors.extend(done.into_iter().map(|(_, c)| c));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "enrollment: {agents} agents enrolled in {secs:.1} s ({:.1} ms each, {ENROLL_AT_ONCE} at a time): key, CSR, POST /v1/enroll",
+        1000.0 * secs / agents as f64
+    );
+    Ok(connectors)
 }
 
 /// Sends `request` on a new TLS connection; returns the response head once it is complete,
@@ -94,7 +226,7 @@ async fn exchange(
     request: &[u8],
     written: impl FnOnce(),
 ) -> anyhow::Result<String> {
-    let mut held = hold(connector, addr, request, written, |_| {}).await?;
+    let mut held = hold(connector, addr, request, |_| {}, written, |_| {}).await?;
     Ok(std::mem::take(&mut held.1))
 }
 
@@ -102,18 +234,21 @@ async fn exchange(
 /// (the console's hold ended at its max wait) is answered at once by the same
 /// request on the same connection, `reheld` counting them; returns the first
 /// other response head and when it arrived. `written` is called once, after
-/// the first request is sent.
+/// the first request is sent; `connected` with the TCP + TLS connect time.
 async fn hold(
     connector: &TlsConnector,
     addr: &str,
     request: &[u8],
+    connected: impl FnOnce(Duration),
     written: impl FnOnce(),
     reheld: impl Fn(usize),
 ) -> anyhow::Result<(Instant, String)> {
+    let start = Instant::now();
     let tcp = TcpStream::connect(addr).await?;
     let mut tls = connector
         .connect(ServerName::try_from("localhost")?, tcp)
         .await?;
+    connected(start.elapsed());
     tls.write_all(request).await?;
     tls.flush().await?;
     written();
@@ -178,10 +313,21 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
     let settle = Duration::from_secs(args[4].parse().context("HOLD_S")?);
     let console_pid = args[5].clone();
     let publish = &args[6..];
-    let connector = connector(&args[1])?;
+    let roots = roots(&args[1])?;
+    let anonymous = connector(roots.clone())?;
+    let connectors = match std::env::var("ENROLL_TOKEN_FILE") {
+        Ok(file) => {
+            let token =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+            enroll_all(&anonymous, &roots, &addr, token.trim(), agents).await?
+        }
+        Err(_) => vec![anonymous],
+    };
+    let mode = if connectors.len() > 1 { "mTLS" } else { "TLS" };
+    let connector_of = |i: usize| connectors[i % connectors.len()].clone();
 
     let head = exchange(
-        &connector,
+        &connector_of(0),
         &addr,
         b"GET /v1/channels/stable/release.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         || {},
@@ -205,27 +351,35 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let written = Arc::new(AtomicUsize::new(0));
     let reheld = Arc::new(AtomicUsize::new(0));
+    let handshakes = Arc::new(std::sync::Mutex::new(Vec::with_capacity(agents)));
+    let console_ramp0 = cpu_ticks(&console_pid);
     let ramp = Instant::now();
     for i in 0..agents {
         if i > 0 && i % RAMP_STEP == 0 {
             tokio::time::sleep(RAMP_PAUSE).await;
         }
-        let (connector, addr, request, tx, written, reheld) = (
-            connector.clone(),
+        let (connector, addr, request, tx, written, reheld, handshakes) = (
+            connector_of(i),
             addr.clone(),
             request.clone(),
             tx.clone(),
             written.clone(),
             reheld.clone(),
+            handshakes.clone(),
         );
         tokio::spawn(async move {
+            let connected = |took: Duration| {
+                if let Ok(mut h) = handshakes.lock() {
+                    h.push(took.as_secs_f64() * 1000.0);
+                }
+            };
             let done = || {
                 written.fetch_add(1, Ordering::Relaxed);
             };
             let again = |n| {
                 reheld.fetch_add(n, Ordering::Relaxed);
             };
-            let outcome = match hold(&connector, &addr, &request, done, again).await {
+            let outcome = match hold(&connector, &addr, &request, connected, done, again).await {
                 Ok((at, head)) => {
                     Outcome::Status(at, head.lines().next().unwrap_or("").to_string())
                 }
@@ -239,10 +393,28 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let held = written.load(Ordering::Relaxed);
+    let console_ramp = cpu_ticks(&console_pid) - console_ramp0;
     println!(
-        "ramp: {held} of {agents} held requests written in {:.1} s (TLS, one connection each); holding {} s",
+        "ramp: {held} of {agents} held requests written in {:.1} s ({mode}, one connection each); holding {} s",
         ramp.elapsed().as_secs_f64(),
         settle.as_secs()
+    );
+    let mut times = handshakes.lock().map(|h| h.clone()).unwrap_or_default();
+    times.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        times
+            .get(((times.len() as f64 * p) as usize).min(times.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "handshake ({mode}): p50 {:.2} ms, p99 {:.2} ms (TCP + TLS connect, client side, ramp of {RAMP_STEP} per {RAMP_PAUSE:?})",
+        at(0.5),
+        at(0.99)
+    );
+    println!(
+        "console CPU during the ramp ({mode}): {console_ramp} ticks = {:.2} ms per connection",
+        10.0 * console_ramp as f64 / held.max(1) as f64
     );
     tokio::time::sleep(settle).await;
     println!(

@@ -135,6 +135,15 @@ pub enum Command {
         #[command(subcommand)]
         what: GenerateCommand,
     },
+    /// The example payload (examples/hello-payload), built in so that `demo`
+    /// needs nothing but this binary: HTTP on the `LISTEN_FDS` socket,
+    /// `READY=1`, a drain on SIGTERM.
+    #[command(hide = true)]
+    HelloPayload {
+        /// Its own arguments (`--listen ADDR` when run by hand).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// `bankswap generate ...` (hidden): files made from this command line.

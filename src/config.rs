@@ -153,7 +153,7 @@ pub enum LogFormat {
 }
 
 /// The validated agent configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     /// Base URL of the console (needed by `run` only).
     pub console: Option<String>,
@@ -293,7 +293,7 @@ impl Timeouts {
 }
 
 /// `[payload]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PayloadConfig {
     /// User to run the payload as (root only).
     pub user: Option<String>,
@@ -304,7 +304,7 @@ pub struct PayloadConfig {
 }
 
 /// `[health]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
     /// How long a new version must stay healthy before it is committed.
     pub grace: Duration,
@@ -320,7 +320,7 @@ pub struct HealthConfig {
 }
 
 /// One `[[listen]]` socket.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenConfig {
     /// The name given in `LISTEN_FDNAMES`.
     pub name: String,
@@ -331,7 +331,7 @@ pub struct ListenConfig {
 }
 
 /// `[proxy]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     /// Proxy URL.
     pub url: String,
@@ -342,7 +342,7 @@ pub struct ProxyConfig {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogConfig {
     /// Text or JSON lines.
     pub format: LogFormat,
@@ -481,6 +481,86 @@ impl AgentConfig {
             timeouts: Timeouts::parse(raw.timeouts)?,
             update: UpdateConfig::parse(raw.update)?,
         })
+    }
+}
+
+/// What a reload (SIGHUP, SPEC §12) changes, grouped by when it takes effect.
+/// Each entry is the config key as an operator writes it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadPlan {
+    /// Applied at once: the console and how it is reached (proxy, TLS roots,
+    /// timeouts), trusted keys, poll and delay settings, logging.
+    pub now: Vec<&'static str>,
+    /// `[health]`: judges the next trial (a trial under way keeps its rules).
+    pub next_trial: Vec<&'static str>,
+    /// `[payload]`: used when the payload next starts (the next swap).
+    pub next_swap: Vec<&'static str>,
+    /// Kept until the agent restarts: the sockets are bound once, so that no
+    /// connection is ever refused; the root and the channel are its identity.
+    pub restart: Vec<&'static str>,
+}
+
+impl ReloadPlan {
+    /// True when the new config changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.now.is_empty()
+            && self.next_trial.is_empty()
+            && self.next_swap.is_empty()
+            && self.restart.is_empty()
+    }
+}
+
+impl AgentConfig {
+    /// What reloading from `self` to `new` changes, and when each change applies.
+    pub fn reload_plan(&self, new: &AgentConfig) -> ReloadPlan {
+        fn note(list: &mut Vec<&'static str>, changed: bool, key: &'static str) {
+            if changed {
+                list.push(key);
+            }
+        }
+        let mut plan = ReloadPlan::default();
+        let now = &mut plan.now;
+        note(now, self.console != new.console, "console");
+        note(now, self.trusted_keys != new.trusted_keys, "trusted_keys");
+        note(
+            now,
+            self.poll_interval != new.poll_interval,
+            "poll_interval",
+        );
+        note(now, self.max_delay != new.max_delay, "max_delay");
+        note(now, self.ca_certs != new.ca_certs, "[tls] ca_certs");
+        note(now, self.proxy != new.proxy, "[proxy]");
+        note(now, self.log != new.log, "[log]");
+        note(now, self.timeouts != new.timeouts, "[timeouts]");
+        note(&mut plan.next_trial, self.health != new.health, "[health]");
+        note(
+            &mut plan.next_swap,
+            self.payload != new.payload,
+            "[payload]",
+        );
+        let restart = &mut plan.restart;
+        note(restart, self.listen != new.listen, "[[listen]]");
+        note(restart, self.root != new.root, "root");
+        note(restart, self.channel != new.channel, "channel");
+        let token = &self.enrollment_token_file;
+        note(
+            restart,
+            *token != new.enrollment_token_file,
+            "enrollment_token_file",
+        );
+        plan
+    }
+
+    /// The config an agent runs after reloading to `new`: `new`, except what
+    /// waits for a restart of the agent (see [`ReloadPlan::restart`]).
+    pub fn reloaded(&self, new: AgentConfig) -> AgentConfig {
+        AgentConfig {
+            listen: self.listen.clone(),
+            root: self.root.clone(),
+            channel: self.channel.clone(),
+            enrollment_token_file: self.enrollment_token_file.clone(),
+            ..new
+        }
     }
 }
 
@@ -757,6 +837,32 @@ mod tests {
         .expect("valid");
         assert_eq!(cfg.listen[1].mode, Some(0o660));
         assert_eq!(cfg.log.syslog.as_deref(), Some("tcp://loghost:514"));
+    }
+
+    #[test]
+    fn a_reload_plan_sorts_changes_by_when_they_apply() {
+        let old = AgentConfig::parse(&format!("trusted_keys = [\"{KEY}\"]"), Path::new("."))
+            .expect("old");
+        let new = AgentConfig::parse(
+            &format!(
+                "trusted_keys = [\"{KEY}\"]\npoll_interval = \"1s\"\nchannel = \"beta\"\n\
+                 [payload]\nenv = {{ A = \"1\" }}\n[health]\ngrace = \"1s\"\n\
+                 [[listen]]\nname = \"http\"\naddress = \"127.0.0.1:0\""
+            ),
+            Path::new("."),
+        )
+        .expect("new");
+        assert!(old.reload_plan(&old).is_empty());
+        let plan = old.reload_plan(&new);
+        assert_eq!(plan.now, ["poll_interval"]);
+        assert_eq!(plan.next_trial, ["[health]"]);
+        assert_eq!(plan.next_swap, ["[payload]"]);
+        assert_eq!(plan.restart, ["[[listen]]", "channel"]);
+        let running = old.reloaded(new);
+        assert_eq!(running.poll_interval, Duration::from_secs(1));
+        assert_eq!(running.channel, "stable");
+        assert!(running.listen.is_empty());
+        assert_eq!(running.payload.env.len(), 1);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::fmt::Debug;
 use std::io::{self, IsTerminal, Write};
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -21,6 +21,7 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{Writer, debug_fn};
 use tracing_subscriber::layer::SubscriberExt;
@@ -72,8 +73,16 @@ pub fn init_for_command(command: &Command) {
     }
 }
 
+/// Whether stderr lines are JSON (else text); a reload may flip it.
+static JSON: AtomicBool = AtomicBool::new(false);
+/// Whether a syslog target is set, so lines are formatted for it at all.
+static SYSLOG_ON: AtomicBool = AtomicBool::new(false);
+/// The syslog target lines go to; a reload may replace it.
+static SYSLOG: Mutex<Option<Arc<Syslog>>> = Mutex::new(None);
+
 /// Installs the global subscriber; `default` is the filter when `BANKSWAP_LOG` is unset.
 /// A syslog address that cannot be used is reported on stderr and skipped.
+/// The format and the syslog target can be changed later by [`apply`].
 pub fn init(config: &LogConfig, default: &str) {
     let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default));
     let journald = std::env::var_os(JOURNAL_STREAM_ENV).is_some();
@@ -87,53 +96,66 @@ pub fn init(config: &LogConfig, default: &str) {
         // Nowhere to report a failed log write; the next line tries again.
         let _ = written.and_then(|()| out.flush());
     });
-    let stderr_writer = QueueWriter(stderr_queue.clone());
-    let stderr = match config.format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_ansi(!journald && io::stderr().is_terminal())
-            .fmt_fields(logfmt_fields())
-            .with_writer(stderr_writer)
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(stderr_writer)
-            .boxed(),
-    };
-    let mut queues = vec![stderr_queue];
-    let syslog = config
-        .syslog
-        .as_deref()
-        .and_then(|url| match Syslog::connect(url) {
-            Ok(syslog) => {
-                let queue = LineQueue::spawn("bankswap-syslog", move |severity, line| {
-                    syslog.send(severity, &String::from_utf8_lossy(line));
-                });
-                queues.push(queue.clone());
-                Some(
-                    tracing_subscriber::fmt::layer()
-                        .with_ansi(false)
-                        .without_time()
-                        .with_level(false)
-                        .with_target(false)
-                        .fmt_fields(logfmt_fields())
-                        .with_writer(QueueWriter(queue)),
-                )
-            }
-            Err(e) => {
-                eprintln!("warning: [log] syslog {url}: {e}; logging to stderr only");
-                None
-            }
-        });
-    // A second init (the demo re-entering) keeps the first subscriber.
+    let text = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(!journald && io::stderr().is_terminal())
+        .fmt_fields(logfmt_fields())
+        .with_writer(QueueWriter(stderr_queue.clone()))
+        .with_filter(filter_fn(|_| !JSON.load(Ordering::Relaxed)));
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .with_writer(QueueWriter(stderr_queue.clone()))
+        .with_filter(filter_fn(|_| JSON.load(Ordering::Relaxed)));
+    let syslog_queue = LineQueue::spawn("bankswap-syslog", move |severity, line| {
+        // Not sent under the lock: a slow server must not hold up a reload.
+        let target = SYSLOG.lock().ok().and_then(|t| t.clone());
+        if let Some(syslog) = target {
+            syslog.send(severity, &String::from_utf8_lossy(line));
+        }
+    });
+    let syslog_layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .fmt_fields(logfmt_fields())
+        .with_writer(QueueWriter(syslog_queue.clone()))
+        .with_filter(filter_fn(|_| SYSLOG_ON.load(Ordering::Relaxed)));
+    let syslog = connect_syslog(config).unwrap_or_else(|e| {
+        eprintln!("warning: {e}; logging to stderr only");
+        None
+    });
+    // A second init (the demo re-entering) keeps the first subscriber and its settings.
     if tracing_subscriber::registry()
         .with(filter)
-        .with(stderr)
-        .with(syslog)
+        .with(text)
+        .with(json)
+        .with(syslog_layer)
         .try_init()
         .is_ok()
     {
-        let _ = QUEUES.set(queues);
+        apply(config.format, syslog);
+        let _ = QUEUES.set(vec![stderr_queue, syslog_queue]);
+    }
+}
+
+/// Opens the syslog target of `config`, if it has one: what a reload checks
+/// before it changes anything. The error is one line naming the key.
+pub fn connect_syslog(config: &LogConfig) -> Result<Option<Syslog>, String> {
+    config
+        .syslog
+        .as_deref()
+        .map(|url| Syslog::connect(url).map_err(|e| format!("[log] syslog {url}: {e}")))
+        .transpose()
+}
+
+/// Switches the installed subscriber to `format` and `syslog` (none: stderr
+/// only). Lines already queued for the old syslog target may still go there.
+pub fn apply(format: LogFormat, syslog: Option<Syslog>) {
+    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
+    SYSLOG_ON.store(syslog.is_some(), Ordering::Relaxed);
+    if let Ok(mut target) = SYSLOG.lock() {
+        *target = syslog.map(Arc::new);
     }
 }
 

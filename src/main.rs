@@ -30,6 +30,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let cli::Command::HelloPayload { args } = cli.command {
+        // SAFETY: before logging starts its writer threads: no other thread
+        // exists yet, as the payload's takeover of fd 3 and its env requires.
+        return unsafe { hello_payload::run(args.into_iter()) };
+    }
     if !cli.command.is_service() {
         restore_default_sigpipe();
     }

@@ -52,6 +52,57 @@ pub struct StatusReport {
     /// given up first.
     #[serde(default)]
     pub space_notice: Option<String>,
+    /// The agent's client certificate (SPEC §10), once it enrolled.
+    #[serde(default)]
+    pub certificate: Option<CertificateReport>,
+    /// The last reload of the config (SIGHUP), while the agent runs.
+    #[serde(default)]
+    pub reload: Option<ReloadReport>,
+}
+
+/// The agent's client certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateReport {
+    /// When it expires (RFC 3339).
+    pub not_after: String,
+    /// `valid`, `renewal due` (the agent renews it by itself) or `expired`.
+    pub state: String,
+    /// What to do, when the agent cannot fix it by itself.
+    pub hint: Option<String>,
+}
+
+/// The last reload of the config, and when each change applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// When (RFC 3339).
+    pub at: String,
+    /// `applied` or `refused` (the running config stays).
+    pub outcome: String,
+    /// Why it was refused.
+    pub error: Option<String>,
+    /// Keys applied at once.
+    pub applied: Vec<String>,
+    /// Keys that judge the next trial.
+    pub next_trial: Vec<String>,
+    /// Keys used when the payload next starts (the next swap).
+    pub next_swap: Vec<String>,
+    /// Keys that wait for a restart of the agent.
+    pub restart: Vec<String>,
+}
+
+/// A download under way (`pending.progress`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+    /// Percent done.
+    pub percent: u64,
+    /// Bytes per second, recently (null before there is a measure).
+    pub bytes_per_second: Option<u64>,
+    /// Seconds left at that rate (null without a rate).
+    pub eta_seconds: Option<u64>,
 }
 
 /// A payload's streak of failures: exits, watchdog expiries, failed starts.
@@ -74,6 +125,9 @@ pub struct PendingReport {
     pub sequence: u64,
     /// When the swap may start (RFC 3339).
     pub not_before: String,
+    /// The download, while it is staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressReport>,
 }
 
 /// A version marked bad.
@@ -107,6 +161,7 @@ impl StatusReport {
                 version: p.version.clone(),
                 sequence: p.sequence,
                 not_before: clock::rfc3339(clock::from_unix(p.not_before)),
+                progress: None,
             }),
             last_check: state
                 .last_check
@@ -125,6 +180,8 @@ impl StatusReport {
             restarts: None,
             clock_warning: None,
             space_notice: None,
+            certificate: None,
+            reload: None,
         }
     }
 
@@ -149,6 +206,9 @@ impl StatusReport {
                 "pending:    {} (sequence {}) not before {}",
                 p.version, p.sequence, p.not_before
             );
+            if let Some(g) = &p.progress {
+                println!("staging:    {}", crate::progress::describe(g));
+            }
         }
         if let Some(t) = &self.last_check {
             println!("last check: {t}");
@@ -161,6 +221,26 @@ impl StatusReport {
         }
         if let Some(n) = &self.space_notice {
             println!("space:      {n}");
+        }
+        if let Some(c) = &self.certificate {
+            println!("cert:       {} until {}", c.state, c.not_after);
+            if let Some(hint) = &c.hint {
+                println!("            {hint}");
+            }
+        }
+        if let Some(r) = &self.reload {
+            match &r.error {
+                Some(e) => println!("reload:     refused at {}: {e}", r.at),
+                None => println!("reload:     applied at {}", r.at),
+            }
+            for (keys, when) in [
+                (&r.next_swap, "at the next swap"),
+                (&r.restart, "at the next restart of the agent"),
+            ] {
+                if !keys.is_empty() {
+                    println!("            {} apply {when}", keys.join(", "));
+                }
+            }
         }
         if let Some(r) = &self.restarts {
             println!(

@@ -6,13 +6,11 @@
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::AgentConfig;
 use crate::report::StatusReport;
 
 /// The environment variable systemd sets to its notification socket.
@@ -160,35 +158,6 @@ pub fn serve_agent(notifier: &Arc<Notifier>, mut updates: watch::Receiver<Option
     });
 }
 
-/// SIGHUP (`systemctl reload bankswap`): re-reads and validates the config
-/// between `RELOADING=1` and `READY=1`. A broken config is refused with its
-/// error and the running one stays. A valid one is not applied live yet: the
-/// log says a restart applies it.
-pub fn reload_requested(config_path: &Path, notifier: &Notifier) {
-    notifier.reloading();
-    tracing::info!(config = %config_path.display(), "SIGHUP: reload requested");
-    match AgentConfig::load(config_path) {
-        Ok(_) => {
-            tracing::warn!(
-                config = %config_path.display(),
-                "reload: the config is valid; the running settings stay until a restart (systemctl restart bankswap)"
-            );
-            notifier.send("READY=1\nSTATUS=reload: config valid, applies at the next restart");
-        }
-        Err(err) => {
-            tracing::error!(
-                config = %config_path.display(),
-                error = %format!("{err:#}"),
-                "reload refused: the config is broken; keeping the running one"
-            );
-            notifier.send(&format!(
-                "READY=1\nSTATUS={}",
-                one_line(&format!("reload refused: {err:#}"))
-            ));
-        }
-    }
-}
-
 /// The STATUS line for `report`: "running 1.4.2 in Bank2", "staging 1.5.0 …".
 fn status_line(report: &StatusReport) -> String {
     let running = match &report.active_version {
@@ -204,7 +173,10 @@ fn status_line(report: &StatusReport) -> String {
         None => "no version installed".to_string(),
     };
     match &report.pending {
-        Some(pending) => format!("{running}; pending {}", pending.version),
+        Some(pending) => match &pending.progress {
+            Some(p) => format!("{running}; staging {} {} %", pending.version, p.percent),
+            None => format!("{running}; pending {}", pending.version),
+        },
         None => running,
     }
 }

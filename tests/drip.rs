@@ -40,9 +40,17 @@ const SLOW_DRIP_PAUSE: Duration = Duration::from_secs(1);
 /// Bytes sent at full speed before a drip starts (so a resume has an offset).
 const DRIP_HEAD: usize = 64;
 
+/// A paced artifact (`Artifact::Paced`, for tests/progress.rs) comes in
+/// chunks of this many bytes...
+const PACE_CHUNK: usize = 4096;
+
+/// ...with this pause between them: 80 KiB/s, a download of a few seconds
+/// that stays far above any floor rate.
+const PACE_PAUSE: Duration = Duration::from_millis(50);
+
 /// How the server answers artifact requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Artifact {
+pub(crate) enum Artifact {
     /// Whole, at full speed (and `Range` honoured).
     Normal,
     /// The first request drips; later (`Range`) requests are served normally.
@@ -51,13 +59,15 @@ enum Artifact {
     Drip,
     /// Every request gets this status.
     Status(u16),
+    /// Whole, but slowly: [`PACE_CHUNK`] bytes every [`PACE_PAUSE`].
+    Paced,
 }
 
 /// What the server is told to do, and what it saw.
 #[derive(Debug)]
-struct Plan {
+pub(crate) struct Plan {
     /// Artifact behaviour.
-    artifact: Artifact,
+    pub(crate) artifact: Artifact,
     /// Whether `release.json` drips at 1 B/s.
     drip_manifest: bool,
     /// Whether `release.json.minisig` drips at 1 B/s.
@@ -69,9 +79,9 @@ struct Plan {
 }
 
 /// The hostile HTTPS server, stopped with its runtime when dropped.
-struct Hostile {
+pub(crate) struct Hostile {
     /// `https://127.0.0.1:PORT`.
-    url: String,
+    pub(crate) url: String,
     /// Shared with the connection tasks.
     plan: Arc<Mutex<Plan>>,
     /// Runs the server.
@@ -79,7 +89,7 @@ struct Hostile {
 }
 
 impl Hostile {
-    fn start(data: &Path, ca: &TestCa, artifact: Artifact) -> Hostile {
+    pub(crate) fn start(data: &Path, ca: &TestCa, artifact: Artifact) -> Hostile {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -109,7 +119,7 @@ impl Hostile {
         Hostile { url, plan, _rt: rt }
     }
 
-    fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
+    pub(crate) fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
         self.plan.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -178,6 +188,7 @@ where
                 Artifact::DripFirst => (None, None),
                 Artifact::Drip => (Some(DRIP_PAUSE), None),
                 Artifact::Status(s) => (None, Some(s)),
+                Artifact::Paced => (Some(PACE_PAUSE), None),
             }
         } else if path.ends_with("release.json") && plan.drip_manifest
             || path.ends_with(".minisig") && plan.drip_signature
@@ -222,6 +233,13 @@ where
     tls.write_all(answer.as_bytes()).await?;
     match drip {
         None => tls.write_all(part).await?,
+        Some(PACE_PAUSE) => {
+            for chunk in part.chunks(PACE_CHUNK) {
+                tls.write_all(chunk).await?;
+                tls.flush().await?;
+                tokio::time::sleep(PACE_PAUSE).await;
+            }
+        }
         Some(pause) => {
             let head = if pause == DRIP_PAUSE { DRIP_HEAD } else { 0 };
             tls.write_all(&part[..head.min(part.len())]).await?;
@@ -237,7 +255,7 @@ where
 }
 
 /// `len` pseudo-random bytes (xorshift64): what zstd cannot shrink.
-fn noise(len: usize) -> Vec<u8> {
+pub(crate) fn noise(len: usize) -> Vec<u8> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..len)
         .map(|_| {

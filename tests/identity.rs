@@ -535,6 +535,55 @@ fn an_expired_certificate_is_refused_with_403_and_what_to_do() {
         "{reason}"
     );
     assert_eq!(fleet.fleet().as_array().expect("array").len(), 0);
+
+    // Stored in the root (the agent was off past its renewal): `status` and
+    // `doctor` say it expired, and exactly what to do.
+    let identity = root.join("identity");
+    fs::write(identity.join("key.pem"), key.serialize_pem()).expect("key");
+    fs::write(identity.join("cert.pem"), expired.pem()).expect("cert");
+    let root_arg = root.display().to_string();
+    let status = run_ok(["status", "--root", &root_arg, "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    let cert = &status["certificate"];
+    assert_eq!(cert["state"], "expired", "{status}");
+    assert_eq!(cert["not_after"], "2020-01-02T00:00:00Z", "{status}");
+    let hint = cert["hint"].as_str().unwrap_or_default();
+    assert!(
+        hint.contains("bankswap console token create")
+            && hint.contains("enrollment_token_file")
+            && hint.contains("restart the agent"),
+        "{hint}"
+    );
+    let text = run_ok(["status", "--root", &root_arg]).stdout;
+    assert!(
+        text.contains("cert:       expired until 2020-01-02"),
+        "{text}"
+    );
+
+    let config = fleet.world.path("agent.toml");
+    fs::write(
+        &config,
+        format!(
+            "console = \"{}\"\nroot = \"{root_arg}\"\ntrusted_keys = [\"{}\"]\n[tls]\nca_certs = [\"{}\"]\n",
+            fleet.console.url,
+            fleet.world.public("release"),
+            fleet.ca.ca_pem.display()
+        ),
+    )
+    .expect("config");
+    let out = run(["doctor", "--config", &config.display().to_string()]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL  certificate:"))
+        .unwrap_or_else(|| panic!("no certificate line:\n{}", out.stdout));
+    assert!(
+        line.contains("expired at 2020-01-02")
+            && line.contains("fix:")
+            && line.contains("bankswap console token create"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -558,9 +607,11 @@ fn an_agent_reporting_in_a_loop_is_rate_limited() {
 }
 
 #[test]
-fn a_running_agent_renews_its_certificate_and_reports_with_the_new_one() {
+fn a_running_agent_renews_its_certificate_and_downloads_and_reports_with_the_new_one() {
     // 60 s is the shortest `--cert-lifetime`: the agent renews after 40 s.
-    let live = Live::with_console_args(&["--cert-lifetime", "60s"]);
+    // `--require-client-cert`: the manifest and the artifact need a valid
+    // certificate too, so a staging that kept the first client would fail.
+    let live = Live::with_console_args(&["--cert-lifetime", "60s", "--require-client-cert"]);
     live.publish_sleeper("1.0.0");
     let data = live.data.display().to_string();
     let agent = enrolling_agent(&live);
@@ -573,8 +624,15 @@ fn a_running_agent_renews_its_certificate_and_reports_with_the_new_one() {
     };
     let enrolled = expiry();
 
+    let first = agent.status()["certificate"].clone();
+    assert_eq!(first["state"], "valid", "{first}");
     agent.wait_log("agent certificate renewed");
     assert!(expiry() > enrolled, "the console recorded a later expiry");
+    let renewed = agent.status()["certificate"].clone();
+    assert!(
+        renewed["not_after"].as_str() > first["not_after"].as_str(),
+        "{renewed}"
+    );
     // Once the first certificate expired, only the new one can report (this
     // console takes no anonymous reports and refuses expired certificates).
     wait_for("the first certificate to expire", || {
@@ -584,7 +642,10 @@ fn a_running_agent_renews_its_certificate_and_reports_with_the_new_one() {
             .as_secs()
             > enrolled
     });
-    live.publish_sleeper("2.0.0");
+    // Staged after the renewal: the artifact comes over the renewed certificate.
+    let v2 = live.w.payload("2.0.0", 4, 64 * 1024);
+    live.w.publish(&live.data, &v2, "2.0.0", &[]);
     agent.wait_committed("2.0.0");
+    assert!(!agent.log().contains("staging failed"), "{}", agent.log());
     wait_reported(&data, &id, "2.0.0");
 }

@@ -40,16 +40,18 @@ pub struct CheckerSettings {
 }
 
 /// Runs forever: check, hand the outcome to the core, wait (or be woken by
-/// `check_now`). Each request uses the latest of `clients`.
+/// `check_now`). Each request uses the latest of `clients` and of `settings`;
+/// new settings (a reload) end the wait, or a held request, at once.
 pub async fn run_checker(
     clients: watch::Receiver<reqwest::Client>,
-    settings: CheckerSettings,
+    mut settings_rx: watch::Receiver<CheckerSettings>,
     check_now: Arc<Notify>,
     core: mpsc::Sender<CheckOutcome>,
 ) {
     let mut etag: Option<String> = None;
     let mut backoff = FIRST_BACKOFF;
     loop {
+        let settings = settings_rx.borrow_and_update().clone();
         let started = Instant::now();
         // Jittered per request, so that a fleet's held requests do not end together.
         let wait = jittered(settings.poll_interval, rand::random()).min(settings.timeouts.max_wait);
@@ -61,6 +63,10 @@ pub async fn run_checker(
             () = check_now.notified() => {
                 debug!("check requested; asking again without waiting");
                 etag = None;
+                continue;
+            }
+            Ok(()) = settings_rx.changed() => {
+                debug!("settings reloaded; asking again with them");
                 continue;
             }
         };
@@ -107,25 +113,29 @@ pub async fn run_checker(
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
             () = check_now.notified() => etag = None,
+            Ok(()) = settings_rx.changed() => backoff = FIRST_BACKOFF,
         }
     }
 }
 
 /// Posts the status to `{console}/v1/agents/{id}/report` whenever it changes. A console
 /// that has no such endpoint (a static host: 404/405) is remembered and not asked again.
-/// Each POST uses the latest of `clients` and has its own deadline (`timeout`, `[timeouts] request`): a stuck console
-/// cannot hold the reporter.
+/// Each POST uses the latest of `clients` and of `settings` (the console and
+/// `[timeouts] request`, its deadline: a stuck console cannot hold the reporter).
 pub async fn run_reporter(
     clients: watch::Receiver<reqwest::Client>,
-    console: String,
+    settings: watch::Receiver<CheckerSettings>,
     agent_id: String,
-    timeout: Duration,
     mut reports: watch::Receiver<Option<StatusReport>>,
 ) {
-    let url = fetch::url(&console, &format!("agents/{agent_id}/report"));
     loop {
         let report = reports.borrow_and_update().clone();
         if let Some(report) = report {
+            let (url, timeout) = {
+                let s = settings.borrow();
+                let url = fetch::url(&s.console, &format!("agents/{agent_id}/report"));
+                (url, s.timeouts.request)
+            };
             let body = WireReport::from(&report);
             let http = clients.borrow().clone();
             match http.post(&url).timeout(timeout).json(&body).send().await {

@@ -21,6 +21,7 @@ use crate::agent::checker::CheckOutcome;
 use crate::agent::control_socket::Envelope;
 use crate::agent::fetch::Cancel;
 use crate::agent::generation::Restarts;
+use crate::agent::reload::{ReloadRequest, ReloadState};
 use crate::agent::status::LastError;
 use crate::agent::trial::Trial;
 use crate::agent::world::{Clock, Links, World};
@@ -88,8 +89,9 @@ pub struct Agent {
     pub(super) agent_id: String,
     /// Console base URL.
     pub(super) console: String,
-    /// HTTPS client towards the console and the health endpoint.
-    pub(super) http: reqwest::Client,
+    /// HTTPS client towards the console and the health endpoint (the latest:
+    /// take it before each request).
+    pub(super) http: watch::Receiver<reqwest::Client>,
     /// Wall-clock time and randomness.
     pub(super) clock: Arc<dyn Clock>,
     /// Sockets handed to every payload generation.
@@ -117,6 +119,10 @@ pub struct Agent {
     /// An admin rollback that cancelled a staging: answered once the staging
     /// thread hands the root back (the core keeps running meanwhile).
     pub(super) held_rollback: Option<oneshot::Sender<Response>>,
+    /// The last reload, and `[health]` waiting for the next trial.
+    pub(super) reload: ReloadState,
+    /// Reloaded configs (SIGHUP).
+    reloads: mpsc::Receiver<ReloadRequest>,
     /// Check outcomes from the checker.
     checks: mpsc::Receiver<CheckOutcome>,
     /// Requests from the control socket.
@@ -135,6 +141,7 @@ enum Event {
     PendingDue,
     Staged(Box<Staged>),
     Control(Request, oneshot::Sender<Response>),
+    Reload(ReloadRequest),
 }
 
 /// Runs the agent on `world` until `shutdown` resolves, then stops the payload.
@@ -182,6 +189,8 @@ impl Agent {
             report: links.report,
             check_now: links.check_now,
             held_rollback: None,
+            reload: ReloadState::default(),
+            reloads: links.reloads,
             checks: links.checks,
             control: links.control,
         }
@@ -217,8 +226,10 @@ impl Agent {
                 Event::PendingDue => self.start_staging(),
                 Event::Staged(staged) => self.on_staged(*staged).await,
                 Event::Control(request, reply) => self.on_control_request(request, reply).await,
+                Event::Reload(request) => self.on_reload(request),
             }
             self.judge_trial().await;
+            self.apply_next_health();
             self.save_last_error();
             self.publish_status();
         }
@@ -260,6 +271,7 @@ impl Agent {
                 }
             },
             Some((request, reply)) = self.control.recv() => Event::Control(request, reply),
+            Some(request) = self.reloads.recv() => Event::Reload(request),
         }
     }
 

@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::agent::fetch::{self, ArtifactStream, Cancel, describe};
 use crate::config::Timeouts;
+use crate::progress::{Meter, SharedMeter};
 use crate::release::{self, StagePlan, stage_release};
 
 /// Objects requested at once over the keep-alive client: enough to hide a
@@ -115,8 +116,10 @@ impl Download {
             }
         });
         let cancelled = Arc::new(AtomicBool::new(false));
-        let cancel = Cancel::new(cancelled.clone(), pump.abort_handle());
+        let meter = Meter::shared(size);
+        let cancel = Cancel::new(cancelled.clone(), pump.abort_handle(), meter.clone());
         let delta = DeltaStaging {
+            meter,
             index: index_rx,
             wanted: wanted_tx,
             objects: objects_rx,
@@ -168,6 +171,8 @@ pub struct DeltaStaging {
     size: u64,
     /// `[timeouts]`.
     timeouts: Timeouts,
+    /// Bytes fetched, for `status` (the objects' total once chosen).
+    meter: SharedMeter,
 }
 
 impl DeltaStaging {
@@ -183,9 +188,12 @@ impl DeltaStaging {
             url,
             size,
             timeouts,
+            meter,
         } = self;
+        let full_meter = meter.clone();
         let full = |root: &mut Root, plan: StagePlan| {
-            let (stream, _own_cancel) = ArtifactStream::open(http, url, size, timeouts);
+            let (stream, _own_cancel) =
+                ArtifactStream::open_metered(http, url, size, timeouts, full_meter);
             let stream = Cancellable {
                 inner: stream,
                 cancelled: cancelled.clone(),
@@ -226,10 +234,14 @@ impl DeltaStaging {
                 return full(root, plan);
             }
         };
+        if let Ok(mut m) = meter.lock() {
+            *m = Meter::new(delta.fetch_bytes);
+        }
         if wanted.send(delta.fetch.clone()).is_err() {
             return Err(cancelled_error());
         }
         let mut source = Fetched {
+            meter,
             objects,
             next: None,
             cancelled: cancelled.clone(),
@@ -276,6 +288,8 @@ struct Fetched {
     next: Option<Option<io::Result<Bytes>>>,
     /// Set by a cancel.
     cancelled: Arc<AtomicBool>,
+    /// Object bytes fetched, for `status`.
+    meter: SharedMeter,
 }
 
 impl ObjectSource for Fetched {
@@ -299,7 +313,12 @@ impl ObjectSource for Fetched {
             return Err(io::Error::other("cancelled by an admin rollback"));
         }
         match next {
-            Some(Ok(bytes)) => Ok(Box::new(Cursor::new(bytes))),
+            Some(Ok(bytes)) => {
+                if let Ok(mut m) = self.meter.lock() {
+                    m.add(bytes.len() as u64, std::time::Instant::now());
+                }
+                Ok(Box::new(Cursor::new(bytes)))
+            }
             Some(Err(e)) => Err(e),
             None => Err(io::Error::other("the object download ended early")),
         }

@@ -19,6 +19,8 @@ use tracing::{debug, info, warn};
 
 use crate::channel::MAX_SIGNATURE_BYTES;
 use crate::config::{AgentConfig, Timeouts, redact_url};
+use crate::progress::{Meter, SharedMeter};
+use crate::report::ProgressReport;
 
 /// Resumes tried in a row without good progress before staging gives up (a
 /// cut for dripping below the floor rate counts even if it moved some bytes).
@@ -327,22 +329,40 @@ pub struct ArtifactStream {
     current: Bytes,
     /// Set by [`Cancel::cancel`]: every read fails from then on.
     cancelled: Arc<AtomicBool>,
+    /// Bytes handed to the stager, for `status` ([`Cancel::progress`]).
+    meter: SharedMeter,
 }
 
-/// Cancels an [`ArtifactStream`] from outside its thread (an admin rollback
-/// never waits for a download): its reads fail with an io error at once.
+/// The core's handle on an [`ArtifactStream`] read on another thread: it
+/// cancels it (an admin rollback never waits for a download; its reads fail
+/// with an io error at once) and tells how far it got.
 pub struct Cancel {
     /// Shared with the stream.
     cancelled: Arc<AtomicBool>,
     /// The fetching task: aborting it drops its sender, which wakes a blocked read.
     pump: tokio::task::AbortHandle,
+    /// Shared with the stream.
+    meter: SharedMeter,
 }
 
 impl Cancel {
-    /// A cancel for a staging that watches `cancelled` and fetches in `pump`
-    /// (the delta staging of `delta_fetch.rs`).
-    pub(super) fn new(cancelled: Arc<AtomicBool>, pump: tokio::task::AbortHandle) -> Cancel {
-        Cancel { cancelled, pump }
+    /// A cancel for a staging that watches `cancelled`, fetches in `pump` and
+    /// counts its bytes in `meter` (the delta staging of `delta_fetch.rs`).
+    pub(super) fn new(
+        cancelled: Arc<AtomicBool>,
+        pump: tokio::task::AbortHandle,
+        meter: SharedMeter,
+    ) -> Cancel {
+        Cancel {
+            cancelled,
+            pump,
+            meter,
+        }
+    }
+
+    /// Bytes read so far, out of the artifact's size, with rate and ETA.
+    pub fn progress(&self) -> Option<ProgressReport> {
+        self.meter.lock().ok().map(|m| m.report())
     }
 
     /// Makes the stream's reads fail (including one blocked waiting for the network).
@@ -360,6 +380,18 @@ impl ArtifactStream {
         size: u64,
         timeouts: Timeouts,
     ) -> (ArtifactStream, Cancel) {
+        ArtifactStream::open_metered(http, url, size, timeouts, Meter::shared(size))
+    }
+
+    /// [`ArtifactStream::open`], counting the bytes read in `meter` (a delta
+    /// staging that falls back to the full artifact keeps its meter).
+    pub fn open_metered(
+        http: reqwest::Client,
+        url: String,
+        size: u64,
+        timeouts: Timeouts,
+        meter: SharedMeter,
+    ) -> (ArtifactStream, Cancel) {
         let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
         let pump = tokio::spawn(async move {
             if let Err(err) = pump(&http, &url, size, &timeouts, &tx).await {
@@ -370,11 +402,13 @@ impl ArtifactStream {
         let cancel = Cancel {
             cancelled: cancelled.clone(),
             pump: pump.abort_handle(),
+            meter: meter.clone(),
         };
         let stream = ArtifactStream {
             chunks: rx,
             current: Bytes::new(),
             cancelled,
+            meter,
         };
         (stream, cancel)
     }
@@ -403,6 +437,9 @@ impl Read for ArtifactStream {
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current[..n]);
         let _ = self.current.split_to(n);
+        if let Ok(mut meter) = self.meter.lock() {
+            meter.add(n as u64, std::time::Instant::now());
+        }
         Ok(n)
     }
 }

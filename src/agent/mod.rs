@@ -9,12 +9,14 @@
 
 mod admin;
 mod checker;
+mod clients;
 mod control_socket;
 mod core;
 mod delta_fetch;
 pub mod fetch;
 mod generation;
 mod offers;
+mod reload;
 mod schedule;
 mod staging;
 mod status;
@@ -34,6 +36,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
 use crate::agent::checker::CheckerSettings;
+use crate::agent::clients::Clients;
+use crate::agent::reload::Reloader;
 use crate::agent::world::{Links, SystemClock, World};
 use crate::config::AgentConfig;
 use crate::error::UsageError;
@@ -54,7 +58,7 @@ const RENEWAL_LOOK: Duration = Duration::from_secs(10);
 /// How long shutdown waits for background work (a staging thread) to notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM or SIGINT; SIGHUP reloads the config.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = AgentConfig::load(config_path)?;
     let console = config.console.clone().ok_or_else(|| {
@@ -85,15 +89,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 warn!(error = %format!("{e:#}"), "no agent certificate");
             }
         }
-        let (world, links) = production_world(&config, console)?;
+        let (world, links, reloader) = production_world(&config, console, config_path, &notifier)?;
         sd_notify::serve_agent(&notifier, links.report.subscribe());
-        core::run(
-            config,
-            world,
-            links,
-            shutdown_signal(config_path, &notifier),
-        )
-        .await
+        core::run(config, world, links, signals(reloader)).await
     });
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     info!("agent stopped");
@@ -101,47 +99,54 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 }
 
 /// The real world: the locked root, the `[[listen]]` sockets, the HTTPS client,
-/// the system clock, and the checker, reporter and control socket as tasks.
-fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(World, Links)> {
+/// the system clock, and the checker, reporter, renewal and control socket as
+/// tasks; and the reloader that SIGHUP drives.
+fn production_world(
+    config: &AgentConfig,
+    console: String,
+    config_path: &Path,
+    notifier: &Arc<Notifier>,
+) -> anyhow::Result<(World, Links, Reloader)> {
     let root = open_root_waiting(&config.root, LOCK_WAIT)?;
     let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
     let listeners = Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
-    let setup = fetch::ClientSetup::new(config)?;
     let stored = crate::identity::load(root.dir())?;
-    let http = setup.client(stored.as_ref())?;
-    // The checker and the reporter take the latest client: a renewed certificate is
-    // presented from their next request. (Staging keeps the client it started with.)
-    let (clients, clients_rx) = watch::channel(http.clone());
+    // Every request takes the latest client: after a renewal or a reload, the
+    // new certificate and settings are used from the next request on.
+    let clients = Arc::new(Clients::new(
+        fetch::ClientSetup::new(config)?,
+        stored.clone(),
+    )?);
+    let (settings, settings_rx) = watch::channel(CheckerSettings {
+        console: console.clone(),
+        channel: config.channel.clone(),
+        poll_interval: config.poll_interval,
+        timeouts: config.timeouts.clone(),
+    });
     if let Some(stored) = stored {
         tokio::spawn(renew_when_due(
-            setup,
-            console.clone(),
+            clients.clone(),
+            settings_rx.clone(),
             root.dir().to_path_buf(),
             stored,
-            clients,
         ));
     }
     let (report, report_rx) = watch::channel(None);
     let (check_tx, checks) = mpsc::channel(4);
     let (control_tx, control) = mpsc::channel(8);
+    let (reload_tx, reloads) = mpsc::channel(1);
     let check_now = Arc::new(Notify::new());
     control_socket::serve(root.dir(), control_tx)?;
     tokio::spawn(checker::run_checker(
-        clients_rx.clone(),
-        CheckerSettings {
-            console: console.clone(),
-            channel: config.channel.clone(),
-            poll_interval: config.poll_interval,
-            timeouts: config.timeouts.clone(),
-        },
+        clients.subscribe(),
+        settings_rx.clone(),
         check_now.clone(),
         check_tx,
     ));
     tokio::spawn(checker::run_reporter(
-        clients_rx,
-        console.clone(),
+        clients.subscribe(),
+        settings_rx,
         agent_id.clone(),
-        config.timeouts.request,
         report_rx,
     ));
     info!(agent_id, root = %config.root.display(), console, channel = config.channel, "agent starting");
@@ -150,7 +155,7 @@ fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(Wo
         agent_id,
         console,
         listeners,
-        http,
+        http: clients.subscribe(),
         clock: Arc::new(SystemClock),
     };
     let links = Links {
@@ -158,27 +163,36 @@ fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(Wo
         control,
         check_now,
         report,
+        reloads,
     };
-    Ok((world, links))
+    let reloader = Reloader {
+        path: config_path.to_path_buf(),
+        notifier: notifier.clone(),
+        clients,
+        settings,
+        core: reload_tx,
+    };
+    Ok((world, links, reloader))
 }
 
 /// Renews the agent certificate once it is due (two thirds of its lifetime,
-/// [`crate::identity::renewal_due`]) and hands the checker and the reporter a
-/// client presenting the new one. A failed renewal is logged and tried again
-/// at the next look; the old certificate stays until a new one is accepted.
+/// [`crate::identity::renewal_due`]) and switches every user of the HTTPS
+/// client to one presenting the new certificate (staging included). A failed
+/// renewal is logged and tried again at the next look; the old certificate
+/// stays until a new one is accepted.
 async fn renew_when_due(
-    setup: fetch::ClientSetup,
-    console: String,
+    clients: Arc<Clients>,
+    settings: watch::Receiver<CheckerSettings>,
     root: PathBuf,
     mut stored: crate::identity::Stored,
-    clients: watch::Sender<reqwest::Client>,
 ) {
     loop {
         tokio::time::sleep(RENEWAL_LOOK).await;
         if !stored.is_renewal_due(SystemTime::now()) {
             continue;
         }
-        let renewed = crate::identity::renew(|| setup.builder(), &console, &root, &stored).await;
+        let console = settings.borrow().console.clone();
+        let renewed = crate::identity::renew(|| clients.builder(), &console, &root, &stored).await;
         let fresh = match renewed {
             Ok(fresh) => fresh,
             Err(e) => {
@@ -186,13 +200,8 @@ async fn renew_when_due(
                 continue;
             }
         };
-        match setup.client(Some(&fresh)) {
-            Ok(client) => {
-                clients.send_replace(client);
-            }
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "the renewed certificate is used from the next start");
-            }
+        if let Err(e) = clients.set_identity(fresh.clone()) {
+            warn!(error = %format!("{e:#}"), "the renewed certificate is used from the next start");
         }
         info!(
             not_after = %clock::rfc3339(clock::from_unix(fresh.not_after)),
@@ -203,8 +212,8 @@ async fn renew_when_due(
 }
 
 /// Resolves on SIGTERM or SIGINT (and tells systemd it is stopping). SIGHUP
-/// re-reads and validates the config, without stopping.
-async fn shutdown_signal(config_path: &Path, notifier: &Notifier) {
+/// reloads the config ([`Reloader`]), without stopping.
+async fn signals(reloader: Reloader) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -219,11 +228,11 @@ async fn shutdown_signal(config_path: &Path, notifier: &Notifier) {
             _ = term.recv() => info!("SIGTERM: stopping"),
             _ = int.recv() => info!("SIGINT: stopping"),
             _ = hup.recv() => {
-                sd_notify::reload_requested(config_path, notifier);
+                reloader.reload().await;
                 continue;
             }
         }
-        notifier.stopping();
+        reloader.notifier.stopping();
         return;
     }
 }

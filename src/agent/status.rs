@@ -4,7 +4,7 @@
 
 use tracing::{error, warn};
 
-use crate::agent::core::Agent;
+use crate::agent::core::{Agent, Disk};
 use crate::clock;
 use crate::release;
 use crate::report::StatusReport;
@@ -60,6 +60,25 @@ impl LastError {
 }
 
 impl Agent {
+    /// While a staging thread holds the root: the last report, with the
+    /// download's progress and the last reload brought up to date.
+    fn publish_staging_progress(&mut self) {
+        let Disk::Staging { cancel, .. } = &self.disk else {
+            return;
+        };
+        let progress = cancel.progress();
+        let reload = self.reload_report();
+        self.report.send_if_modified(|current| {
+            let Some(report) = current else { return false };
+            let before = report.clone();
+            if let Some(pending) = &mut report.pending {
+                pending.progress.clone_from(&progress);
+            }
+            report.reload = reload;
+            *report != before
+        });
+    }
+
     /// Records an error of `kind` (saved to `state.json` after the event).
     pub(super) fn set_error(&mut self, kind: ErrorKind, message: String) {
         self.last_error = Some(LastError { kind, message });
@@ -104,7 +123,10 @@ impl Agent {
 
     /// Recomputes the status (when the root is here) and hands it to the reporter.
     pub(super) fn publish_status(&mut self) {
-        let Some(root) = self.root() else { return };
+        let Some(root) = self.root() else {
+            self.publish_staging_progress();
+            return;
+        };
         let mut report = StatusReport::new(
             &root.dir().display().to_string(),
             Some(self.agent_id.clone()),
@@ -116,6 +138,7 @@ impl Agent {
         report.last_error_kind = self.last_error.as_ref().map(|e| e.kind.name().to_string());
         report.restarts = self.restarts.report().cloned();
         report.clock_warning = release::clock_warning(root.state(), self.now());
+        report.reload = self.reload_report();
         self.report.send_if_modified(|current| {
             if let Some(warning) = &report.clock_warning
                 && current.as_ref().is_none_or(|c| c.clock_warning.is_none())

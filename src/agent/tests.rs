@@ -133,6 +133,7 @@ impl Harness {
             control: control_rx,
             check_now: Arc::new(Notify::new()),
             report: report_tx,
+            reloads: mpsc::channel(1).1,
         };
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(core::run(config, world, links, async move {
@@ -221,7 +222,7 @@ fn world(dir: &Path, root: Root, health: &str, listeners: Listeners) -> (AgentCo
         agent_id: "test-agent".into(),
         console: "https://console.invalid".into(),
         listeners,
-        http: reqwest::Client::new(),
+        http: watch::channel(reqwest::Client::new()).1,
         clock: Arc::new(PausedClock {
             base: SystemTime::now(),
             start: tokio::time::Instant::now(),
@@ -250,6 +251,7 @@ fn overlapped(dir: &Path, health: &str) -> (Agent, BankId) {
         control,
         check_now: Arc::new(Notify::new()),
         report,
+        reloads: mpsc::channel(1).1,
     };
     let mut agent = Agent::new(config, world, links);
     agent.resume();

@@ -126,7 +126,8 @@ impl Agent {
             return; // the end of the grace period: judged right after
         };
         let interval = (self.config.health.grace / 10).max(MIN_PROBE_INTERVAL);
-        let outcome = probe(&self.http, url.as_str()).await;
+        let http = self.http.borrow().clone();
+        let outcome = probe(&http, url.as_str()).await;
         if let Mode::Trial(trial) = &mut self.mode {
             if let Err(e) = &outcome {
                 info!(version = trial.version, error = %e, "health probe failed");

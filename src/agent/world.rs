@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::agent::checker::CheckOutcome;
 use crate::agent::control_socket::Envelope;
+use crate::agent::reload::ReloadRequest;
 use crate::report::StatusReport;
 use crate::supervisor::Listeners;
 
@@ -47,8 +48,9 @@ pub struct World {
     pub console: String,
     /// Sockets handed to every payload generation.
     pub listeners: Listeners,
-    /// HTTPS client towards the console and the health endpoint.
-    pub http: reqwest::Client,
+    /// HTTPS client towards the console and the health endpoint: the latest,
+    /// rebuilt after a reload or a certificate renewal.
+    pub http: watch::Receiver<reqwest::Client>,
     /// Wall-clock time and randomness.
     pub clock: Arc<dyn Clock>,
 }
@@ -63,4 +65,6 @@ pub struct Links {
     pub check_now: Arc<Notify>,
     /// The status as last computed, for the reporter and the control socket.
     pub report: watch::Sender<Option<StatusReport>>,
+    /// Reloaded configs (SIGHUP), checked already.
+    pub reloads: mpsc::Receiver<ReloadRequest>,
 }

@@ -14,11 +14,13 @@ pub fn check(args: &RootArgs) -> anyhow::Result<()> {
     let dir = setup::root_only(args)?;
     match control::request(&dir, Request::Check)? {
         Some(response) => print_response(&dir, &response),
-        None => Err(anyhow!(
-            "root {}: no agent is running (no {})",
-            dir.display(),
-            control::socket_path(&dir).display()
-        )),
+        None => crate::commands::status::require_initialised(&dir).and_then(|()| {
+            Err(anyhow!(
+                "root {}: no agent is running (no {})",
+                dir.display(),
+                control::socket_path(&dir).display()
+            ))
+        }),
     }
 }
 

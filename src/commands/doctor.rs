@@ -109,7 +109,54 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     report.line("root", check_root(&config.root));
     network_checks(&config, &mut report);
     report.line("syslog", check_syslog(config.log.syslog.as_deref()));
+    match check_certificate(&config) {
+        Some(outcome) => {
+            report.line("certificate", outcome);
+        }
+        None => report.skip(
+            "certificate",
+            "not enrolled (no enrollment_token_file): the agent speaks TLS without a client certificate",
+        ),
+    }
     finish(&report)
+}
+
+/// The agent certificate's expiry (SPEC §10); `None` when the agent neither
+/// enrolled nor has a token to enroll with.
+fn check_certificate(config: &AgentConfig) -> Option<Outcome> {
+    let token = config.enrollment_token_file.as_deref();
+    let stored = match crate::identity::load(&config.root) {
+        Ok(stored) => stored,
+        Err(e) => {
+            return Some(fail(
+                format!("{e:#}"),
+                format!(
+                    "remove {} and restart the agent with a new enrollment token",
+                    crate::identity::dir(&config.root).display()
+                ),
+            ));
+        }
+    };
+    let Some(stored) = stored else {
+        return token.map(|t| {
+            Ok(format!(
+                "not enrolled yet: the agent enrolls with the token in {} at its next start",
+                t.display()
+            ))
+        });
+    };
+    let standing = crate::identity::standing(&stored, SystemTime::now(), token);
+    Some(match standing.hint {
+        Some(fix) => fail(
+            format!("the agent certificate expired at {}", standing.not_after),
+            fix,
+        ),
+        None if standing.state == "renewal due" => Ok(format!(
+            "valid until {}; renewal due: the running agent renews it",
+            standing.not_after
+        )),
+        None => Ok(format!("valid until {}", standing.not_after)),
+    })
 }
 
 fn finish(report: &Report) -> anyhow::Result<()> {

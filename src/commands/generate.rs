@@ -22,15 +22,20 @@ pub fn run(what: &GenerateCommand) -> anyhow::Result<()> {
 fn man(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let command = Cli::command().version(crate::build_info::VERSION);
+    // Hidden commands (the generator itself, the built-in example payload) are not for users.
+    let hidden: Vec<String> = command
+        .get_subcommands()
+        .filter(|c| c.is_hide_set())
+        .map(|c| format!("bankswap-{}", c.get_name()))
+        .collect();
     clap_mangen::generate_to(command, dir)
         .with_context(|| format!("writing man pages into {}", dir.display()))?;
-    // The hidden generator itself is not for users.
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("bankswap-generate"))
-        {
+        if path.file_name().is_some_and(|n| {
+            let name = n.to_string_lossy();
+            hidden.iter().any(|h| name.starts_with(h.as_str()))
+        }) {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }

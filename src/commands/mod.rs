@@ -37,6 +37,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo => crate::demo::run(),
         Command::Doctor { config } => doctor::run(&config),
         Command::Generate { what } => generate::run(&what),
+        // main runs it before anything else (it must be the only thread).
+        Command::HelloPayload { .. } => Ok(()),
     }
 }
 

@@ -16,6 +16,7 @@ pub fn run(args: &RootArgs) -> anyhow::Result<()> {
     if let Some(response) = control::request(&dir, Request::Rollback)? {
         return print_response(&dir, &response);
     }
+    crate::commands::status::require_initialised(&dir)?;
     let mut root = open_root(&dir)?;
     let rolled_back = release::roll_back(&mut root, ADMIN_REASON)
         .with_context(|| format!("rollback in {}", dir.display()))?;

@@ -1,8 +1,10 @@
 //! `bankswap status`: what runs where, in text or as one JSON object (SPEC §6).
 
-use anyhow::Context;
-use bank_layout::Root;
+use std::path::Path;
 use std::time::SystemTime;
+
+use anyhow::{Context, anyhow};
+use bank_layout::Root;
 
 use crate::agent_id;
 use crate::cli::RootArgs;
@@ -17,8 +19,9 @@ pub fn run(args: &RootArgs, json: bool) -> anyhow::Result<()> {
         let report = response
             .status
             .ok_or_else(|| anyhow::anyhow!("agent on {}: {}", root.display(), response.message))?;
-        return print(&report, json);
+        return print(&with_certificate(report, &root), json);
     }
+    require_initialised(&root)?;
     // Read-only: no lock, no write; without state.json the view comes from the records.
     let state = Root::inspect(&root)
         .with_context(|| format!("root {}", root.display()))?
@@ -26,7 +29,35 @@ pub fn run(args: &RootArgs, json: bool) -> anyhow::Result<()> {
     let id = agent_id::read(&root).with_context(|| format!("root {}: agent id", root.display()))?;
     let mut report = StatusReport::new(&root.display().to_string(), id, &state);
     report.clock_warning = crate::release::clock_warning(&state, SystemTime::now());
-    print(&report, json)
+    print(&with_certificate(report, &root), json)
+}
+
+/// The agent certificate's expiry (SPEC §10), read from the root: the same
+/// for a running agent and a stopped one, which is when it matters most.
+fn with_certificate(mut report: StatusReport, root: &Path) -> StatusReport {
+    match crate::identity::load(root) {
+        Ok(Some(stored)) => {
+            report.certificate = Some(crate::identity::standing(&stored, SystemTime::now(), None));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot read the agent certificate"),
+    }
+    report
+}
+
+/// Fails with a hint when `root` does not exist (SPEC §12: a machine never set
+/// up or a `--root` typo is named, not "entity not found"). An existing empty
+/// folder (what the package ships as `/var/lib/bankswap`) is an empty root.
+/// Used by every command that reads a root without creating it.
+pub fn require_initialised(root: &Path) -> anyhow::Result<()> {
+    if root.is_dir() {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "no bankswap root at {}: run 'bankswap init --root {}' (or 'bankswap apply') first, or check --root",
+        root.display(),
+        root.display()
+    ))
 }
 
 fn print(report: &StatusReport, json: bool) -> anyhow::Result<()> {

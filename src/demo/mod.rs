@@ -2,6 +2,8 @@
 //! commands (this very binary) in a temporary folder: keys, a private CA, a
 //! console, an agent serving the example payload on a socket it holds, a
 //! live update while a client keeps asking, a rollback, the fleet view.
+//! It needs nothing but this binary: the payload is a two-line script that
+//! runs the example payload built into it (`bankswap hello-payload`, hidden).
 
 mod client;
 
@@ -19,16 +21,25 @@ use crate::demo::client::Client;
 /// How long any one step may take before the demo gives up.
 const STEP_DEADLINE: Duration = Duration::from_secs(90);
 
+/// Writes the demo's payload entrypoint: a script that runs the example
+/// payload built into `exe` (the same pid, so `LISTEN_PID` and fd 3 hold).
+fn write_payload_script(path: &Path, exe: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = exe.display().to_string().replace('\'', "'\\''");
+    fs::write(
+        path,
+        format!(
+            "#!/bin/sh\n# The example payload (examples/hello-payload), built into bankswap.\nexec '{exe}' hello-payload \"$@\"\n"
+        ),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", path.display()))
+}
+
 /// Runs the demo; everything it made is removed at the end.
 pub fn run() -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the bankswap binary")?;
-    let hello = exe.with_file_name("hello-payload");
-    if !hello.exists() {
-        bail!(
-            "the example payload {} is missing: build it with `cargo build --release --workspace` (scripts/demo.sh does)",
-            hello.display()
-        );
-    }
     let temp = tempfile::Builder::new()
         .prefix("bankswap-demo-")
         .tempdir()
@@ -39,7 +50,7 @@ pub fn run() -> anyhow::Result<()> {
         console: None,
         agent: None,
     };
-    let result = demo.story(&hello);
+    let result = demo.story();
     demo.stop();
     say("Done: agent and console stopped, temporary folder removed.");
     result
@@ -58,7 +69,7 @@ struct Demo {
 }
 
 impl Demo {
-    fn story(&mut self, hello: &Path) -> anyhow::Result<()> {
+    fn story(&mut self) -> anyhow::Result<()> {
         let d = self.dir.clone();
         let p = |rel: &str| d.join(rel).display().to_string();
 
@@ -74,7 +85,7 @@ impl Demo {
         for version in ["1.0.0", "2.0.0"] {
             let bin = d.join(format!("hello-{version}/bin"));
             fs::create_dir_all(&bin)?;
-            fs::copy(hello, bin.join("hello-payload"))?;
+            write_payload_script(&bin.join("hello-payload"), &self.exe)?;
         }
         self.publish("1.0.0")?;
 

@@ -9,11 +9,14 @@
 //!   `GET /v1/identity` (the old one stays until then).
 //! - [`client_identity`]: what `reqwest::ClientBuilder::identity` takes.
 //!
-//! **Wiring into `bankswap run`** (the integrator's part): at start-up, after
-//! the agent id is known, call [`ensure`] with the config's
-//! `enrollment_token_file`; give every client to the console
-//! `.identity(id)` from [`client_identity`]; on each poll, when
-//! [`Stored::is_renewal_due`] holds, call [`renew`] and rebuild the client.
+//! - [`standing`]: the certificate's expiry as `status` and `doctor` show it,
+//!   with what to do when it expired and the agent cannot fix it itself.
+//!
+//! **Wiring into `bankswap run`** (`agent/mod.rs`): at start-up, after the
+//! agent id is known, [`ensure`] with the config's `enrollment_token_file`;
+//! the agent's one HTTPS client (`agent/clients.rs`) presents
+//! [`client_identity`]; when [`Stored::is_renewal_due`] holds, [`renew`], and
+//! the client is rebuilt for every user (checker, reporter, staging, probes).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -26,6 +29,7 @@ use crate::cli::{EnrollArgs, RenewArgs};
 use crate::clock;
 use crate::console::{EnrollRequest, Issued, RenewRequest, WhoAmI};
 use crate::private_ca::write_secret;
+use crate::report::CertificateReport;
 
 /// The folder inside the root.
 pub const IDENTITY_DIR: &str = "identity";
@@ -85,6 +89,40 @@ impl Stored {
 pub fn renewal_due(not_before: u64, not_after: u64, now: u64) -> bool {
     let lifetime = not_after.saturating_sub(not_before);
     now >= not_before.saturating_add(lifetime / 3 * 2 + (lifetime % 3) * 2 / 3)
+}
+
+/// The certificate at `now`, for `status` and `doctor`. `token_file` is the
+/// config's `enrollment_token_file`, when known: it decides the fix for an
+/// expired certificate (SPEC §10: re-enroll only with a valid token).
+pub fn standing(stored: &Stored, now: SystemTime, token_file: Option<&Path>) -> CertificateReport {
+    let not_after = clock::rfc3339(clock::from_unix(stored.not_after));
+    let (state, hint) = if stored.is_expired(now) {
+        let hint = match token_file {
+            Some(file) => format!(
+                "the agent was off past its renewal: restart the agent \
+                 (systemctl restart bankswap) to enroll again with the token in {}; if the console \
+                 refuses that token (used or expired), make a new one on the console \
+                 (`bankswap console token create`) and write it into that file first",
+                file.display()
+            ),
+            None => "the agent was off past its renewal and cannot renew an expired \
+                     certificate; it enrolls again only with a valid enrollment token: on the \
+                     console run `bankswap console token create`, write the token into the file \
+                     enrollment_token_file names in the agent config (set it if missing), and \
+                     restart the agent (systemctl restart bankswap)"
+                .to_string(),
+        };
+        ("expired", Some(hint))
+    } else if stored.is_renewal_due(now) {
+        ("renewal due", None)
+    } else {
+        ("valid", None)
+    };
+    CertificateReport {
+        not_after,
+        state: state.to_string(),
+        hint,
+    }
 }
 
 /// `ROOT/identity/`.

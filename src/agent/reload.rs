@@ -1,0 +1,226 @@
+//! Reload without restart (SIGHUP, `systemctl reload bankswap`; SPEC §12).
+//!
+//! The new config is read and checked whole first — it parses and validates,
+//! its trust roots and proxy make a client, its syslog target opens — and a
+//! config that fails any of it is refused with one line naming the key,
+//! leaving everything as it was. A good one is applied at once where it can
+//! be: the core takes the trusted keys, the console URL, delays and the
+//! payload and health settings; this side swaps the HTTPS client, the log
+//! format and syslog target, and the checker's console, poll interval and
+//! timeouts. `[health]` judges the next trial, `[payload]` is used when the
+//! payload next starts (the next swap), and `[[listen]]`, `root`, `channel`
+//! and `enrollment_token_file` wait for a restart of the agent; the log and
+//! `status` say which. systemd hears `RELOADING=1` before and `READY=1` after.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::agent::checker::CheckerSettings;
+use crate::agent::clients::Clients;
+use crate::agent::core::{Agent, Mode};
+use crate::agent::fetch::ClientSetup;
+use crate::clock;
+use crate::config::{AgentConfig, HealthConfig, ReloadPlan};
+use crate::logging::{self, Syslog};
+use crate::report::ReloadReport;
+use crate::sd_notify::Notifier;
+
+/// What the reloader hands the core: the new config, or why it was refused.
+pub struct ReloadRequest {
+    /// The checked config, or the one-line reason it was refused.
+    pub config: Result<Box<AgentConfig>, String>,
+    /// What the core applied (none when refused).
+    pub reply: oneshot::Sender<Option<ReloadPlan>>,
+}
+
+/// The core's memory of reloads.
+#[derive(Default)]
+pub struct ReloadState {
+    /// The last reload, as `status` shows it.
+    last: Option<ReloadReport>,
+    /// `[health]` from a reload during a trial: it judges the next one.
+    next_health: Option<HealthConfig>,
+}
+
+/// A config that passed every check, with what it was checked with.
+struct Checked {
+    /// The config.
+    config: AgentConfig,
+    /// Its trust roots and proxy.
+    client: ClientSetup,
+    /// Its syslog target, opened.
+    syslog: Option<Syslog>,
+}
+
+/// The SIGHUP side of a reload: checks the config, hands it to the core,
+/// and applies what the core does not own.
+pub struct Reloader {
+    /// The config file (`run --config`).
+    pub path: PathBuf,
+    /// systemd's notification socket.
+    pub notifier: Arc<Notifier>,
+    /// The HTTPS client, rebuilt from the new trust roots and proxy.
+    pub clients: Arc<Clients>,
+    /// The checker's and reporter's console, poll interval and timeouts.
+    pub settings: watch::Sender<CheckerSettings>,
+    /// Into the core.
+    pub core: mpsc::Sender<ReloadRequest>,
+}
+
+impl Reloader {
+    /// Reloads once (between `RELOADING=1` and `READY=1`); never fails the agent.
+    pub async fn reload(&self) {
+        self.notifier.reloading();
+        let config = self.path.display().to_string();
+        info!(config, "SIGHUP: reload requested");
+        let checked = match self.check() {
+            Ok(checked) => checked,
+            Err(e) => {
+                error!(config, error = %e, "reload refused: the config is broken; keeping the running one");
+                self.tell_core(Err(e.clone())).await;
+                self.notifier
+                    .send(&format!("READY=1\nSTATUS=reload refused: {}", one_line(&e)));
+                return;
+            }
+        };
+        let Checked {
+            config: new,
+            client,
+            syslog,
+        } = checked;
+        let Some(plan) = self.tell_core(Ok(Box::new(new.clone()))).await else {
+            return; // the core has stopped: the agent is stopping
+        };
+        logging::apply(new.log.format, syslog);
+        if let Err(e) = self.clients.set_setup(client) {
+            // Cannot happen: `check` built this very client.
+            warn!(error = %format!("{e:#}"), "reload: the HTTPS client stays as it was");
+        }
+        self.settings.send_modify(|s| {
+            if let Some(console) = &new.console {
+                s.console.clone_from(console);
+            }
+            s.poll_interval = new.poll_interval;
+            s.timeouts = new.timeouts.clone();
+        });
+        if plan.is_empty() {
+            info!(config, "reload: nothing changed");
+        }
+        info!(
+            config,
+            applied = %plan.now.join(", "),
+            next_trial = %plan.next_trial.join(", "),
+            next_swap = %plan.next_swap.join(", "),
+            "reload applied"
+        );
+        if !plan.next_swap.is_empty() {
+            info!(keys = %plan.next_swap.join(", "), "reload: applies at the next swap (when the payload next starts)");
+        }
+        if !plan.restart.is_empty() {
+            warn!(
+                keys = %plan.restart.join(", "),
+                "reload: applies at the next restart of the agent (systemctl restart bankswap); the running values stay"
+            );
+        }
+        self.notifier.send("READY=1\nSTATUS=reload applied");
+    }
+
+    /// Everything a config must pass before any of it is applied.
+    fn check(&self) -> Result<Checked, String> {
+        let config = AgentConfig::load(&self.path).map_err(|e| e.to_string())?;
+        if config.console.is_none() {
+            return Err(format!(
+                "config {}: `console` is required by run",
+                self.path.display()
+            ));
+        }
+        let client = ClientSetup::new(&config).map_err(|e| format!("{e:#}"))?;
+        self.clients
+            .try_with(&client)
+            .map_err(|e| format!("{e:#}"))?;
+        let syslog = logging::connect_syslog(&config.log)?;
+        Ok(Checked {
+            config,
+            client,
+            syslog,
+        })
+    }
+
+    async fn tell_core(&self, config: Result<Box<AgentConfig>, String>) -> Option<ReloadPlan> {
+        let (reply, answer) = oneshot::channel();
+        self.core.send(ReloadRequest { config, reply }).await.ok()?;
+        answer.await.ok().flatten()
+    }
+}
+
+impl Agent {
+    /// Applies a reload to what the core owns, and records it for `status`.
+    pub(super) fn on_reload(&mut self, request: ReloadRequest) {
+        let at = clock::rfc3339(self.now());
+        let previous = self.reload.last.take().unwrap_or_default();
+        let new = match request.config {
+            Err(error) => {
+                self.reload.last = Some(ReloadReport {
+                    at,
+                    outcome: "refused".into(),
+                    error: Some(error),
+                    ..previous
+                });
+                let _ = request.reply.send(None);
+                return;
+            }
+            Ok(new) => new,
+        };
+        let plan = self.config.reload_plan(&new);
+        let mut running = self.config.reloaded(*new);
+        if matches!(self.mode, Mode::Trial(_)) && running.health != self.config.health {
+            // The trial under way is judged by the rules it started with.
+            self.reload.next_health = Some(std::mem::replace(
+                &mut running.health,
+                self.config.health.clone(),
+            ));
+        }
+        self.setup.trusted_keys.clone_from(&running.trusted_keys);
+        if let Some(console) = &running.console {
+            self.console.clone_from(console);
+        }
+        self.config = running;
+        let names = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect();
+        self.reload.last = Some(ReloadReport {
+            at,
+            outcome: "applied".into(),
+            error: None,
+            applied: names(&plan.now),
+            next_trial: names(&plan.next_trial),
+            next_swap: names(&plan.next_swap),
+            restart: names(&plan.restart),
+        });
+        // New keys may accept the manifest the old ones refused.
+        self.evaluate_latest();
+        let _ = request.reply.send(Some(plan));
+    }
+
+    /// Once no trial runs, `[health]` from a reload during one takes over.
+    pub(super) fn apply_next_health(&mut self) {
+        if matches!(self.mode, Mode::Trial(_)) {
+            return;
+        }
+        if let Some(health) = self.reload.next_health.take() {
+            info!("reload: the new [health] settings apply from now on");
+            self.config.health = health;
+        }
+    }
+
+    /// The last reload, for `status`.
+    pub(super) fn reload_report(&self) -> Option<ReloadReport> {
+        self.reload.last.clone()
+    }
+}
+
+/// A status value must stay on one line: a newline would start another field.
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
