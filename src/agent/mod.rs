@@ -130,6 +130,7 @@ fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(Wo
         CheckerSettings {
             console: console.clone(),
             channel: config.channel.clone(),
+            agent_id: agent_id.clone(),
             poll_interval: config.poll_interval,
             timeouts: config.timeouts.clone(),
         },
