@@ -128,6 +128,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Many lightweight simulated agents against a console (tests and benchmarks).
+    #[command(hide = true)]
+    SimulateAgents(SimulateArgs),
     /// Write the man pages or shell completions (used to build the package).
     #[command(hide = true)]
     Generate {
@@ -135,6 +138,47 @@ pub enum Command {
         #[command(subcommand)]
         what: GenerateCommand,
     },
+}
+
+/// `bankswap simulate-agents` (hidden).
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The console.
+    #[arg(long, value_name = "URL")]
+    pub console: String,
+    /// Extra CA certificate (PEM) to trust for --console.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// The channel the agents follow.
+    #[arg(long, value_name = "C", default_value = "stable")]
+    pub channel: String,
+    /// A trusted public key; repeatable.
+    #[arg(long, value_name = "KEY.pub", required = true)]
+    pub trust: Vec<String>,
+    /// How many agents.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub agents: u32,
+    /// Their ids are PREFIX-00000, PREFIX-00001, ...
+    #[arg(long, value_name = "PREFIX", default_value = "sim")]
+    pub prefix: String,
+    /// The version they run at start.
+    #[arg(long, value_name = "V")]
+    pub version: String,
+    /// The sequence they accepted at start.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub sequence: u64,
+    /// A version whose trial fails (rolled back and marked bad); repeatable.
+    #[arg(long, value_name = "V")]
+    pub fail: Vec<String>,
+    /// How long a release stays on trial.
+    #[arg(long, value_name = "DURATION", default_value = "100ms")]
+    pub trial: String,
+    /// The push wait asked of the console.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub wait: String,
+    /// Stop after this long (default: at SIGTERM).
+    #[arg(long = "for", value_name = "DURATION")]
+    pub r#for: Option<String>,
 }
 
 /// `bankswap generate ...` (hidden): files made from this command line.

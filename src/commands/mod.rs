@@ -7,6 +7,7 @@ mod install;
 mod keys;
 mod publish;
 mod rollback;
+mod simulate;
 mod status;
 
 use crate::cli::{Command, ConsoleCommand};
@@ -37,6 +38,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo => crate::demo::run(),
         Command::Doctor { config } => doctor::run(&config),
         Command::Generate { what } => generate::run(&what),
+        Command::SimulateAgents(args) => simulate::run(&args),
     }
 }
 

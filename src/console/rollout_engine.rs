@@ -154,6 +154,8 @@ struct Rollout {
     /// Agents first met while the rollout was paused or halted: not admitted
     /// (whatever their hash) until it is resumed.
     latecomers: HashSet<String>,
+    /// What the gate said last, for `status` (e.g. what a paused rollout waits for).
+    gate: Option<String>,
     /// The status changed since it was saved.
     dirty: bool,
 }
@@ -705,6 +707,7 @@ impl Rollouts {
             hashes: HashMap::new(),
             committed: HashSet::new(),
             latecomers: HashSet::new(),
+            gate: None,
             dirty: true,
         }
     }
@@ -892,6 +895,19 @@ impl Rollout {
             wave_opened_ms: self.status.wave_opened_ms,
             last_commit_ms: self.status.last_commit_ms,
         });
+        self.gate = Some(match (&gate, state) {
+            (Gate::Wait(why), _) => why.clone(),
+            (Gate::Open(next), RolloutState::Paused) => format!(
+                "paused: the open wave met its success threshold; wave {}% stays shut until resumed",
+                self.plan.waves.get(*next).copied().unwrap_or(100)
+            ),
+            (Gate::Complete, RolloutState::Paused) => {
+                "paused: the last wave met its success threshold".to_string()
+            }
+            (Gate::Overdue(why), RolloutState::Paused) => format!("paused: {why}"),
+            (Gate::Open(_) | Gate::Complete | Gate::Halt(_) | Gate::Overdue(_), _) => String::new(),
+        })
+        .filter(|text| !text.is_empty());
         match (gate, state) {
             (Gate::Halt(reason), _) => {
                 failed.sort_unstable();
@@ -1022,6 +1038,7 @@ impl Rollout {
             soak_secs: self.plan.soak_secs,
             report_deadline_secs: self.plan.report_deadline_secs,
             active,
+            gate: self.gate.clone(),
             wave: self.status.wave,
             agents: u32::try_from(members.len()).unwrap_or(u32::MAX),
             not_admitted,
@@ -1071,6 +1088,8 @@ pub struct RolloutView {
     pub report_deadline_secs: u64,
     /// Whether this is the channel's current release (false once another is published).
     pub active: bool,
+    /// What the gate waits for, e.g. `wave 10%: 3 of 5 admitted agents committed (need 95%)`.
+    pub gate: Option<String>,
     /// The open wave (index into `waves`).
     pub wave: usize,
     /// Agents known on the channel.
