@@ -587,17 +587,32 @@ pub struct PublishArgs {
     #[arg(long, value_name = "LIST", conflicts_with_all = ["rotate_key", "revoke"])]
     pub waves: Option<String>,
     /// With --waves: the share of admitted agents that must commit before the next wave opens.
-    #[arg(long, value_name = "PERCENT", default_value = "95%", requires = "waves")]
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value = "95%",
+        requires = "waves"
+    )]
     pub success: String,
     /// With --waves: the share of admitted agents whose rollback or failure halts the rollout.
     #[arg(long, value_name = "PERCENT", default_value = "5%", requires = "waves")]
     pub halt_on: String,
     /// With --waves: how long after the last commit the next wave waits.
-    #[arg(long, value_name = "DURATION", default_value = "10m", requires = "waves")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10m",
+        requires = "waves"
+    )]
     pub soak: String,
     /// With --waves: how long a wave's agents have to report the release; a wave
     /// short of success with silent agents past it halts the rollout.
-    #[arg(long, value_name = "DURATION", default_value = "10m", requires = "waves")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10m",
+        requires = "waves"
+    )]
     pub report_deadline: String,
     /// In a key rotation record: revoke this public key (repeatable); agents
     /// then refuse what it signs.

@@ -212,10 +212,7 @@ pub async fn check(
     if let Some(id) = agent_id {
         request = request.query(&[("agent_id", id)]);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(failed)?;
+    let response = request.send().await.map_err(failed)?;
     let response = ok_status(response, &sig_url)?;
     let signature = read_capped(response, MAX_SIGNATURE_BYTES)
         .await

@@ -96,7 +96,10 @@ pub fn run(args: &PublishArgs) -> anyhow::Result<()> {
     );
     if let Some(plan) = &plan {
         let waves: Vec<String> = plan.waves.iter().map(|w| format!("{w}%")).collect();
-        println!("rolling out in waves {} (the console admits agents wave by wave)", waves.join(","));
+        println!(
+            "rolling out in waves {} (the console admits agents wave by wave)",
+            waves.join(",")
+        );
     }
     Ok(())
 }

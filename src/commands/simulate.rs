@@ -118,7 +118,10 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
 /// Completes on SIGTERM or SIGINT.
 async fn shutdown() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -230,7 +233,8 @@ impl Agent {
                 version: version.clone(),
                 sequence,
             });
-            let cause = format!("{version} rolled back: simulated payload exited at once (exit status: 1)");
+            let cause =
+                format!("{version} rolled back: simulated payload exited at once (exit status: 1)");
             self.report(fleet, "committed", Some(cause)).await;
             self.emit("failed", &version.to_string(), sequence);
         } else {

@@ -61,7 +61,9 @@ impl Plan {
         check_waves(&self.waves)?;
         for (name, ratio) in [("success", self.success), ("halt-on", self.halt_on)] {
             if !(ratio > 0.0 && ratio <= 1.0) {
-                return Err(format!("{name} {ratio}: must be above 0 % and at most 100 %"));
+                return Err(format!(
+                    "{name} {ratio}: must be above 0 % and at most 100 %"
+                ));
             }
         }
         if self.sequence == 0 {
@@ -341,7 +343,7 @@ pub fn decide(input: &GateInput<'_>) -> Gate {
 /// `95%`, `2.5%`.
 pub fn percent_text(ratio: f64) -> String {
     let points = basis_points(ratio);
-    if points % 100 == 0 {
+    if points.is_multiple_of(100) {
         format!("{}%", points / 100)
     } else {
         format!("{}%", points as f64 / 100.0)
@@ -390,7 +392,10 @@ mod tests {
 
     #[test]
     fn waves_and_ratios_parse_and_bad_ones_are_refused() {
-        assert_eq!(parse_waves("1%,10%,50%,100%").unwrap(), vec![1, 10, 50, 100]);
+        assert_eq!(
+            parse_waves("1%,10%,50%,100%").unwrap(),
+            vec![1, 10, 50, 100]
+        );
         assert_eq!(parse_waves("100").unwrap(), vec![100]);
         for bad in ["", "0%,100%", "10%,5%,100%", "10%,50%", "1%,101%", "x"] {
             assert!(parse_waves(bad).is_err(), "{bad}");
@@ -436,7 +441,9 @@ mod tests {
         let plan = plan();
         // 1 of 20 is 5 %: halt.
         let t = tally(20, 19, 1, 0);
-        assert!(matches!(decide(&input(&plan, 1, t, 70_000)), Gate::Halt(r) if r.contains("1 of 20")));
+        assert!(
+            matches!(decide(&input(&plan, 1, t, 70_000)), Gate::Halt(r) if r.contains("1 of 20"))
+        );
         // 1 of 21 is below 5 %: the wave opens.
         let t = tally(21, 20, 1, 0);
         assert_eq!(decide(&input(&plan, 1, t, 70_000)), Gate::Open(2));
@@ -453,13 +460,19 @@ mod tests {
     fn silent_agents_past_the_deadline_keep_the_next_wave_shut() {
         let plan = plan();
         let t = tally(10, 5, 0, 3);
-        assert!(matches!(decide(&input(&plan, 1, t, 599_999)), Gate::Wait(_)));
+        assert!(matches!(
+            decide(&input(&plan, 1, t, 599_999)),
+            Gate::Wait(_)
+        ));
         assert!(
             matches!(decide(&input(&plan, 1, t, 600_000)), Gate::Overdue(r) if r.contains("3 of 10"))
         );
         // Slow but reporting (staging) agents are not overdue.
         let t = tally(10, 5, 0, 0);
-        assert!(matches!(decide(&input(&plan, 1, t, 10_000_000)), Gate::Wait(_)));
+        assert!(matches!(
+            decide(&input(&plan, 1, t, 10_000_000)),
+            Gate::Wait(_)
+        ));
     }
 
     #[test]
@@ -475,12 +488,24 @@ mod tests {
         assert_eq!(classify(None, "2.0.0", 5), Progress::Pending);
         assert_eq!(c(&report("1.0.0", "committed", 4, None)), Progress::Pending);
         assert_eq!(c(&report("2.0.0", "trial", 5, None)), Progress::Trial);
-        assert_eq!(c(&report("2.0.0", "committed", 5, None)), Progress::Committed);
+        assert_eq!(
+            c(&report("2.0.0", "committed", 5, None)),
+            Progress::Committed
+        );
         // Rolled back: took sequence 5, runs the old version (whatever its last error says).
-        assert_eq!(c(&report("1.0.0", "committed", 5, Some("trial"))), Progress::Failed);
-        assert_eq!(c(&report("1.0.0", "committed", 5, Some("release"))), Progress::Failed);
+        assert_eq!(
+            c(&report("1.0.0", "committed", 5, Some("trial"))),
+            Progress::Failed
+        );
+        assert_eq!(
+            c(&report("1.0.0", "committed", 5, Some("release"))),
+            Progress::Failed
+        );
         // Kept without a fallback, marked bad.
-        assert_eq!(c(&report("2.0.0", "committed", 5, Some("trial"))), Progress::Failed);
+        assert_eq!(
+            c(&report("2.0.0", "committed", 5, Some("trial"))),
+            Progress::Failed
+        );
         let staging = AgentReport {
             pending_sequence: Some(5),
             pending_version: Some("2.0.0".into()),
@@ -493,7 +518,9 @@ mod tests {
     fn thresholds_admit_at_least_the_share_and_are_stable() {
         assert_eq!(admission_hash("a", 5), admission_hash("a", 5));
         assert_ne!(admission_hash("a", 5), admission_hash("a", 6));
-        let mut hashes: Vec<u64> = (0..50).map(|i| admission_hash(&format!("agent-{i}"), 5)).collect();
+        let mut hashes: Vec<u64> = (0..50)
+            .map(|i| admission_hash(&format!("agent-{i}"), 5))
+            .collect();
         hashes.sort_unstable();
         let admitted = |percent| {
             let t = threshold(percent, &hashes);
@@ -504,6 +531,9 @@ mod tests {
         assert!(admitted(50) >= 25);
         assert_eq!(admitted(100), 50);
         assert_eq!(threshold(100, &[]), u64::MAX);
-        assert!(threshold(1, &[]) > 0, "agents not met yet still get their share");
+        assert!(
+            threshold(1, &[]) > 0,
+            "agents not met yet still get their share"
+        );
     }
 }

@@ -51,7 +51,9 @@ pub fn run(args: &RolloutArgs) -> anyhow::Result<()> {
         .filter(|v| channel.as_ref().is_none_or(|c| *c == v.channel))
         .collect();
     if let (Some(channel), true) = (&channel, views.is_empty()) {
-        return Err(anyhow!("channel {channel} has no rollout (publish with --waves)"));
+        return Err(anyhow!(
+            "channel {channel} has no rollout (publish with --waves)"
+        ));
     }
     if args.json {
         let body = match (&channel, views.as_slice()) {
@@ -135,12 +137,17 @@ fn ask(
 
 /// The body of a 2xx answer, or the console's one-line refusal.
 async fn send(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Vec<u8>> {
-    let mut response = request.send().await.with_context(|| format!("asking {url}"))?;
+    let mut response = request
+        .send()
+        .await
+        .with_context(|| format!("asking {url}"))?;
     let status = response.status();
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(anyhow!("{url}: the answer is larger than {MAX_ANSWER_BYTES} bytes"));
+            return Err(anyhow!(
+                "{url}: the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -150,7 +157,11 @@ async fn send(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Vec
     let reason = serde_json::from_slice::<super::ErrorBody>(&body)
         .map(|b| b.error)
         .unwrap_or_else(|_| status.canonical_reason().unwrap_or("refused").to_string());
-    Err(anyhow!("{url}: {} (HTTP {})", reason.replace(['\n', '\r'], " "), status.as_u16()))
+    Err(anyhow!(
+        "{url}: {} (HTTP {})",
+        reason.replace(['\n', '\r'], " "),
+        status.as_u16()
+    ))
 }
 
 /// The rollouts of a data folder, computed as the console does.
@@ -178,7 +189,11 @@ fn text(view: &RolloutView) -> String {
         view.sequence,
         view.previous_version.as_deref().unwrap_or("nothing"),
         view.state,
-        if view.active { "" } else { " (no longer the current release)" },
+        if view.active {
+            ""
+        } else {
+            " (no longer the current release)"
+        },
     );
     if let Some(reason) = &view.halt_reason {
         out.push_str(&format!("  halted because: {reason}\n"));

@@ -160,6 +160,18 @@ struct Rollout {
     dirty: bool,
 }
 
+/// What a new plan needs of the rollout it replaces.
+struct Replaced {
+    /// Its release's sequence.
+    sequence: u64,
+    /// Where it stood.
+    state: RolloutState,
+    /// The previous release it served.
+    previous_sequence: Option<u64>,
+    /// That release's version.
+    previous_version: Option<String>,
+}
+
 /// One channel as the engine knows it.
 #[derive(Default)]
 struct Channel {
@@ -280,15 +292,26 @@ impl Rollouts {
 
     /// An engine over `data` with these reports and memberships and every
     /// channel's rollout read, never started (`console rollout status --data`).
-    pub fn offline(data: &Path, reports: &[FleetEntry], members: Vec<(String, String)>) -> Rollouts {
+    pub fn offline(
+        data: &Path,
+        reports: &[FleetEntry],
+        members: Vec<(String, String)>,
+    ) -> Rollouts {
         let engine = Rollouts::new(data);
         {
             let mut inner = engine.lock();
             for entry in reports {
-                inner.reports.insert(entry.agent_id.clone(), report_of(entry));
+                inner
+                    .reports
+                    .insert(entry.agent_id.clone(), report_of(entry));
             }
             for (channel, agent) in members {
-                inner.channels.entry(channel).or_default().members.insert(agent);
+                inner
+                    .channels
+                    .entry(channel)
+                    .or_default()
+                    .members
+                    .insert(agent);
             }
         }
         engine.refresh_all();
@@ -420,7 +443,8 @@ impl Rollouts {
             .iter()
             .filter_map(|(name, channel)| {
                 let rollout = channel.rollout.as_ref()?;
-                let active = channel.current.as_ref().map(|(_, s)| *s) == Some(rollout.plan.sequence);
+                let active =
+                    channel.current.as_ref().map(|(_, s)| *s) == Some(rollout.plan.sequence);
                 Some(rollout.view(name, active, &channel.members, &inner.reports))
             })
             .collect();
@@ -430,7 +454,10 @@ impl Rollouts {
 
     /// One channel's rollout view, if it has one.
     pub fn view_of(&self, channel: &str) -> Option<RolloutView> {
-        self.view().rollouts.into_iter().find(|r| r.channel == channel)
+        self.view()
+            .rollouts
+            .into_iter()
+            .find(|r| r.channel == channel)
     }
 
     /// Pauses, resumes or aborts the rollout of `channel`; `by` names the admin.
@@ -511,7 +538,7 @@ impl Rollouts {
                 _ = tick.tick() => {}
             }
             ticks += 1;
-            if ticks % refresh_every == 0 {
+            if ticks.is_multiple_of(refresh_every) {
                 self.refresh_all_blocking().await;
             }
             if self.evaluate(now_ms()) {
@@ -596,14 +623,11 @@ impl Rollouts {
             if has_plan || (known == sequence && entry.rollout.is_some()) {
                 return;
             }
-            entry.rollout.as_ref().map(|r| {
-                (
-                    r.plan.sequence,
-                    r.status.state,
-                    r.status.previous_sequence,
-                    r.previous.clone(),
-                    r.status.previous_version.clone(),
-                )
+            entry.rollout.as_ref().map(|r| Replaced {
+                sequence: r.plan.sequence,
+                state: r.status.state,
+                previous_sequence: r.status.previous_sequence,
+                previous_version: r.status.previous_version.clone(),
             })
         };
         let dir = ChannelDir::new(&self.data, channel);
@@ -630,6 +654,16 @@ impl Rollouts {
         {
             return; // another request loaded it meanwhile
         }
+        let mut rollout = rollout;
+        if rollout.status.state == RolloutState::Running
+            && rollout.status.thresholds.first() == Some(&0)
+        {
+            // The first wave opens with the plan: its agents are admitted from the first request.
+            let first = rollout.threshold_now(0, &entry.members);
+            if let Some(t) = rollout.status.thresholds.first_mut() {
+                *t = first;
+            }
+        }
         info!(
             channel,
             sequence = rollout.plan.sequence,
@@ -650,7 +684,7 @@ impl Rollouts {
         channel: &str,
         dir: &ChannelDir,
         plan: Plan,
-        replaced: Option<(u64, RolloutState, Option<u64>, Option<Previous>, Option<String>)>,
+        replaced: Option<Replaced>,
     ) -> Rollout {
         let saved = read_status(&self.state_file(channel)).filter(|s| s.sequence == plan.sequence);
         let now = now_ms();
@@ -658,11 +692,11 @@ impl Rollouts {
             Some(status) => status,
             None => {
                 let (previous_sequence, previous_version) = match &replaced {
-                    Some((seq, state, prev_seq, _, prev_version))
-                        if Some(*seq) == plan.previous_sequence
-                            && *state != RolloutState::Complete =>
+                    Some(old)
+                        if Some(old.sequence) == plan.previous_sequence
+                            && old.state != RolloutState::Complete =>
                     {
-                        (*prev_seq, prev_version.clone())
+                        (old.previous_sequence, old.previous_version.clone())
                     }
                     _ => (plan.previous_sequence, None),
                 };
@@ -693,7 +727,9 @@ impl Rollouts {
                 status
             }
         };
-        let previous = status.previous_sequence.and_then(|seq| read_previous(dir, seq));
+        let previous = status
+            .previous_sequence
+            .and_then(|seq| read_previous(dir, seq));
         let mut status = status;
         if status.previous_version.is_none()
             && let Some(previous) = &previous
@@ -772,7 +808,12 @@ impl Rollout {
         if self.plan.waves.get(self.status.wave) == Some(&100) {
             return true;
         }
-        let limit = self.status.thresholds.get(self.status.wave).copied().unwrap_or(0);
+        let limit = self
+            .status
+            .thresholds
+            .get(self.status.wave)
+            .copied()
+            .unwrap_or(0);
         self.hash(agent) < limit
     }
 
@@ -924,14 +965,24 @@ impl Rollout {
                     })
                     .collect();
                 let reason = format!("{reason}; causes: {}", causes.join("; "));
-                warn!(channel, sequence = self.plan.sequence, reason, "rollout halted");
+                warn!(
+                    channel,
+                    sequence = self.plan.sequence,
+                    reason,
+                    "rollout halted"
+                );
                 self.halt(channel, now, reason);
             }
             (Gate::Overdue(reason), RolloutState::Running) => {
                 silent.sort_unstable();
                 let names: Vec<&str> = silent.iter().take(MAX_CAUSES).copied().collect();
                 let reason = format!("{reason} (silent: {})", names.join(", "));
-                warn!(channel, sequence = self.plan.sequence, reason, "rollout halted");
+                warn!(
+                    channel,
+                    sequence = self.plan.sequence,
+                    reason,
+                    "rollout halted"
+                );
                 self.halt(channel, now, reason);
             }
             (Gate::Open(next), RolloutState::Running) => {
@@ -1016,7 +1067,9 @@ impl Rollout {
                 not_admitted += 1;
                 continue;
             };
-            let Some(wave) = waves.get_mut(k) else { continue };
+            let Some(wave) = waves.get_mut(k) else {
+                continue;
+            };
             wave.admitted += 1;
             match classify(reports.get(agent), &self.plan.version, self.plan.sequence) {
                 Progress::Committed => wave.committed += 1,
@@ -1134,7 +1187,9 @@ fn report_of(entry: &FleetEntry) -> AgentReport {
             .and_then(|p| p.get("version"))
             .and_then(|v| v.as_str())
             .map(String::from),
-        pending_sequence: pending.and_then(|p| p.get("sequence")).and_then(|v| v.as_u64()),
+        pending_sequence: pending
+            .and_then(|p| p.get("sequence"))
+            .and_then(|v| v.as_u64()),
         last_error_kind: entry.last_error_kind.clone(),
         last_error: entry.last_error.clone(),
     }
@@ -1156,7 +1211,9 @@ fn version_of(bytes: &[u8]) -> Option<String> {
     struct Version {
         version: String,
     }
-    serde_json::from_slice::<Version>(bytes).ok().map(|v| v.version)
+    serde_json::from_slice::<Version>(bytes)
+        .ok()
+        .map(|v| v.version)
 }
 
 /// The channel's plan, if it has a readable one.
@@ -1227,14 +1284,21 @@ mod tests {
             soak_secs: 0,
             report_deadline_secs: 600,
         };
-        std::fs::write(dir.dir().join(PLAN_FILE), serde_json::to_vec(&plan).unwrap()).unwrap();
+        std::fs::write(
+            dir.dir().join(PLAN_FILE),
+            serde_json::to_vec(&plan).unwrap(),
+        )
+        .unwrap();
         data
     }
 
     fn current(data: &Path) -> Release {
-        read_release(&ChannelDir::new(data, "stable").manifest(), MAX_MANIFEST_BYTES)
-            .unwrap()
-            .unwrap()
+        read_release(
+            &ChannelDir::new(data, "stable").manifest(),
+            MAX_MANIFEST_BYTES,
+        )
+        .unwrap()
+        .unwrap()
     }
 
     fn committed(engine: &Rollouts, agent: &str, version: &str, sequence: u64) {
@@ -1263,14 +1327,19 @@ mod tests {
             .filter(|a| matches!(engine.serve("stable", Some(a), &current), Serve::Current))
             .collect();
         assert_eq!(admitted.len(), 2, "10 % of 20");
-        assert!(matches!(engine.serve("stable", None, &current), Serve::Previous(_)));
+        assert!(matches!(
+            engine.serve("stable", None, &current),
+            Serve::Previous(_)
+        ));
         for a in &admitted {
             committed(&engine, a, "2.0.0", 2);
         }
         assert!(engine.evaluate(now_ms()), "the 100 % wave opens");
-        assert!(agents
-            .iter()
-            .all(|a| matches!(engine.serve("stable", Some(a), &current), Serve::Current)));
+        assert!(
+            agents
+                .iter()
+                .all(|a| matches!(engine.serve("stable", Some(a), &current), Serve::Current))
+        );
         let view = engine.view_of("stable").unwrap();
         assert_eq!(view.waves[0].state, "done");
         assert_eq!(view.waves[0].committed, 2);
@@ -1305,16 +1374,29 @@ mod tests {
         engine.evaluate(now_ms());
         let view = engine.view_of("stable").unwrap();
         assert_eq!(view.state, "halted");
-        assert!(view.halt_reason.unwrap().contains("2.0.0 rolled back: exited"));
+        assert!(
+            view.halt_reason
+                .unwrap()
+                .contains("2.0.0 rolled back: exited")
+        );
         // A newcomer is not admitted while halted.
         engine.serve("stable", Some("newcomer"), &current);
         engine.evaluate(now_ms());
         assert_eq!(engine.view_of("stable").unwrap().waves[0].admitted, 2);
         engine.act("stable", Action::Abort, "test").unwrap();
-        assert!(matches!(engine.serve("stable", Some(first), &current), Serve::Current), "it took the release");
+        assert!(
+            matches!(
+                engine.serve("stable", Some(first), &current),
+                Serve::Current
+            ),
+            "it took the release"
+        );
         let others = agents.iter().filter(|a| *a != first);
         for a in others {
-            assert!(matches!(engine.serve("stable", Some(a), &current), Serve::Previous(_)));
+            assert!(matches!(
+                engine.serve("stable", Some(a), &current),
+                Serve::Previous(_)
+            ));
         }
     }
 }

@@ -86,13 +86,20 @@ pub async fn act(
     };
     let channel = channel_of(Ok(Path(channel)))?;
     let action = Action::parse(&action).ok_or_else(|| {
-        AdminError::BadRequest(format!("no rollout action `{action}` (pause, resume, abort)"))
+        AdminError::BadRequest(format!(
+            "no rollout action `{action}` (pause, resume, abort)"
+        ))
     })?;
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let rollback = is_yes(form.rollback.as_deref()) || is_yes(query.rollback.as_deref());
     if rollback && action != Action::Abort {
-        return Err(AdminError::BadRequest("rollback goes with abort only".into()));
+        return Err(AdminError::BadRequest(
+            "rollback goes with abort only".into(),
+        ));
     }
+    // A plan written by `publish --to` a moment ago counts.
+    let rollouts = state.rollouts.clone();
+    let _ = tokio::task::spawn_blocking(move || rollouts.refresh_all()).await;
     let mut view = state
         .rollouts
         .act(&channel, action, &user.name)

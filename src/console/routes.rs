@@ -239,10 +239,7 @@ async fn signature(
     let Some((name, dir)) = channel_dir(&state, channel) else {
         return status_only(StatusCode::NOT_FOUND);
     };
-    let agent = agent_of(
-        peer.as_deref(),
-        query.ok().and_then(|Query(q)| q.agent_id),
-    );
+    let agent = agent_of(peer.as_deref(), query.ok().and_then(|Query(q)| q.agent_id));
     let served = match load(dir.manifest(), MAX_MANIFEST_BYTES).await {
         Some(Ok(manifest)) => state.rollouts.serve(&name, agent.as_deref(), &manifest),
         _ => Serve::Current,

@@ -17,7 +17,11 @@ use crate::console::{PLAN_FILE, Plan, ROLLBACK_FILE, ReleaseUpload, parse_ratio,
 use crate::error::UsageError;
 
 /// The plan for `manifest` from the flags; `None` without `--waves`.
-pub fn plan(args: &PublishArgs, known: &Known, manifest: &Manifest) -> anyhow::Result<Option<Plan>> {
+pub fn plan(
+    args: &PublishArgs,
+    known: &Known,
+    manifest: &Manifest,
+) -> anyhow::Result<Option<Plan>> {
     let Some(waves) = &args.waves else {
         return Ok(None);
     };
