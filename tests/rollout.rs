@@ -518,3 +518,96 @@ fn real_agents_a_crashing_release_halts_after_one_agent_and_the_others_never_dow
     }
     assert_eq!(tried, 1);
 }
+
+#[test]
+fn publish_waves_to_a_console_uploads_the_plan_and_the_signed_rollback() {
+    let fleet = Fleet::start();
+    let payload = fleet.world.payload("2.0.0", 2, 100);
+    let published = run([
+        "publish",
+        "--key",
+        &fleet.world.secret("release"),
+        "--console",
+        &fleet.console.url,
+        "--ca-cert",
+        &fleet.ca.ca_pem.display().to_string(),
+        "--token-file",
+        &fleet.token_file.display().to_string(),
+        "--payload",
+        &payload.display().to_string(),
+        "--version",
+        "2.0.0",
+        "--entrypoint",
+        "bin/app",
+        "--waves",
+        "20%,100%",
+        "--success",
+        "90%",
+        "--halt-on",
+        "10%",
+        "--soak",
+        "10m",
+    ]);
+    assert_eq!(published.code, 0, "{}", published.stderr);
+    assert!(
+        published.stdout.contains("rolling out in waves 20%,100%"),
+        "{}",
+        published.stdout
+    );
+    let rollout = fleet.rollout();
+    assert_eq!(
+        (rollout["state"].as_str(), rollout["version"].as_str()),
+        (Some("running"), Some("2.0.0")),
+        "{rollout:#}"
+    );
+    assert_eq!(
+        (
+            rollout["success"].as_f64(),
+            rollout["halt_on"].as_f64(),
+            rollout["soak_secs"].as_u64()
+        ),
+        (Some(0.9), Some(0.1), Some(600))
+    );
+    assert_eq!(rollout["previous_version"], "1.0.0");
+    // Nobody has asked yet: an anonymous request is not admitted, and gets 1.0.0.
+    let anonymous = fleet.http.get(
+        &fleet.console.url_of("/v1/channels/stable/release.json"),
+        &[],
+    );
+    assert_eq!(anonymous.json()["version"], "1.0.0");
+    let aborted = fleet.rollout_command(&["abort", "stable", "--rollback", "--json"]);
+    assert_eq!(aborted.code, 0, "{}", aborted.stderr);
+    let current = fleet
+        .http
+        .get(
+            &fleet.console.url_of("/v1/channels/stable/release.json"),
+            &[],
+        )
+        .json();
+    assert_eq!(
+        (current["version"].as_str(), current["sequence"].as_u64()),
+        (Some("1.0.0"), Some(3))
+    );
+    // A bad flag is a usage error that names it.
+    let bad = run([
+        "publish",
+        "--key",
+        &fleet.world.secret("release"),
+        "--to",
+        &fleet.data.display().to_string(),
+        "--payload",
+        &payload.display().to_string(),
+        "--version",
+        "4.0.0",
+        "--entrypoint",
+        "bin/app",
+        "--waves",
+        "50%,10%",
+    ]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.starts_with("error: --waves: waves must grow"),
+        "{}",
+        bad.stderr
+    );
+}

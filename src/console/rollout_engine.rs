@@ -609,18 +609,21 @@ impl Rollouts {
 
     /// Notes the channel's current manifest and loads the plan for its
     /// sequence when the one in memory is for another (blocking file reads).
+    /// The new current manifest is recorded only together with its plan:
+    /// until then, requests that see it find the channel stale and read the
+    /// plan too, so none serves a new release before its plan counts.
     fn refresh_channel(&self, channel: &str, current: Option<(String, u64)>) {
         let sequence = current.as_ref().map(|(_, s)| *s);
-        let loaded = {
+        let replaced = {
             let mut inner = self.lock();
             let entry = inner.channels.entry(channel.to_string()).or_default();
             let known = entry.current.as_ref().map(|(_, s)| *s);
-            entry.current.clone_from(&current);
             let has_plan = entry
                 .rollout
                 .as_ref()
                 .is_some_and(|r| Some(r.plan.sequence) == sequence);
             if has_plan || (known == sequence && entry.rollout.is_some()) {
+                entry.current = current;
                 return;
             }
             entry.rollout.as_ref().map(|r| Replaced {
@@ -631,22 +634,28 @@ impl Rollouts {
             })
         };
         let dir = ChannelDir::new(&self.data, channel);
-        let Some(plan) = read_plan(&dir) else {
-            return;
-        };
-        if Some(plan.sequence) != sequence {
-            // A plan for a release not (yet, or no longer) current: kept
-            // only if nothing else is loaded, for `status`.
-            let mut inner = self.lock();
-            if let Some(entry) = inner.channels.get_mut(channel)
-                && entry.rollout.is_some()
-            {
-                return;
-            }
-        }
-        let rollout = self.load_rollout(channel, &dir, plan, loaded);
+        let plan = read_plan(&dir);
         let mut inner = self.lock();
         let entry = inner.channels.entry(channel.to_string()).or_default();
+        let Some(plan) = plan else {
+            entry.current = current;
+            return;
+        };
+        // A plan for a release not (yet, or no longer) current is kept only
+        // when nothing else is loaded, for `status`; one loaded meanwhile stays.
+        let superfluous = entry
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.plan.sequence == plan.sequence || Some(plan.sequence) != sequence);
+        if superfluous {
+            entry.current = current;
+            return;
+        }
+        drop(inner);
+        let mut rollout = self.load_rollout(channel, &dir, plan, replaced);
+        let mut inner = self.lock();
+        let entry = inner.channels.entry(channel.to_string()).or_default();
+        entry.current = current;
         if entry
             .rollout
             .as_ref()
@@ -654,7 +663,6 @@ impl Rollouts {
         {
             return; // another request loaded it meanwhile
         }
-        let mut rollout = rollout;
         if rollout.status.state == RolloutState::Running
             && rollout.status.thresholds.first() == Some(&0)
         {
@@ -754,7 +762,7 @@ impl Rollouts {
     }
 
     /// Writes the state of every rollout that changed.
-    fn save_dirty_blocking(&self) {
+    pub fn save_dirty_blocking(&self) {
         let dirty: Vec<(String, Status)> = {
             let mut inner = self.lock();
             inner

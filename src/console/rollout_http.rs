@@ -109,6 +109,9 @@ pub async fn act(
             }
         })?;
     info!(admin = %user.name, channel = %channel, action = action.as_str(), rollback, "rollout action");
+    // An action is on disk before it is answered.
+    let rollouts = state.rollouts.clone();
+    let _ = tokio::task::spawn_blocking(move || rollouts.save_dirty_blocking()).await;
     if rollback {
         let published = publish_rollback(&state, &channel).await?;
         state.rollouts.note(
