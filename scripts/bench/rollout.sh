@@ -24,7 +24,7 @@
 #   TRIAL=200ms      how long a simulated release stays on trial
 #   BANKSWAP_BIN=P   use this binary (default: cargo build --release)
 #   BENCH_DIR=DIR    parent of the work folder (default /var/tmp); removed on exit
-# Bounded: each rollout must finish within 300 s; every process is stopped on exit.
+# Bounded: the fleet must report within 600 s and each rollout finish within 300 s; every process is stopped on exit.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -58,20 +58,31 @@ console_cpu0="$(cpu_ticks "$CONSOLE_PID")"
 SIM_PID=$!
 bench_track "$SIM_PID"
 fleet_full() { [ "$(api /v1/fleet | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" -ge "$AGENTS" ]; }
-bench_wait "$AGENTS agents reporting" 120 fleet_full
+bench_wait "$AGENTS agents reporting" 600 fleet_full
 sleep 2 # every agent's first held request is in (they ask right after their first report)
 rollout_state() { api /v1/rollouts | python3 -c "
 import json,sys
 r=[r for r in json.load(sys.stdin)['rollouts'] if r['channel']=='stable']
 sys.exit(0 if r and r[0]['version']=='$1' and r[0]['state']=='$2' else 1)"; }
+# wait_rollout VERSION STATE: like bench_wait, but shows the rollout if it never gets there.
+wait_rollout() {
+  local deadline=$((SECONDS + 300))
+  until rollout_state "$1" "$2"; do
+    if ((SECONDS >= deadline)); then
+      api /v1/rollouts | python3 -c 'import json,sys; r=json.load(sys.stdin)["rollouts"][0]; r["events"]=r["events"][-5:]; print(json.dumps(r, indent=1))' >&2 || true
+      bench_die "timed out after 300s waiting for the $1 rollout to be $2"
+    fi
+    sleep 0.1
+  done
+}
 
 echo
 echo "console rollout: $AGENTS simulated agents, waves 1%,10%,50%,100%, soak $SOAK, trial $TRIAL; $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 publish 2.0.0 --waves 1%,10%,50%,100% --soak "$SOAK" --report-deadline 10m
-bench_wait "the good rollout to complete" 300 rollout_state 2.0.0 complete
+wait_rollout 2.0.0 complete
 api /v1/rollouts >"$W/good.json"
 publish 3.0.0 --waves 1%,10%,50%,100% --soak "$SOAK" --report-deadline 10m
-bench_wait "the bad rollout to halt" 300 rollout_state 3.0.0 halted
+wait_rollout 3.0.0 halted
 sleep 2 # admissions after the halt would show up here
 api /v1/rollouts >"$W/bad.json"
 console_cpu1="$(cpu_ticks "$CONSOLE_PID")"

@@ -18,7 +18,7 @@
 //! - `manage.rs`: `console token|agents|admin-token` on a data folder.
 //! - `rollout.rs`: rollouts in waves, the pure part (plan, report reading, admission hash,
 //!   the gate); `rollout_engine.rs`: who gets which manifest, the gate task, persistence;
-//!   `rollout_http.rs`: `/v1/rollouts` and the plan/rollback uploads; `rollout_cli.rs`:
+//!   `rollout_http.rs`: `/v1/rollouts` and the plan/rollback uploads; `rollout_view.rs`: its JSON; `rollout_cli.rs`:
 //!   `console rollout status|pause|resume|abort`.
 //!
 //! **Architecture Invariant:** the console never holds a signing key. It
@@ -41,6 +41,7 @@ mod rollout;
 mod rollout_cli;
 mod rollout_engine;
 mod rollout_http;
+mod rollout_view;
 mod routes;
 mod server;
 mod store;

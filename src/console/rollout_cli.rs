@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 
 use super::rollout::percent_text;
-use super::rollout_engine::{RolloutView, Rollouts, RolloutsView};
+use super::rollout_engine::Rollouts;
+use super::rollout_view::{RolloutView, RolloutsView};
 use super::store::{self, FLEET_DB};
 use crate::cli::{RolloutArgs, RolloutCommand};
 use crate::error::UsageError;
