@@ -128,6 +128,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Many lightweight simulated agents against a console (tests and benchmarks).
+    #[command(hide = true)]
+    SimulateAgents(SimulateArgs),
     /// Write the man pages or shell completions (used to build the package).
     #[command(hide = true)]
     Generate {
@@ -144,6 +147,47 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// `bankswap simulate-agents` (hidden).
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The console.
+    #[arg(long, value_name = "URL")]
+    pub console: String,
+    /// Extra CA certificate (PEM) to trust for --console.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// The channel the agents follow.
+    #[arg(long, value_name = "C", default_value = "stable")]
+    pub channel: String,
+    /// A trusted public key; repeatable.
+    #[arg(long, value_name = "KEY.pub", required = true)]
+    pub trust: Vec<String>,
+    /// How many agents.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub agents: u32,
+    /// Their ids are PREFIX-00000, PREFIX-00001, ...
+    #[arg(long, value_name = "PREFIX", default_value = "sim")]
+    pub prefix: String,
+    /// The version they run at start.
+    #[arg(long, value_name = "V")]
+    pub version: String,
+    /// The sequence they accepted at start.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub sequence: u64,
+    /// A version whose trial fails (rolled back and marked bad); repeatable.
+    #[arg(long, value_name = "V")]
+    pub fail: Vec<String>,
+    /// How long a release stays on trial.
+    #[arg(long, value_name = "DURATION", default_value = "100ms")]
+    pub trial: String,
+    /// The push wait asked of the console.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub wait: String,
+    /// Stop after this long (default: at SIGTERM).
+    #[arg(long = "for", value_name = "DURATION")]
+    pub r#for: Option<String>,
 }
 
 /// `bankswap generate ...` (hidden): files made from this command line.
@@ -188,6 +232,11 @@ pub enum ConsoleCommand {
         #[command(subcommand)]
         command: AdminTokenCommand,
     },
+    /// Show, pause, resume or abort the rollout in waves of a channel (`publish --waves`).
+    #[command(
+        after_help = "Examples:\n  bankswap console rollout status --console https://console.example.com --token-file token\n  bankswap console rollout pause stable --console https://console.example.com --token-file token\n  bankswap console rollout abort stable --rollback --console https://console.example.com --token-file token\n  bankswap console rollout status --data /srv/console-data"
+    )]
+    Rollout(RolloutArgs),
     /// Enroll this agent with a console (what `run` does with `enrollment_token_file`).
     #[command(hide = true)]
     Enroll(EnrollArgs),
@@ -224,6 +273,57 @@ pub enum TokenCommand {
         /// How many agents may enroll with it.
         #[arg(long, value_name = "N", default_value_t = 1)]
         uses: u32,
+    },
+}
+
+/// `bankswap console rollout ...`.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: RolloutCommand,
+    /// The running console (needed by pause, resume and abort).
+    #[arg(long, value_name = "URL", global = true, conflicts_with = "data")]
+    pub console: Option<String>,
+    /// For status only: read a console data folder instead.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data: Option<PathBuf>,
+    /// A file whose first line is an admin token, for --console (else BANKSWAP_TOKEN).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for --console.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// Print JSON (the objects of `GET /v1/rollouts`).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `bankswap console rollout status|pause|resume|abort`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Each wave's progress, the state, why it halted, and what happened.
+    Status {
+        /// Only this channel.
+        channel: Option<String>,
+    },
+    /// Admit nobody new until resumed.
+    Pause {
+        /// The channel.
+        channel: String,
+    },
+    /// Admit again after a pause or a halt (the failures so far are excused).
+    Resume {
+        /// The channel.
+        channel: String,
+    },
+    /// Stop: only agents that already took the release keep getting it.
+    Abort {
+        /// The channel.
+        channel: String,
+        /// Also publish the rollback `publish --waves` prepared (signed on the admin's machine).
+        #[arg(long)]
+        rollback: bool,
     },
 }
 
@@ -494,6 +594,40 @@ pub struct PublishArgs {
         conflicts_with_all = ["payload", "version", "entrypoint", "rollback_to", "rollout", "downgrade"]
     )]
     pub rotate_key: Option<PathBuf>,
+    /// Roll the release out in waves (cumulative shares of the fleet, the last
+    /// 100%): the console serves it only to the agents each open wave admits.
+    /// Also signs a rollback to the channel's current release, for `console
+    /// rollout abort --rollback`.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["rotate_key", "revoke"])]
+    pub waves: Option<String>,
+    /// With --waves: the share of admitted agents that must commit before the next wave opens.
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value = "95%",
+        requires = "waves"
+    )]
+    pub success: String,
+    /// With --waves: the share of admitted agents whose rollback or failure halts the rollout.
+    #[arg(long, value_name = "PERCENT", default_value = "5%", requires = "waves")]
+    pub halt_on: String,
+    /// With --waves: how long after the last commit the next wave waits.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10m",
+        requires = "waves"
+    )]
+    pub soak: String,
+    /// With --waves: how long a wave's agents have to report the release; a wave
+    /// short of success with silent agents past it halts the rollout.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10m",
+        requires = "waves"
+    )]
+    pub report_deadline: String,
     /// In a key rotation record: revoke this public key (repeatable); agents
     /// then refuse what it signs.
     #[arg(

@@ -29,6 +29,7 @@ mod proxy;
 mod publish_bounds;
 mod publish_upload;
 mod reload;
+mod rollout;
 mod root_hint;
 mod rotation;
 mod static_host;

@@ -33,6 +33,8 @@ pub struct CheckerSettings {
     pub console: String,
     /// Channel followed.
     pub channel: String,
+    /// This agent's id, sent with each check (a console's rollout admits by it).
+    pub agent_id: String,
     /// Time between checks (and the push wait, up to `timeouts.max_wait`).
     pub poll_interval: Duration,
     /// Deadlines of the requests (`[timeouts]`).
@@ -59,7 +61,7 @@ pub async fn run_checker(
         // The latest client: after a certificate renewal, the new certificate.
         let http = clients.borrow().clone();
         let outcome = tokio::select! {
-            r = fetch::check(&http, &settings.console, &settings.channel, etag.as_deref(), wait, &settings.timeouts) => r,
+            r = fetch::check(&http, &settings.console, &settings.channel, Some(&settings.agent_id), etag.as_deref(), wait, &settings.timeouts) => r,
             () = check_now.notified() => {
                 debug!("check requested; asking again without waiting");
                 etag = None;

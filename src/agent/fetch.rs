@@ -154,10 +154,13 @@ pub struct Rotation {
 
 /// Asks for the channel's manifest. With an `etag` and a `wait`, a console holds the
 /// request until a release is published or the wait ends; a static host answers at once.
+/// `agent_id` goes along as a query parameter (manifest and signature): a console
+/// rolling a release out in waves serves it only to the agents it admitted (SPEC §11).
 pub async fn check(
     http: &reqwest::Client,
     base: &str,
     channel: &str,
+    agent_id: Option<&str>,
     etag: Option<&str>,
     wait: Duration,
     timeouts: &Timeouts,
@@ -174,6 +177,9 @@ pub async fn check(
     };
     let failed = |e: reqwest::Error| anyhow!("{manifest_url}: {}", describe_cut(&e, limit, key));
     let mut request = http.get(&manifest_url).timeout(limit);
+    if let Some(id) = agent_id {
+        request = request.query(&[("agent_id", id)]);
+    }
     if let Some(etag) = etag {
         request = request
             .header(IF_NONE_MATCH, etag)
@@ -204,12 +210,11 @@ pub async fn check(
             describe_cut(&e, timeouts.request, "request")
         )
     };
-    let response = http
-        .get(&sig_url)
-        .timeout(timeouts.request)
-        .send()
-        .await
-        .map_err(failed)?;
+    let mut request = http.get(&sig_url).timeout(timeouts.request);
+    if let Some(id) = agent_id {
+        request = request.query(&[("agent_id", id)]);
+    }
+    let response = request.send().await.map_err(failed)?;
     let response = ok_status(response, &sig_url)?;
     let signature = read_capped(response, MAX_SIGNATURE_BYTES)
         .await

@@ -120,6 +120,7 @@ fn production_world(
     let (settings, settings_rx) = watch::channel(CheckerSettings {
         console: console.clone(),
         channel: config.channel.clone(),
+        agent_id: agent_id.clone(),
         poll_interval: config.poll_interval,
         timeouts: config.timeouts.clone(),
     });

@@ -524,6 +524,7 @@ async fn check_manifest(http: &reqwest::Client, config: &AgentConfig, console: &
         console,
         &config.channel,
         None,
+        None,
         Duration::ZERO,
         &config.timeouts,
     )

@@ -7,6 +7,7 @@ mod install;
 mod keys;
 mod publish;
 mod rollback;
+mod simulate;
 mod status;
 
 use crate::cli::{Command, ConsoleCommand};
@@ -39,6 +40,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Generate { what } => generate::run(&what),
         // main runs it before anything else (it must be the only thread).
         Command::HelloPayload { .. } => Ok(()),
+        Command::SimulateAgents(args) => simulate::run(&args),
     }
 }
 

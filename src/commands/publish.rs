@@ -10,11 +10,13 @@
 //!
 //! `pack.rs` is the deterministic packer; `upload.rs` the console client;
 //! `index.rs` the file index and objects of delta updates (written with `--to`).
+//! `waves.rs` the rollout plan and prepared rollback of `--waves` (SPEC §11).
 
 mod index;
 mod pack;
 mod rotate;
 mod upload;
+mod waves;
 
 use std::fs;
 use std::path::Path;
@@ -79,7 +81,11 @@ pub fn run(args: &PublishArgs) -> anyhow::Result<()> {
     manifest
         .validate()
         .context("the manifest to sign is not valid")?;
+    let plan = waves::plan(args, &known, &manifest)?;
     let (bytes, signature) = sign(&secret, &manifest);
+    if let Some(plan) = &plan {
+        waves::write_plan(&target, &known, &secret, &manifest, plan)?;
+    }
     target.write_release(&manifest, &bytes, &signature)?;
     println!(
         "published {} {} as sequence {} on channel {} ({} bytes, sha256 {})",
@@ -90,6 +96,13 @@ pub fn run(args: &PublishArgs) -> anyhow::Result<()> {
         manifest.artifact.size,
         manifest.artifact.sha256
     );
+    if let Some(plan) = &plan {
+        let waves: Vec<String> = plan.waves.iter().map(|w| format!("{w}%")).collect();
+        println!(
+            "rolling out in waves {} (the console admits agents wave by wave)",
+            waves.join(",")
+        );
+    }
     Ok(())
 }
 

@@ -100,8 +100,9 @@ pub async fn put_release(
     Ok((StatusCode::CREATED, Json(accepted)).into_response())
 }
 
-/// The checks and the write, on a blocking thread.
-fn accept(
+/// The checks and the write, on a blocking thread (also how `rollout abort
+/// --rollback` publishes the prepared rollback, rollout_http.rs).
+pub(super) fn accept(
     dir: &ChannelDir,
     channel: &str,
     trusted_keys: &[PublicKey],

@@ -360,10 +360,16 @@ fn check_csrf(
     user: &AdminUser,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<(), AdminError> {
+    let given = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    check_csrf_value(user, &given)
+}
+
+/// Checks a CSRF token given by a form (`given`) against the session's;
+/// bearer requests need none. Shared with the rollout buttons (rollout_http.rs).
+pub(super) fn check_csrf_value(user: &AdminUser, given: &str) -> Result<(), AdminError> {
     let Some(expected) = &user.csrf else {
         return Ok(());
     };
-    let given = form.map(|Form(f)| f.csrf).unwrap_or_default();
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {

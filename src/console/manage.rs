@@ -30,6 +30,7 @@ pub fn manage(command: ConsoleCommand) -> anyhow::Result<()> {
         ConsoleCommand::AdminToken { command } => admin_token(command),
         ConsoleCommand::Enroll(args) => crate::identity::enroll_command(&args),
         ConsoleCommand::Renew(args) => crate::identity::renew_command(&args),
+        ConsoleCommand::Rollout(args) => super::rollout_cli::run(&args),
         ConsoleCommand::Serve(_) | ConsoleCommand::Fleet(_) | ConsoleCommand::Cert { .. } => {
             Err(UsageError::new("not a management command").into())
         }

@@ -16,6 +16,10 @@
 //!   `registry.rs`: enrollment tokens, agents and admin tokens in the database.
 //! - `auth.rs`: admin tokens, the login form, sessions, CSRF, failed-login limits.
 //! - `manage.rs`: `console token|agents|admin-token` on a data folder.
+//! - `rollout.rs`: rollouts in waves, the pure part (plan, report reading, admission hash,
+//!   the gate); `rollout_engine.rs`: who gets which manifest, the gate task, persistence;
+//!   `rollout_http.rs`: `/v1/rollouts` and the plan/rollback uploads; `rollout_view.rs`: its JSON; `rollout_cli.rs`:
+//!   `console rollout status|pause|resume|abort`.
 //!
 //! **Architecture Invariant:** the console never holds a signing key. It
 //! changes a channel only by writing a release signed elsewhere, after
@@ -33,6 +37,11 @@ mod page;
 mod push;
 mod registry;
 mod reports;
+mod rollout;
+mod rollout_cli;
+mod rollout_engine;
+mod rollout_http;
+mod rollout_view;
 mod routes;
 mod server;
 mod store;
@@ -49,6 +58,7 @@ pub use accept::{Published, ReleaseUpload};
 pub use admin::{ErrorBody, History, HistoryEntry, read_token_file};
 pub use identity::{EnrollRequest, Issued, RenewRequest, WhoAmI};
 pub use manage::manage;
+pub use rollout::{PLAN_FILE, Plan, ROLLBACK_FILE, parse_ratio, parse_waves};
 
 use crate::cli::{FleetArgs, ServeArgs};
 use crate::error::UsageError;

@@ -22,7 +22,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::routes::EntityTags;
 use crate::channel::read_capped;
 
 /// How often watched manifests are stat'ed: well inside the 1 s in which
@@ -222,27 +221,29 @@ fn stamp_of(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Waits until the watched manifest differs from every tag the client holds;
-/// `None` when `until` passes or the console stops first.
-pub async fn wait_for_change(
-    mut receiver: watch::Receiver<Latest>,
-    held: &EntityTags,
+/// Waits until the watched manifest changes or who is admitted to a rollout
+/// changes (`admissions`): `Some(latest)` then (the watcher's latest manifest,
+/// `None` if it has not read one), `None` when `until` passes or the console
+/// stops. The caller decides again what its agent gets.
+pub async fn wait_for_news(
+    receiver: &mut watch::Receiver<Latest>,
+    admissions: &mut watch::Receiver<u64>,
     until: Instant,
     stop: &CancellationToken,
-) -> Option<Arc<Release>> {
-    loop {
-        tokio::select! {
-            changed = receiver.changed() => {
-                // The sender goes away only when the console stops.
-                changed.ok()?;
-                let latest = receiver.borrow_and_update().clone();
-                if let Some(release) = latest.filter(|r| !held.matches(&r.etag)) {
-                    return Some(release);
-                }
-            }
-            () = tokio::time::sleep_until(until) => return None,
-            () = stop.cancelled() => return None,
+) -> Option<Latest> {
+    tokio::select! {
+        changed = receiver.changed() => {
+            // The sender goes away only when the console stops.
+            changed.ok()?;
+            Some(receiver.borrow_and_update().clone())
         }
+        changed = admissions.changed() => {
+            changed.ok()?;
+            admissions.borrow_and_update();
+            Some(receiver.borrow().clone())
+        }
+        () = tokio::time::sleep_until(until) => None,
+        () = stop.cancelled() => None,
     }
 }
 

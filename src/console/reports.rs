@@ -78,8 +78,12 @@ pub async fn report(
         bad_versions: report.bad_versions,
     };
     debug!(agent_id = %entry.agent_id, version = ?entry.version, "report");
-    match state.store.save(entry).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+    match state.store.save(entry.clone()).await {
+        Ok(()) => {
+            // The rollout gate reads reports from memory (rollout_engine.rs).
+            state.rollouts.note_report(&entry);
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => {
             warn!(error = %e, "cannot store a report");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -6,6 +6,7 @@
 //! GET  /assets/{fleet.js,fleet.css}                   the page's script and style (page.rs)
 //! GET  /v1/channels                                   each channel's current and previous release (page.rs; admins only)
 //! GET  /v1/channels/{channel}/release.json[?wait=S]   the manifest; held with If-None-Match
+//! GET  /v1/channels/{channel}/release.json[?wait=S][&agent_id=ID]   the manifest; held with If-None-Match
 //! GET  /v1/channels/{channel}/release.json.minisig    its signature
 //! GET  /v1/channels/{channel}/keys.json[.minisig]     the key rotation record, if any, and its signature
 //! GET  /v1/channels/{channel}/history/{seq}.json      a past manifest (+ `.minisig`), for `--rollback-to`
@@ -13,6 +14,8 @@
 //! GET  /v1/delta/{sha256}.index.json, objects/{sha256}.zst   delta updates, with Range
 //! POST /v1/agents/{agent_id}/report                   an agent's report (reports.rs)
 //! GET  /v1/fleet                                      the latest report of every agent (reports.rs; admins only)
+//! GET  /v1/rollouts, POST /v1/rollouts/{channel}/{pause|resume|abort}   rollouts (rollout_http.rs; admins only)
+//! PUT  /v1/admin/channels/{channel}/{rollout|rollback}  a plan, a prepared signed rollback (rollout_http.rs)
 //! *    /v1/admin/...                                  uploads from `publish --console` (admin.rs)
 //! POST /v1/enroll, /v1/renew; GET /v1/identity         agent certificates (identity.rs)
 //! GET|POST /login, POST /logout, POST /agents/{id}/…  admins in a browser (auth.rs)
@@ -43,10 +46,11 @@ use tracing::{debug, warn};
 
 use super::admin::{self, Admin};
 use super::auth::{self, AdminAuth};
-use super::identity::{self, ClientCert, Identity, IdentityError};
+use super::identity::{self, ClientCert, Identity, IdentityError, PeerCert};
 use super::push::{self, MAX_MANIFEST_BYTES, Release, Watcher};
+use super::rollout_engine::{Rollouts, Serve};
 use super::store::Store;
-use super::{artifacts, page, reports};
+use super::{artifacts, page, reports, rollout_http};
 use crate::channel::{ChannelDir, MAX_SIGNATURE_BYTES, signature_path};
 use crate::config::check_channel;
 
@@ -78,6 +82,8 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// When the fleet page marks an agent stale (`--stale-after`).
     pub stale_after: Duration,
+    /// Rollouts in waves: who is served which release, and the gate (SPEC §11).
+    pub rollouts: Rollouts,
 }
 
 /// The console's routes.
@@ -106,6 +112,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/channels", get(page::channels))
         .route("/logout", post(auth::logout))
         .route("/agents/{agent_id}/{action}", post(auth::agent_action))
+        .route("/v1/rollouts", get(rollout_http::list))
+        .route("/v1/rollouts/{channel}/{action}", post(rollout_http::act))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -124,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/assets/{name}", get(page::asset))
         .merge(admin::routes(state.clone()))
+        .merge(rollout_http::upload_routes())
         .with_state(state)
 }
 
@@ -155,12 +164,28 @@ async fn require_agent_cert(
 pub struct ManifestQuery {
     /// Seconds to hold the request while the client's `If-None-Match` is current.
     wait: Option<u64>,
+    /// The asking agent's id, for a rollout's admission when it has no
+    /// client certificate (one that has one is known by its certificate).
+    agent_id: Option<String>,
+}
+
+/// The agent a channel request is from: its certificate's id, else the
+/// `agent_id` it gave (if well-formed), else nobody.
+fn agent_of(peer: Option<&PeerCert>, given: Option<String>) -> Option<String> {
+    match peer {
+        Some(peer) => Some(peer.agent_id.clone()),
+        None => given.filter(|id| reports::is_agent_id(id)),
+    }
 }
 
 /// `GET /v1/channels/{channel}/release.json`: the manifest; with a matching
 /// `If-None-Match` a 304, held up to `?wait=` seconds for a new release.
+/// While a release rolls out, an agent not admitted gets the previous one
+/// (rollout_engine.rs), and a held request is answered when a publish or a
+/// newly opened wave changes what this agent gets.
 async fn manifest(
     State(state): State<AppState>,
+    axum::Extension(ClientCert(peer)): axum::Extension<ClientCert>,
     channel: Result<Path<String>, PathRejection>,
     query: Result<Query<ManifestQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -171,6 +196,7 @@ async fn manifest(
     let Ok(Query(query)) = query else {
         return status_only(StatusCode::BAD_REQUEST);
     };
+    let agent = agent_of(peer.as_deref(), query.agent_id);
     let held = EntityTags::from_headers(&headers);
     // Header values share the connection's read buffer: dropped before a long
     // wait, the buffer is reused instead of reallocated (8 KiB per held agent).
@@ -179,42 +205,62 @@ async fn manifest(
         .wait
         .map(|s| Instant::now() + Duration::from_secs(s).min(state.watcher.max_wait()));
     // Subscribe before reading: a publish between the read and the wait still wakes us.
-    let receiver = match (&held, until) {
+    let mut receiver = match (&held, until) {
         (Some(_), Some(_)) => Some(state.watcher.subscribe(&name, dir.manifest())),
         _ => None,
     };
-    let current = match load(dir.manifest(), MAX_MANIFEST_BYTES).await {
-        Some(Ok(release)) => release,
+    let mut admissions = state.rollouts.subscribe();
+    let mut current = match load(dir.manifest(), MAX_MANIFEST_BYTES).await {
+        Some(Ok(release)) => Arc::new(release),
         Some(Err(status)) => return status_only(status),
         None => return status_only(StatusCode::NOT_FOUND),
     };
-    let Some(held) = held.filter(|tags| tags.matches(&current.etag)) else {
-        return release_response(&current, JSON);
-    };
-    if let (Some(receiver), Some(until)) = (receiver, until)
-        && let Some(newer) = {
-            debug!(channel = %name, etag = %current.etag, "holding the request until the manifest changes");
-            push::wait_for_change(receiver, &held, until, &state.stop).await
+    loop {
+        let served = match state.rollouts.serve(&name, agent.as_deref(), &current) {
+            Serve::Current => current.clone(),
+            Serve::Previous(previous) => previous.manifest,
+            Serve::Missing => return status_only(StatusCode::NOT_FOUND),
+        };
+        if !held.as_ref().is_some_and(|tags| tags.matches(&served.etag)) {
+            return release_response(&served, JSON);
         }
-    {
-        return release_response(&newer, JSON);
+        let (Some(receiver), Some(until)) = (receiver.as_mut(), until) else {
+            return not_modified(&served.etag);
+        };
+        debug!(channel = %name, etag = %served.etag, "holding the request until the manifest changes");
+        match push::wait_for_news(receiver, &mut admissions, until, &state.stop).await {
+            Some(Some(latest)) => current = latest,
+            Some(None) => {}
+            None => return not_modified(&served.etag),
+        }
     }
-    not_modified(&current.etag)
 }
 
-/// `GET /v1/channels/{channel}/release.json.minisig`: the signature, with its own ETag.
+/// `GET /v1/channels/{channel}/release.json.minisig`: the signature, with its
+/// own ETag; during a rollout, the one of the manifest this agent is served.
 async fn signature(
     State(state): State<AppState>,
+    axum::Extension(ClientCert(peer)): axum::Extension<ClientCert>,
     channel: Result<Path<String>, PathRejection>,
+    query: Result<Query<ManifestQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let Some((_, dir)) = channel_dir(&state, channel) else {
+    let Some((name, dir)) = channel_dir(&state, channel) else {
         return status_only(StatusCode::NOT_FOUND);
     };
-    let current = match load(dir.signature(), MAX_SIGNATURE_BYTES).await {
-        Some(Ok(release)) => release,
-        Some(Err(status)) => return status_only(status),
-        None => return status_only(StatusCode::NOT_FOUND),
+    let agent = agent_of(peer.as_deref(), query.ok().and_then(|Query(q)| q.agent_id));
+    let served = match load(dir.manifest(), MAX_MANIFEST_BYTES).await {
+        Some(Ok(manifest)) => state.rollouts.serve(&name, agent.as_deref(), &manifest),
+        _ => Serve::Current,
+    };
+    let current = match served {
+        Serve::Current => match load(dir.signature(), MAX_SIGNATURE_BYTES).await {
+            Some(Ok(release)) => Arc::new(release),
+            Some(Err(status)) => return status_only(status),
+            None => return status_only(StatusCode::NOT_FOUND),
+        },
+        Serve::Previous(previous) => previous.signature,
+        Serve::Missing => return status_only(StatusCode::NOT_FOUND),
     };
     match EntityTags::from_headers(&headers) {
         Some(tags) if tags.matches(&current.etag) => not_modified(&current.etag),

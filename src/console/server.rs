@@ -30,6 +30,7 @@ use super::admin::Admin;
 use super::auth::AdminAuth;
 use super::identity::{ClientCert, Identity, PeerCert};
 use super::push::Watcher;
+use super::rollout_engine::Rollouts;
 use super::routes::{self, AppState};
 use super::store::{FLEET_DB, Store};
 
@@ -78,6 +79,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let db = config.data.join(FLEET_DB);
     let (store, db_thread) = Store::open(&db)?;
     let stop = CancellationToken::new();
+    let rollouts = Rollouts::start(&config.data, store.clone(), stop.clone()).await;
     let state = AppState {
         data: config.data.clone(),
         watcher: Watcher::start(stop.clone(), config.max_wait),
@@ -87,6 +89,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         auth: config.auth.clone(),
         identity: config.identity.clone(),
         stale_after: config.stale_after,
+        rollouts,
     };
     let router = routes::router(state);
     let tls = config.tls.map(TlsAcceptor::from);

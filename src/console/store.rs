@@ -44,6 +44,11 @@ const SCHEMA: &str = "
         reported_at INTEGER NOT NULL,
         remote      TEXT
     );
+    CREATE TABLE IF NOT EXISTS channel_agents (
+        channel  TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        PRIMARY KEY (channel, agent_id)
+    );
 ";
 
 /// Columns added after the first schema: `(name, type)`, added to an older
@@ -120,6 +125,10 @@ enum Job {
     Save(Box<FleetEntry>, oneshot::Sender<Result<(), String>>),
     /// Read every agent's latest report.
     List(oneshot::Sender<Result<Vec<FleetEntry>, String>>),
+    /// Record that agents follow channels: `(channel, agent_id)` (rollouts).
+    AddMembers(Vec<(String, String)>, oneshot::Sender<Result<(), String>>),
+    /// Read every `(channel, agent_id)` recorded.
+    Members(oneshot::Sender<Result<Vec<(String, String)>, String>>),
 }
 
 /// A handle on the database thread; cheap to clone.
@@ -168,6 +177,29 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Records that these agents asked for these channels (rollouts count
+    /// them after a restart, before they ask again).
+    pub async fn add_members(&self, members: Vec<(String, String)>) -> anyhow::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::AddMembers(members, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?.map_err(|e| anyhow!(e))
+    }
+
+    /// Every `(channel, agent_id)` recorded.
+    pub async fn members(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Members(reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?.map_err(|e| anyhow!(e))
+    }
+}
+
 fn stopped() -> anyhow::Error {
     anyhow!("the fleet database thread has stopped")
 }
@@ -198,6 +230,30 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<FleetEntry>> {
     select_all(&conn).with_context(|| format!("reading {}", path.display()))
 }
 
+/// Reads every `(channel, agent_id)` from a database file, for `console
+/// rollout status --data` (empty if the console has not recorded any yet).
+pub fn read_members(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let read = (|| {
+        let mut select = conn.prepare("SELECT channel, agent_id FROM channel_agents")?;
+        let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
+    })();
+    match read {
+        Ok(members) => Ok(members),
+        // A console of an older version has no such table yet.
+        Err(rusqlite::Error::SqliteFailure(_, Some(ref m))) if m.contains("no such table") => {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// The database thread: batches of jobs until every `Store` is dropped.
 fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Job>) {
     while let Some(first) = receiver.blocking_recv() {
@@ -208,9 +264,15 @@ fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let (saves, lists): (Vec<Job>, Vec<Job>) = batch
+        let (saves, rest): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
             .partition(|job| matches!(job, Job::Save(..)));
+        let (lists, members): (Vec<Job>, Vec<Job>) = rest
+            .into_iter()
+            .partition(|job| matches!(job, Job::List(..)));
+        for job in members {
+            membership(&mut conn, job);
+        }
         let written = save_all(&mut conn, &saves).map_err(|e| {
             warn!(path = %path.display(), error = %e, "cannot store reports");
             e.to_string()
@@ -228,6 +290,37 @@ fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Job>) {
                 }
             }
         }
+    }
+}
+
+/// Runs a membership job (rollouts): one transaction for a list of new members.
+fn membership(conn: &mut Connection, job: Job) {
+    match job {
+        Job::AddMembers(members, reply) => {
+            let written = (|| {
+                let tx = conn.transaction()?;
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO channel_agents (channel, agent_id) VALUES (?1, ?2)",
+                    )?;
+                    for (channel, agent) in &members {
+                        insert.execute(params![channel, agent])?;
+                    }
+                }
+                tx.commit()
+            })();
+            let _ = reply.send(written.map_err(|e| e.to_string()));
+        }
+        Job::Members(reply) => {
+            let read = (|| {
+                let mut select =
+                    conn.prepare_cached("SELECT channel, agent_id FROM channel_agents")?;
+                let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
+            })();
+            let _ = reply.send(read.map_err(|e| e.to_string()));
+        }
+        Job::Save(..) | Job::List(..) => {}
     }
 }
 

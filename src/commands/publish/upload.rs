@@ -199,6 +199,16 @@ impl Console {
         serde_json::from_slice(&body).with_context(|| format!("reading the answer of {url}"))
     }
 
+    /// PUTs `body` as JSON to the channel's admin route `what` (`rollout`,
+    /// `rollback`: `publish --waves`, waves.rs).
+    pub fn put_channel_json(&self, what: &str, body: &impl serde::Serialize) -> anyhow::Result<()> {
+        let url = self.url_of(&format!("admin/channels/{}/{what}", self.channel));
+        self.runtime.block_on(async {
+            let response = self.admin(Method::PUT, &url).json(body).send().await?;
+            read_ok(response, MAX_ANSWER_BYTES).await.map(drop)
+        })
+    }
+
     /// `{base}/v1/{rest}`.
     fn url_of(&self, rest: &str) -> String {
         format!("{}/v1/{rest}", self.base)

@@ -1,0 +1,228 @@
+//! `bankswap console rollout status|pause|resume|abort CHANNEL` (SPEC §11):
+//! asks a running console (`--console URL`, with an admin token from
+//! `--token-file` or `BANKSWAP_TOKEN`), or, for `status` only, reads a console
+//! data folder (`--data DIR`) as the console would.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+
+use super::rollout::percent_text;
+use super::rollout_engine::Rollouts;
+use super::rollout_view::{RolloutView, RolloutsView};
+use super::store::{self, FLEET_DB};
+use crate::cli::{RolloutArgs, RolloutCommand};
+use crate::error::UsageError;
+
+/// A console that has not answered in this long is reported as down.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest answer read: a rollout is a few KiB (its events included).
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where the admin token comes from when no flag gives it.
+const TOKEN_ENV: &str = "BANKSWAP_TOKEN";
+
+/// Runs `console rollout ...`.
+pub fn run(args: &RolloutArgs) -> anyhow::Result<()> {
+    let (channel, action) = match &args.command {
+        RolloutCommand::Status { channel } => (channel.clone(), None),
+        RolloutCommand::Pause { channel } => (Some(channel.clone()), Some("pause")),
+        RolloutCommand::Resume { channel } => (Some(channel.clone()), Some("resume")),
+        RolloutCommand::Abort { channel, .. } => (Some(channel.clone()), Some("abort")),
+    };
+    if let Some(channel) = &channel {
+        crate::config::check_channel(channel).map_err(UsageError::new)?;
+    }
+    let rollback = matches!(args.command, RolloutCommand::Abort { rollback: true, .. });
+    let views = match (&args.console, &args.data, action) {
+        (Some(url), None, _) => ask(args, url, channel.as_deref(), action, rollback)?,
+        (None, Some(data), None) => offline(data)?,
+        (None, Some(_), Some(action)) => {
+            return Err(UsageError::new(format!(
+                "rollout {action} changes the running console: give --console URL (and its admin token)"
+            ))
+            .into());
+        }
+        _ => return Err(UsageError::new("give --console URL or (for status) --data DIR").into()),
+    };
+    let views: Vec<RolloutView> = views
+        .into_iter()
+        .filter(|v| channel.as_ref().is_none_or(|c| *c == v.channel))
+        .collect();
+    if let (Some(channel), true) = (&channel, views.is_empty()) {
+        return Err(anyhow!(
+            "channel {channel} has no rollout (publish with --waves)"
+        ));
+    }
+    if args.json {
+        let body = match (&channel, views.as_slice()) {
+            (Some(_), [one]) => serde_json::to_string_pretty(one)?,
+            _ => serde_json::to_string_pretty(&RolloutsView { rollouts: views })?,
+        };
+        println!("{body}");
+    } else if views.is_empty() {
+        println!("no rollout in waves on this console");
+    } else {
+        for view in &views {
+            print!("{}", text(view));
+        }
+    }
+    Ok(())
+}
+
+/// The rollouts as a running console sees them, after the action if one is asked.
+fn ask(
+    args: &RolloutArgs,
+    url: &str,
+    channel: Option<&str>,
+    action: Option<&str>,
+    rollback: bool,
+) -> anyhow::Result<Vec<RolloutView>> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(UsageError::new(format!(
+            "--console `{url}` must be an https:// (or http://) URL"
+        ))
+        .into());
+    }
+    let token = match &args.token_file {
+        Some(file) => super::read_token_file(file, "--token-file")?,
+        None => match std::env::var(TOKEN_ENV) {
+            Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+            _ => {
+                return Err(UsageError::new(format!(
+                    "console rollout needs the admin token: --token-file FILE or {TOKEN_ENV}"
+                ))
+                .into());
+            }
+        },
+    };
+    let mut client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(REQUEST_TIMEOUT);
+    if let Some(path) = &args.ca_cert {
+        let pem = std::fs::read(path)
+            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
+        for cert in certs {
+            client = client.add_root_certificate(cert);
+        }
+    }
+    let client = client.build().context("setting up the HTTPS client")?;
+    let base = url.trim_end_matches('/');
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        if let (Some(action), Some(channel)) = (action, channel) {
+            let mut target = format!("{base}/v1/rollouts/{channel}/{action}");
+            if rollback {
+                target.push_str("?rollback=true");
+            }
+            let request = client.post(&target).bearer_auth(&token);
+            let body = send(request, &target).await?;
+            let view: RolloutView = serde_json::from_slice(&body)
+                .with_context(|| format!("reading the answer of {target}"))?;
+            return Ok(vec![view]);
+        }
+        let target = format!("{base}/v1/rollouts");
+        let body = send(client.get(&target).bearer_auth(&token), &target).await?;
+        let views: RolloutsView = serde_json::from_slice(&body)
+            .with_context(|| format!("reading the rollouts from {target}"))?;
+        Ok(views.rollouts)
+    })
+}
+
+/// The body of a 2xx answer, or the console's one-line refusal.
+async fn send(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Vec<u8>> {
+    let mut response = request
+        .send()
+        .await
+        .with_context(|| format!("asking {url}"))?;
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(anyhow!(
+                "{url}: the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if status.is_success() {
+        return Ok(body);
+    }
+    let reason = serde_json::from_slice::<super::ErrorBody>(&body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| status.canonical_reason().unwrap_or("refused").to_string());
+    Err(anyhow!(
+        "{url}: {} (HTTP {})",
+        reason.replace(['\n', '\r'], " "),
+        status.as_u16()
+    ))
+}
+
+/// The rollouts of a data folder, computed as the console does.
+fn offline(data: &Path) -> anyhow::Result<Vec<RolloutView>> {
+    if !data.is_dir() {
+        return Err(UsageError::new(format!(
+            "--data {}: no such console data folder",
+            data.display()
+        ))
+        .into());
+    }
+    let db = data.join(FLEET_DB);
+    let reports = store::read(&db)?;
+    let members = store::read_members(&db)?;
+    let engine = Rollouts::offline(data, &reports, members);
+    Ok(engine.view().rollouts)
+}
+
+/// One rollout as text.
+fn text(view: &RolloutView) -> String {
+    let mut out = format!(
+        "{}: {} (sequence {}) over {}: {}{}\n",
+        view.channel,
+        view.version,
+        view.sequence,
+        view.previous_version.as_deref().unwrap_or("nothing"),
+        view.state,
+        if view.active {
+            ""
+        } else {
+            " (no longer the current release)"
+        },
+    );
+    if let Some(reason) = &view.halt_reason {
+        out.push_str(&format!("  halted because: {reason}\n"));
+    }
+    out.push_str(&format!(
+        "  success {}, halt-on {}, soak {}s, report deadline {}s; {} agents, {} not admitted\n",
+        percent_text(view.success),
+        percent_text(view.halt_on),
+        view.soak_secs,
+        view.report_deadline_secs,
+        view.agents,
+        view.not_admitted
+    ));
+    for wave in &view.waves {
+        out.push_str(&format!(
+            "  wave {:>3}% {:<7} admitted {}: committed {}, trial {}, staging {}, failed {}, pending {}\n",
+            wave.percent,
+            wave.state,
+            wave.admitted,
+            wave.committed,
+            wave.trial,
+            wave.staging,
+            wave.failed,
+            wave.pending
+        ));
+    }
+    for event in &view.events {
+        out.push_str(&format!("  {}  {}\n", event.at, event.text));
+    }
+    out
+}
