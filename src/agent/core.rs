@@ -21,6 +21,7 @@ use crate::agent::checker::CheckOutcome;
 use crate::agent::control_socket::Envelope;
 use crate::agent::fetch::Cancel;
 use crate::agent::generation::Restarts;
+use crate::agent::self_update::{self, Identity, SelfUpdate, SelfUpdateEvent};
 use crate::agent::status::LastError;
 use crate::agent::trial::Trial;
 use crate::agent::world::{Clock, Links, World};
@@ -117,6 +118,10 @@ pub struct Agent {
     /// An admin rollback that cancelled a staging: answered once the staging
     /// thread hands the root back (the core keeps running meanwhile).
     pub(super) held_rollback: Option<oneshot::Sender<Response>>,
+    /// Self-update (`[self_update] enabled`), else `None`.
+    pub(super) self_update: Option<SelfUpdate>,
+    /// The agent build this process runs.
+    pub(super) identity: Identity,
     /// Check outcomes from the checker.
     checks: mpsc::Receiver<CheckOutcome>,
     /// Requests from the control socket.
@@ -135,16 +140,33 @@ enum Event {
     PendingDue,
     Staged(Box<Staged>),
     Control(Request, oneshot::Sender<Response>),
+    SelfUpdate(SelfUpdateEvent),
 }
 
 /// Runs the agent on `world` until `shutdown` resolves, then stops the payload.
+#[cfg(test)]
 pub async fn run(
     config: AgentConfig,
     world: World,
     links: Links,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with(config, world, links, None, shutdown).await
+}
+
+/// [`run`] with self-update (`[self_update] enabled`).
+pub async fn run_with(
+    config: AgentConfig,
+    world: World,
+    links: Links,
+    self_update: Option<SelfUpdate>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut agent = Agent::new(config, world, links);
+    if let Some(su) = self_update {
+        agent.identity = su.identity().clone();
+        agent.self_update = Some(su);
+    }
     agent.resume();
     agent.run(shutdown).await
 }
@@ -162,6 +184,7 @@ impl Agent {
             .last_error
             .clone()
             .map(LastError::earlier);
+        let identity = Identity::of_self(world.root.dir());
         Agent {
             config,
             setup,
@@ -181,6 +204,8 @@ impl Agent {
             report: links.report,
             check_now: links.check_now,
             held_rollback: None,
+            self_update: None,
+            identity,
             checks: links.checks,
             control: links.control,
         }
@@ -216,7 +241,10 @@ impl Agent {
                 Event::PendingDue => self.start_staging(),
                 Event::Staged(staged) => self.on_staged(*staged).await,
                 Event::Control(request, reply) => self.on_control_request(request, reply).await,
+                Event::SelfUpdate(e) => self.on_self_update_event(e).await,
             }
+            // A payload update that ended may have held an agent release back.
+            self.evaluate_held_agent_release();
             self.judge_trial().await;
             self.save_last_error();
             self.publish_status();
@@ -241,6 +269,7 @@ impl Agent {
             Generation::Running(_) => (None, self.restarts.stable_at()),
         };
         let pending_due = self.pending_due();
+        let agent_due = self.agent_pending_due();
         tokio::select! {
             () = shutdown.as_mut() => Event::Shutdown,
             e = next_payload_event(&mut self.current) => Event::Payload(e),
@@ -259,6 +288,7 @@ impl Agent {
                 }
             },
             Some((request, reply)) = self.control.recv() => Event::Control(request, reply),
+            e = self_update::next_event(&mut self.self_update, agent_due) => Event::SelfUpdate(e),
         }
     }
 

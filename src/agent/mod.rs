@@ -15,6 +15,7 @@ pub mod fetch;
 mod generation;
 mod offers;
 mod schedule;
+pub mod self_update;
 mod staging;
 mod status;
 mod trial;
@@ -32,7 +33,10 @@ use anyhow::Context;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
+use bank_layout::AgentSlots;
+
 use crate::agent::checker::CheckerSettings;
+use crate::agent::self_update::{Identity, SelfUpdate};
 use crate::agent::world::{Links, SystemClock, World};
 use crate::config::AgentConfig;
 use crate::error::UsageError;
@@ -84,12 +88,13 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 warn!(error = %format!("{e:#}"), "no agent certificate");
             }
         }
-        let (world, links) = production_world(&config, console)?;
+        let (world, links, self_update) = production_world(&config, config_path, console)?;
         sd_notify::serve_agent(&notifier, links.report.subscribe());
-        core::run(
+        core::run_with(
             config,
             world,
             links,
+            self_update,
             shutdown_signal(config_path, &notifier),
         )
         .await
@@ -101,8 +106,19 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 
 /// The real world: the locked root, the `[[listen]]` sockets, the HTTPS client,
 /// the system clock, and the checker, reporter and control socket as tasks.
-fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(World, Links)> {
+fn production_world(
+    config: &AgentConfig,
+    config_path: &Path,
+    console: String,
+) -> anyhow::Result<(World, Links, Option<SelfUpdate>)> {
     let root = open_root_waiting(&config.root, LOCK_WAIT)?;
+    let identity = Identity::of_self(root.dir());
+    // The same line at every start (a hand-over fills `adopted`; a cold start adopts nothing).
+    info!(
+        "agent version={} pid={} adopted=0",
+        identity.version,
+        std::process::id()
+    );
     let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
     let listeners = Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
     let setup = fetch::ClientSetup::new(config)?;
@@ -136,6 +152,35 @@ fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(Wo
         check_now.clone(),
         check_tx,
     ));
+    let self_update = if config.self_update.enabled {
+        let (slots, notes) = AgentSlots::open(&root, None).context("opening the agent slots")?;
+        for note in notes {
+            warn!(root = %root.dir().display(), "recovered: {note}");
+        }
+        let (agent_tx, agent_checks) = mpsc::channel(4);
+        tokio::spawn(checker::run_checker(
+            clients_rx.clone(),
+            CheckerSettings {
+                console: console.clone(),
+                channel: config.self_update.channel.clone(),
+                poll_interval: config.poll_interval,
+                timeouts: config.timeouts.clone(),
+            },
+            // Its own: `bankswap check` wakes the payload checker (one permit).
+            Arc::new(Notify::new()),
+            agent_tx,
+        ));
+        Some(SelfUpdate::new(
+            config_path.to_path_buf(),
+            config.self_update.clone(),
+            &config.trusted_keys,
+            slots,
+            identity,
+            agent_checks,
+        ))
+    } else {
+        None
+    };
     tokio::spawn(checker::run_reporter(
         clients_rx,
         console.clone(),
@@ -158,7 +203,7 @@ fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(Wo
         check_now,
         report,
     };
-    Ok((world, links))
+    Ok((world, links, self_update))
 }
 
 /// Renews the agent certificate once it is due (two thirds of its lifetime,
