@@ -26,6 +26,7 @@ mod proxy;
 mod publish_bounds;
 mod publish_upload;
 mod rotation;
+mod selfupdate_stage;
 mod static_host;
 mod support;
 mod swap;
