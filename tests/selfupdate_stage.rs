@@ -241,7 +241,10 @@ fn payload_and_agent_updates_never_run_at_once() {
         log.find(needle)
             .unwrap_or_else(|| panic!("`{needle}` not in the log:\n{log}"))
     };
-    let payload = (at("staging version=1.1.0"), at("committed version=\"1.1.0\""));
+    let payload = (
+        at("staging version=1.1.0"),
+        at("committed version=\"1.1.0\""),
+    );
     let agent_work = (
         at("agent build staging version=99.0.0"),
         at("agent update ready version=99.0.0"),
@@ -453,4 +456,79 @@ fn publish_refuses_agent_binaries_that_are_not_executable_files() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn the_installed_binary_runs_a_newer_committed_build_and_leaves_a_crash_loop() {
+    use std::os::unix::fs::MetadataExt;
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let root = live.w.path("root");
+    let agents = live.w.path("agent-data");
+    let build = binary_copy(&live.w, "bankswap-99");
+    publish_agent(&live.w, &agents, &build, "99.0.0", &[]);
+    let out = run_ok([
+        "apply",
+        "--root",
+        &root.display().to_string(),
+        "--trust",
+        &live.w.public("release"),
+        "--bundle",
+        &agents.display().to_string(),
+    ]);
+    assert!(
+        out.stdout.contains("the next start runs it"),
+        "{}",
+        out.stdout
+    );
+
+    // The installed binary (the test binary, 0.1.0) execs the committed 99.0.0 in place.
+    let mut agent = live.agent("root", SELF_UPDATE);
+    agent.wait_committed("1.0.0");
+    let pid = agent.child.as_ref().map(|c| c.id()).expect("pid");
+    agent.wait_log(&format!("agent version=99.0.0 pid={pid} adopted=0"));
+    let s = agent.status();
+    assert_eq!(s["agent_version"], "99.0.0");
+    assert_eq!(s["agent_previous_version"], "0.1.0");
+    let exe = fs::metadata(format!("/proc/{pid}/exe")).expect("exe");
+    let slot = fs::metadata(root.join("agent/Slot1/bankswap")).expect("slot build");
+    assert_eq!((exe.dev(), exe.ino()), (slot.dev(), slot.ino()));
+    assert!(agent.log().contains("running the committed agent build"));
+    agent.wait_until("the launch count cleared", || {
+        agent_state(&root)["launch"].is_null()
+    });
+    agent.terminate();
+
+    // A committed build that dies at start (its self-test passed, its start does
+    // not): after three launches in a row the installed binary runs again and the
+    // build is marked bad.
+    let dying = "#!/bin/sh\nexit 7\n";
+    fs::write(root.join("agent/Slot1/bankswap"), dying).expect("replace the build");
+    let record_path = root.join("agent/Slot1/.bankswap-record.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&record_path).expect("record")).expect("json");
+    record["size"] = dying.len().into();
+    fs::write(&record_path, record.to_string()).expect("record");
+    for launch in 1..=3 {
+        agent.restart();
+        let status = agent.child.as_mut().expect("child").wait().expect("wait");
+        assert_eq!(status.code(), Some(7), "launch {launch}");
+        agent.child = None;
+        assert_eq!(agent_state(&root)["launch"]["count"], launch);
+    }
+    agent.restart();
+    agent.wait_until("the installed agent back", || {
+        agent.status()["agent_version"] == "0.1.0"
+    });
+    let s = agent.status();
+    assert!(has_bad(&s, "99.0.0"), "{s}");
+    let reason = s["agent_bad_versions"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("did not start 3 times in a row"),
+        "{reason}"
+    );
+    assert!(agent_state(&root)["active"].is_null());
+    agent.wait_committed("1.0.0");
 }

@@ -13,6 +13,7 @@ mod control_socket;
 mod core;
 pub mod fetch;
 mod generation;
+pub mod launch;
 mod offers;
 mod schedule;
 pub mod self_update;
@@ -67,6 +68,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         ))
     })?;
     logging::init(&config.log, "info");
+    // A newer committed agent build in the root runs instead of this one (no return then).
+    launch::launch(&config, LOCK_WAIT);
     // One thread: an idle agent should cost next to nothing; staging runs on a blocking thread.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -153,10 +156,12 @@ fn production_world(
         check_tx,
     ));
     let self_update = if config.self_update.enabled {
-        let (slots, notes) = AgentSlots::open(&root, None).context("opening the agent slots")?;
+        let (mut slots, notes) =
+            AgentSlots::open(&root, None).context("opening the agent slots")?;
         for note in notes {
             warn!(root = %root.dir().display(), "recovered: {note}");
         }
+        launch::launched_build_serves(&mut slots, &identity);
         let (agent_tx, agent_checks) = mpsc::channel(4);
         tokio::spawn(checker::run_checker(
             clients_rx.clone(),
@@ -179,6 +184,11 @@ fn production_world(
             agent_checks,
         ))
     } else {
+        if identity.slot.is_some()
+            && let Ok((mut slots, _)) = AgentSlots::open(&root, None)
+        {
+            launch::launched_build_serves(&mut slots, &identity);
+        }
         None
     };
     tokio::spawn(checker::run_reporter(
