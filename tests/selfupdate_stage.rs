@@ -123,6 +123,22 @@ fn an_agent_release_is_staged_and_qualified_up_to_ready() {
     assert_eq!(state["phase"], "committed");
     assert!(state["active"].is_null());
     assert_eq!(state["slot1_version"], "99.0.0");
+
+    // The report carries the agent version; the console's fleet shows it.
+    let data = live.data.display().to_string();
+    wait_for("the fleet to show the agent version", || {
+        let out = run(["console", "fleet", "--data", &data, "--json"]);
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|fleet| fleet[0]["agent_version"] == "0.1.0")
+    });
+    let table = run_ok(["console", "fleet", "--data", &data]);
+    let mut lines = table.stdout.lines();
+    assert!(
+        lines.next().is_some_and(|h| h.contains("AGENT VERSION")),
+        "{}",
+        table.stdout
+    );
+    assert!(lines.next().is_some_and(|row| row.contains("0.1.0")));
 }
 
 #[test]
