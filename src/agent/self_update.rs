@@ -130,6 +130,8 @@ pub struct SelfUpdate {
     ring: KeyRing,
     /// The slots; `None` while a staging thread holds them.
     slots: Option<AgentSlots>,
+    /// The slots' state when a staging thread took them (status meanwhile).
+    state_at_staging: Option<AgentState>,
     /// The build running.
     identity: Identity,
     /// Check outcomes of the agent channel.
@@ -178,6 +180,7 @@ impl SelfUpdate {
             settings,
             ring: KeyRing::new(keys),
             slots: Some(slots),
+            state_at_staging: None,
             identity,
             checks,
             latest: None,
@@ -448,7 +451,11 @@ impl Agent {
     /// [`Agent::evaluate_agent_latest`] of a release held back by a payload update,
     /// once that update has ended (called after every event).
     pub(super) fn evaluate_held_agent_release(&mut self) {
-        if self.payload_settled() && self.self_update.as_ref().is_some_and(|su| su.held) {
+        let held = self
+            .self_update
+            .as_ref()
+            .is_some_and(|su| su.held && matches!(su.work, Work::Idle));
+        if held && self.payload_settled() {
             self.evaluate_agent_latest();
         }
     }
@@ -472,6 +479,7 @@ impl Agent {
             return;
         };
         if !matches!(su.work, Work::Idle) {
+            su.held = true;
             return; // looked at again when the work ends
         }
         let (Some((manifest, signature)), Some(slots)) = (su.latest.clone(), su.slots.as_mut())
@@ -647,6 +655,7 @@ impl Agent {
         let (stream, cancel) = ArtifactStream::open(http, url, m.artifact.size, timeouts);
         let owned = release.clone();
         let (manifest, signature) = (pending.manifest.clone(), pending.signature.clone());
+        su.state_at_staging = Some(slots.state().clone());
         let thread = tokio::task::spawn_blocking(move || {
             let spec = stage_spec(&owned, manifest.as_bytes(), signature.as_bytes(), now);
             let result = slots.stage(
@@ -762,7 +771,10 @@ impl Agent {
         match &self.self_update {
             Some(su) => fill_status(
                 report,
-                su.slots.as_ref().map(AgentSlots::state),
+                su.slots
+                    .as_ref()
+                    .map(AgentSlots::state)
+                    .or(su.state_at_staging.as_ref()),
                 &su.identity,
                 su.phase(),
             ),
