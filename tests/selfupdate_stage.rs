@@ -548,3 +548,46 @@ fn the_installed_binary_runs_a_newer_committed_build_and_leaves_a_crash_loop() {
     assert!(agent_state(&root)["active"].is_null());
     agent.wait_committed("1.0.0");
 }
+
+#[test]
+fn a_payload_release_waits_while_an_agent_build_is_self_tested() {
+    let live = Live::new();
+    live.publish_sleeper("1.0.0");
+    let agent = live.agent("root", SELF_UPDATE);
+    agent.wait_committed("1.0.0");
+    // A "build" whose self-test goes on until the test lets it end (then fails).
+    let gate = live.w.path("gate");
+    let slow = script(
+        &live.w,
+        "slow",
+        &format!(
+            "while [ ! -e '{}' ]; do sleep 0.05; done\nexit 3",
+            gate.display()
+        ),
+    );
+    publish_agent(
+        &live.w,
+        &live.data,
+        &slow,
+        "2.0.0",
+        &["--platform", "linux-x86_64"],
+    );
+    agent.wait_log("agent build staged version=2.0.0");
+    agent.wait_until("the self-test running", || {
+        agent.status()["agent_phase"] == "self-test"
+    });
+    live.publish_sleeper("1.1.0");
+    agent.wait_log("release scheduled version=1.1.0");
+    assert_eq!(agent.status()["agent_phase"], "self-test");
+    fs::write(&gate, "").expect("open the gate");
+    agent.wait_committed("1.1.0");
+    let log = agent.log();
+    let at = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` not in the log:\n{log}"))
+    };
+    // Scheduled during the self-test, staged only after it ended.
+    assert!(at("release scheduled version=1.1.0") < at("agent self-test failed version=2.0.0"));
+    assert!(at("agent self-test failed version=2.0.0") < at("staging version=1.1.0"));
+    assert!(has_bad(&agent.status(), "2.0.0"));
+}
