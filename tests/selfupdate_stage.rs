@@ -308,9 +308,11 @@ fn offline_apply_of_an_agent_release_commits_it_for_the_next_start() {
         fs::read(root.join("agent/Slot1/bankswap")).expect("build"),
         fs::read(&build).expect("copy")
     );
-    // The payload is untouched.
+    // The payload is untouched; status names the build the next start runs.
     let s = crate::support::status(&root);
     assert_eq!(s["active_version"], "1.0.0");
+    assert_eq!(s["agent_version"], "99.0.0");
+    assert_eq!(s["agent_previous_version"], "0.1.0");
 
     // A broken build is marked bad with its reason, and the committed one stays.
     let broken = script(&w, "broken", "exit 3");

@@ -273,8 +273,10 @@ async fn join_work(work: &mut Work) -> SelfUpdateEvent {
 /// is connected this logs `agent update ready version=.. slot=..` and leaves the
 /// build staged (`agent_phase` = `ready`); nothing else changes.
 pub fn ready_to_exec(slots: &mut AgentSlots, slot: SlotId, version: &str) {
-    let _ = slots;
-    info!("agent update ready version={version} slot={slot}");
+    info!(
+        binary = %slots.binary(slot).display(),
+        "agent update ready version={version} slot={slot}"
+    );
 }
 
 /// Verifies an agent release: the payload policy (signature, product
@@ -395,10 +397,28 @@ fn previous_version(state: &AgentState, identity: &Identity) -> Option<String> {
 }
 
 /// The offline status (no agent running): the agent fields as the next start of
-/// this binary would see them.
+/// this binary would see them — the committed build if it is newer than this
+/// one (the launcher runs it then), else this one.
 pub fn fill_offline_status(report: &mut StatusReport, root_dir: &Path) {
     let state = AgentSlots::read_state(root_dir).ok().flatten();
-    let identity = Identity::of_self(root_dir);
+    let mut identity = Identity::of_self(root_dir);
+    let committed = state.as_ref().and_then(|s| {
+        let slot = s.active?;
+        let version = s.version_of(slot)?;
+        let newer = semver::Version::parse(version)
+            .ok()?
+            .cmp_precedence(&semver::Version::parse(BUILD_VERSION).ok()?)
+            .is_gt();
+        newer.then(|| Identity {
+            version: version.to_owned(),
+            slot: Some(slot),
+        })
+    });
+    if identity.slot.is_none()
+        && let Some(committed) = committed
+    {
+        identity = committed;
+    }
     let phase = state
         .as_ref()
         .map_or(AgentPhase::Committed, |s| s.phase)
