@@ -166,6 +166,7 @@ fn render(channels: &[ChannelRow], fleet: &[FleetEntry]) -> String {
             "version",
             "bank",
             "phase",
+            "agent build",
             "last error",
             "last seen",
         ],
@@ -176,6 +177,7 @@ fn render(channels: &[ChannelRow], fleet: &[FleetEntry]) -> String {
                 text(&e.version),
                 text(&e.bank),
                 text(&e.phase),
+                text(&e.agent_version),
                 text(&e.last_error),
                 rfc3339(e.reported_at),
             ]
@@ -237,12 +239,15 @@ mod tests {
             last_error: Some("\"quoted\" & 'single'".into()),
             reported_at: 0,
             remote: None,
+            agent_version: Some("<i>0.2.0</i>".into()),
             ..FleetEntry::default()
         };
         let page = render(&[], &[entry]);
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("&quot;quoted&quot; &amp; &#39;single&#39;"));
+        assert!(page.contains("<th>agent build</th>"));
+        assert!(page.contains("&lt;i&gt;0.2.0&lt;/i&gt;"));
         assert!(page.contains("1970-01-01T00:00:00Z"));
     }
 
