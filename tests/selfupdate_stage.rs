@@ -168,10 +168,14 @@ fn a_build_that_fails_its_self_test_is_marked_bad_and_not_retried() {
     assert!(s["agent_pending"].is_null(), "{s}");
     agent.wait_log("agent self-test failed version=2.0.0");
 
-    // Not retried: a restarted agent sees the release again and refuses it as bad.
+    // Not retried: asked to check again (`bankswap check` wakes the agent channel's
+    // checker too), and after a restart, the agent sees the release and refuses it.
+    let refused = "version 2.0.0 was marked bad by this agent";
+    run_ok(["check", "--root", &agent.root.display().to_string()]);
+    agent.wait_log(refused);
     agent.terminate();
     agent.restart();
-    agent.wait_log("version 2.0.0 was marked bad by this agent");
+    agent.wait_until("a second refusal", || count(&agent.log(), refused) == 2);
     let log = agent.log();
     assert_eq!(count(&log, "agent build staged version=2.0.0"), 1, "{log}");
     assert_eq!(count(&log, "agent self-test failed version=2.0.0"), 1);

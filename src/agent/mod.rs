@@ -163,6 +163,8 @@ fn production_world(
         }
         launch::launched_build_serves(&mut slots, &identity);
         let (agent_tx, agent_checks) = mpsc::channel(4);
+        // Its own: one permit per checker, both woken by `bankswap check`.
+        let agent_check_now = Arc::new(Notify::new());
         tokio::spawn(checker::run_checker(
             clients_rx.clone(),
             CheckerSettings {
@@ -171,8 +173,7 @@ fn production_world(
                 poll_interval: config.poll_interval,
                 timeouts: config.timeouts.clone(),
             },
-            // Its own: `bankswap check` wakes the payload checker (one permit).
-            Arc::new(Notify::new()),
+            agent_check_now.clone(),
             agent_tx,
         ));
         Some(SelfUpdate::new(
@@ -182,6 +183,7 @@ fn production_world(
             slots,
             identity,
             agent_checks,
+            agent_check_now,
         ))
     } else {
         if identity.slot.is_some()

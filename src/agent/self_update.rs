@@ -16,6 +16,7 @@ pub mod selftest;
 use std::io::BufReader;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bank_layout::{
@@ -26,7 +27,7 @@ use signing::{
     ArtifactFormat, Expectations, KeyRing, ReleaseError, ReleaseKind, VerifiedRelease,
     check_kind_and_platform,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -136,6 +137,8 @@ pub struct SelfUpdate {
     identity: Identity,
     /// Check outcomes of the agent channel.
     checks: mpsc::Receiver<CheckOutcome>,
+    /// Wakes the agent channel's checker (`bankswap check`).
+    check_now: Arc<Notify>,
     /// The last agent manifest and signature seen.
     latest: Option<(Vec<u8>, Vec<u8>)>,
     /// What is going on.
@@ -170,6 +173,7 @@ impl SelfUpdate {
         slots: AgentSlots,
         identity: Identity,
         checks: mpsc::Receiver<CheckOutcome>,
+        check_now: Arc<Notify>,
     ) -> SelfUpdate {
         let keys = settings
             .trusted_keys
@@ -183,12 +187,18 @@ impl SelfUpdate {
             state_at_staging: None,
             identity,
             checks,
+            check_now,
             latest: None,
             work: Work::Idle,
             other_platform: None,
             rejected: None,
             held: false,
         }
+    }
+
+    /// Asks the agent channel's checker to check now (`bankswap check`).
+    pub fn check_now(&self) {
+        self.check_now.notify_one();
     }
 
     /// The build running.
