@@ -71,6 +71,18 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     update: RawUpdate,
+    #[serde(default)]
+    self_update: RawSelfUpdate,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelfUpdate {
+    enabled: Option<bool>,
+    channel: Option<String>,
+    trusted_keys: Option<Vec<String>>,
+    grace: Option<String>,
+    self_test_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +198,8 @@ pub struct AgentConfig {
     pub timeouts: Timeouts,
     /// How releases are staged and fetched (`[update]`).
     pub update: UpdateConfig,
+    /// Updating the agent itself (`[self_update]`, SPEC §9).
+    pub self_update: SelfUpdateConfig,
 }
 
 /// Above this share of the full artifact's size, the objects a delta update
@@ -227,6 +241,68 @@ impl UpdateConfig {
             allow_in_place: raw.allow_in_place.unwrap_or(false),
             delta_max_ratio,
         })
+    }
+}
+
+/// The channel agent builds are published on unless `[self_update] channel` says otherwise.
+pub const DEFAULT_SELF_UPDATE_CHANNEL: &str = "bankswap";
+/// How long a new agent build has to adopt the payload, answer and report.
+pub const DEFAULT_SELF_UPDATE_GRACE: Duration = Duration::from_secs(30);
+/// How long a staged agent build's `--self-test` may take.
+pub const DEFAULT_SELF_TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[self_update]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelfUpdateConfig {
+    /// Whether the agent follows its own channel at all (default off).
+    pub enabled: bool,
+    /// The channel agent builds come from.
+    pub channel: String,
+    /// Keys trusted for agent builds; `None` = the agent's `trusted_keys`.
+    pub trusted_keys: Option<Vec<PublicKey>>,
+    /// The new build's trial: it must adopt, answer and report within this.
+    pub grace: Duration,
+    /// Bound of a staged build's `--self-test`.
+    pub self_test_timeout: Duration,
+}
+
+impl SelfUpdateConfig {
+    fn parse(raw: RawSelfUpdate, base: &Path) -> Result<SelfUpdateConfig, String> {
+        let channel = raw
+            .channel
+            .unwrap_or_else(|| DEFAULT_SELF_UPDATE_CHANNEL.to_string());
+        check_channel(&channel).map_err(|e| format!("[self_update] {e}"))?;
+        let trusted_keys = match raw.trusted_keys {
+            None => None,
+            Some(keys) if keys.is_empty() => {
+                return Err("[self_update] trusted_keys is empty: remove it to use the agent's trusted_keys, or add a key".into());
+            }
+            Some(keys) => Some(
+                keys.iter()
+                    .map(|k| load_public_key(k, base).map_err(|e| format!("[self_update] {e}")))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let config = SelfUpdateConfig {
+            enabled: raw.enabled.unwrap_or(false),
+            channel,
+            trusted_keys,
+            grace: duration("self_update.grace", raw.grace, DEFAULT_SELF_UPDATE_GRACE)?,
+            self_test_timeout: duration(
+                "self_update.self_test_timeout",
+                raw.self_test_timeout,
+                DEFAULT_SELF_TEST_TIMEOUT,
+            )?,
+        };
+        for (key, value) in [
+            ("self_update.grace", config.grace),
+            ("self_update.self_test_timeout", config.self_test_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{key} must be longer than 0s"));
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -480,6 +556,7 @@ impl AgentConfig {
             },
             timeouts: Timeouts::parse(raw.timeouts)?,
             update: UpdateConfig::parse(raw.update)?,
+            self_update: SelfUpdateConfig::parse(raw.self_update, base)?,
         })
     }
 }
@@ -532,6 +609,7 @@ impl AgentConfig {
         note(now, self.proxy != new.proxy, "[proxy]");
         note(now, self.log != new.log, "[log]");
         note(now, self.timeouts != new.timeouts, "[timeouts]");
+        note(now, self.update != new.update, "[update]");
         note(&mut plan.next_trial, self.health != new.health, "[health]");
         note(
             &mut plan.next_swap,
@@ -542,6 +620,11 @@ impl AgentConfig {
         note(restart, self.listen != new.listen, "[[listen]]");
         note(restart, self.root != new.root, "root");
         note(restart, self.channel != new.channel, "channel");
+        note(
+            restart,
+            self.self_update != new.self_update,
+            "[self_update]",
+        );
         let token = &self.enrollment_token_file;
         note(
             restart,
@@ -559,6 +642,7 @@ impl AgentConfig {
             root: self.root.clone(),
             channel: self.channel.clone(),
             enrollment_token_file: self.enrollment_token_file.clone(),
+            self_update: self.self_update.clone(),
             ..new
         }
     }
@@ -765,6 +849,49 @@ mod tests {
         let err = config("[update]\ndelta_max_ratio = 1.5").unwrap_err();
         assert!(err.contains("update.delta_max_ratio"), "{err}");
         assert!(config("[update]\ndelta = 1").is_err());
+    }
+
+    #[test]
+    fn self_update_is_off_by_default_and_validated() {
+        let cfg = AgentConfig::parse(&format!("trusted_keys = [\"{KEY}\"]"), Path::new("."))
+            .expect("valid config");
+        assert!(!cfg.self_update.enabled);
+        assert_eq!(cfg.self_update.channel, DEFAULT_SELF_UPDATE_CHANNEL);
+        assert!(cfg.self_update.trusted_keys.is_none());
+        assert_eq!(cfg.self_update.grace, DEFAULT_SELF_UPDATE_GRACE);
+        assert_eq!(cfg.self_update.self_test_timeout, DEFAULT_SELF_TEST_TIMEOUT);
+        let cfg = AgentConfig::parse(
+            &format!(
+                "trusted_keys = [\"{KEY}\"]\n[self_update]\nenabled = true\nchannel = \"agents\"\ntrusted_keys = [\"{KEY}\"]\ngrace = \"5s\"\nself_test_timeout = \"2s\""
+            ),
+            Path::new("."),
+        )
+        .expect("valid config");
+        assert!(cfg.self_update.enabled);
+        assert_eq!(cfg.self_update.channel, "agents");
+        assert_eq!(cfg.self_update.trusted_keys.map(|k| k.len()), Some(1));
+        assert_eq!(cfg.self_update.grace, Duration::from_secs(5));
+        for (bad, named) in [
+            ("[self_update]\nenable = true", "enable"),
+            ("[self_update]\nchannel = \"a b\"", "[self_update] channel"),
+            (
+                "[self_update]\ntrusted_keys = []",
+                "[self_update] trusted_keys",
+            ),
+            ("[self_update]\ngrace = \"0s\"", "self_update.grace"),
+            (
+                "[self_update]\nself_test_timeout = \"soon\"",
+                "self_update.self_test_timeout",
+            ),
+        ] {
+            let err = AgentConfig::parse(
+                &format!("trusted_keys = [\"{KEY}\"]\n{bad}"),
+                Path::new("."),
+            )
+            .expect_err(bad);
+            assert!(err.contains(named), "{bad}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 
     #[test]

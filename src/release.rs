@@ -15,13 +15,15 @@ use bank_layout::{
 };
 use sha2::{Digest, Sha256};
 use signing::{
-    ArtifactFormat, Expectations, IndexRef, KeyRing, Manifest, ReleaseError, VerifiedRelease,
+    ArtifactFormat, Expectations, IndexRef, KeyRing, Manifest, ReleaseError, ReleaseKind,
+    VerifiedRelease,
 };
 use tracing::{info, warn};
 
 use crate::channel::ChannelDir;
 use crate::clock;
 use crate::keyring;
+use crate::platform::PLATFORM;
 use crate::progress::Progress;
 use crate::setup::ReleaseSetup;
 
@@ -142,7 +144,7 @@ pub fn verify_with(
         bank_layout::marked_bad(&state.bad_versions, &version.to_string(), sequence)
             .map(|mark| mark.sequence)
     };
-    signing::verify_release(
+    let release = signing::verify_release(
         manifest,
         signature,
         &Expectations {
@@ -155,7 +157,10 @@ pub fn verify_with(
             marked_bad: &marked_bad,
             now: effective_now(state, now),
         },
-    )
+    )?;
+    // A payload channel carries payload releases, for this platform or any.
+    signing::check_kind_and_platform(&release.manifest, ReleaseKind::Payload, PLATFORM)?;
+    Ok(release)
 }
 
 /// Everything staging needs from a verified release, owned, so that it can move

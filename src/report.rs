@@ -58,6 +58,28 @@ pub struct StatusReport {
     /// The last reload of the config (SIGHUP), while the agent runs.
     #[serde(default)]
     pub reload: Option<ReloadReport>,
+    /// The release version of the agent build running (SPEC §9).
+    #[serde(default)]
+    pub agent_version: Option<String>,
+    /// The agent build a rollback of the agent would run.
+    #[serde(default)]
+    pub agent_previous_version: Option<String>,
+    /// `committed`, `staging`, `self-test`, `ready` (qualified, waiting to take
+    /// over) or `trial`.
+    #[serde(default)]
+    pub agent_phase: Option<String>,
+    /// The platform the agent runs on (`linux-x86_64`).
+    #[serde(default)]
+    pub agent_platform: Option<String>,
+    /// An agent release being staged or scheduled.
+    #[serde(default)]
+    pub agent_pending: Option<PendingReport>,
+    /// Agent versions refused until a higher sequence re-publishes them.
+    #[serde(default)]
+    pub agent_bad_versions: Vec<BadReport>,
+    /// The last self-update error (another platform, a failed self-test, ...).
+    #[serde(default)]
+    pub agent_last_error: Option<String>,
 }
 
 /// The agent's client certificate.
@@ -182,6 +204,13 @@ impl StatusReport {
             space_notice: None,
             certificate: None,
             reload: None,
+            agent_version: None,
+            agent_previous_version: None,
+            agent_phase: None,
+            agent_platform: None,
+            agent_pending: None,
+            agent_bad_versions: Vec::new(),
+            agent_last_error: None,
         }
     }
 
@@ -254,6 +283,29 @@ impl StatusReport {
                 b.version, b.sequence, b.reason
             );
         }
+        if let Some(version) = &self.agent_version {
+            println!(
+                "agent:      {version} ({}), previous {}, {}",
+                self.agent_phase.as_deref().unwrap_or("committed"),
+                self.agent_previous_version.as_deref().unwrap_or(none),
+                self.agent_platform.as_deref().unwrap_or(none)
+            );
+        }
+        if let Some(p) = &self.agent_pending {
+            println!(
+                "agent pending: {} (sequence {}) not before {}",
+                p.version, p.sequence, p.not_before
+            );
+        }
+        if let Some(e) = &self.agent_last_error {
+            println!("agent error: {e}");
+        }
+        for b in &self.agent_bad_versions {
+            println!(
+                "agent bad:  {} (sequence <= {}): {}",
+                b.version, b.sequence, b.reason
+            );
+        }
     }
 }
 
@@ -295,6 +347,15 @@ pub struct WireReport {
     /// Versions it refuses, with why.
     #[serde(default)]
     pub bad_versions: Vec<BadReport>,
+    /// The release version of the agent build running.
+    #[serde(default)]
+    pub agent_version: Option<String>,
+    /// `committed`, `staging`, `self-test`, `ready` or `trial`.
+    #[serde(default)]
+    pub agent_phase: Option<String>,
+    /// The last self-update error.
+    #[serde(default)]
+    pub agent_last_error: Option<String>,
 }
 
 impl From<&StatusReport> for WireReport {
@@ -314,6 +375,9 @@ impl From<&StatusReport> for WireReport {
             restarts: status.restarts.clone(),
             channel: status.channel.clone(),
             bad_versions: status.bad_versions.clone(),
+            agent_version: status.agent_version.clone(),
+            agent_phase: status.agent_phase.clone(),
+            agent_last_error: status.agent_last_error.clone(),
         }
     }
 }

@@ -32,6 +32,7 @@ mod reload;
 mod rollout;
 mod root_hint;
 mod rotation;
+mod selfupdate_stage;
 mod static_host;
 mod support;
 mod swap;

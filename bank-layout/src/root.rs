@@ -18,7 +18,8 @@
 
 use std::fs::{self, DirBuilder, File, Permissions};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,6 +119,48 @@ impl Root {
             records: recovered.records,
         };
         Ok((root, recovered.notes))
+    }
+
+    /// Takes over a root whose lock this process already holds on the inherited
+    /// descriptor `lock` (an agent image that replaced the previous one in place by
+    /// `exec`): `lock` must be the file `dir/lock` (same device and inode) and its
+    /// `flock` must be ours (taking it again on the same open file succeeds at once).
+    /// Then recovers exactly like [`Root::open`].
+    pub fn adopt(dir: &Path, lock: OwnedFd) -> Result<(Root, Vec<Recovery>), LayoutError> {
+        let path = dir.join(crate::LOCK_FILE);
+        let lock = File::from(lock);
+        let held = lock.metadata().map_err(LayoutError::at(&path))?;
+        let on_disk = fs::symlink_metadata(&path).map_err(LayoutError::at(&path))?;
+        if held.dev() != on_disk.dev() || held.ino() != on_disk.ino() {
+            return Err(LayoutError::LockNotOurs {
+                root: dir.to_path_buf(),
+                reason: "the inherited descriptor is not this root's lock file".to_owned(),
+            });
+        }
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(LayoutError::LockNotOurs {
+                    root: dir.to_path_buf(),
+                    reason: "another open file holds the lock".to_owned(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(LayoutError::io(&path, e)),
+        }
+        let recovered = recover(dir)?;
+        let root = Root {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            state: recovered.state,
+            records: recovered.records,
+        };
+        Ok((root, recovered.notes))
+    }
+
+    /// The descriptor holding the root's lock, for a hand-over to the next agent image
+    /// in this process (see [`Root::adopt`]).
+    pub fn lock_fd(&self) -> BorrowedFd<'_> {
+        self._lock.as_fd()
     }
 
     /// A read-only view of the root `dir`: reads `state.json` and the bank records,

@@ -44,7 +44,7 @@ pub use manifest::{
 };
 pub use policy::{
     Expectations, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, MarkedBad, VerifiedRelease,
-    nothing_marked_bad, verify_release,
+    check_kind_and_platform, nothing_marked_bad, verify_release,
 };
 pub use rotation::{
     MAX_ROTATION_BYTES, ROTATION_SCHEMA, RotationRecord, VerifiedRotation, verify_rotation,

@@ -41,6 +41,9 @@ impl Agent {
             Request::Status => (true, String::new()),
             Request::Check => {
                 self.check_now.notify_one();
+                if let Some(su) = &self.self_update {
+                    su.check_now();
+                }
                 (true, "checking now".to_string())
             }
             Request::Rollback => match self.admin_rollback().await {

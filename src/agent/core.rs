@@ -22,6 +22,7 @@ use crate::agent::control_socket::Envelope;
 use crate::agent::fetch::Cancel;
 use crate::agent::generation::Restarts;
 use crate::agent::reload::{ReloadRequest, ReloadState};
+use crate::agent::self_update::{self, Identity, SelfUpdate, SelfUpdateEvent};
 use crate::agent::status::LastError;
 use crate::agent::trial::Trial;
 use crate::agent::world::{Clock, Links, World};
@@ -123,6 +124,10 @@ pub struct Agent {
     pub(super) reload: ReloadState,
     /// Reloaded configs (SIGHUP).
     reloads: mpsc::Receiver<ReloadRequest>,
+    /// Self-update (`[self_update] enabled`), else `None`.
+    pub(super) self_update: Option<SelfUpdate>,
+    /// The agent build this process runs.
+    pub(super) identity: Identity,
     /// Check outcomes from the checker.
     checks: mpsc::Receiver<CheckOutcome>,
     /// Requests from the control socket.
@@ -142,16 +147,33 @@ enum Event {
     Staged(Box<Staged>),
     Control(Request, oneshot::Sender<Response>),
     Reload(ReloadRequest),
+    SelfUpdate(SelfUpdateEvent),
 }
 
 /// Runs the agent on `world` until `shutdown` resolves, then stops the payload.
+#[cfg(test)]
 pub async fn run(
     config: AgentConfig,
     world: World,
     links: Links,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with(config, world, links, None, shutdown).await
+}
+
+/// [`run`] with self-update (`[self_update] enabled`).
+pub async fn run_with(
+    config: AgentConfig,
+    world: World,
+    links: Links,
+    self_update: Option<SelfUpdate>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut agent = Agent::new(config, world, links);
+    if let Some(su) = self_update {
+        agent.identity = su.identity().clone();
+        agent.self_update = Some(su);
+    }
     agent.resume();
     agent.run(shutdown).await
 }
@@ -170,6 +192,7 @@ impl Agent {
             .last_error
             .clone()
             .map(LastError::earlier);
+        let identity = Identity::of_self(world.root.dir());
         Agent {
             config,
             setup,
@@ -191,6 +214,8 @@ impl Agent {
             held_rollback: None,
             reload: ReloadState::default(),
             reloads: links.reloads,
+            self_update: None,
+            identity,
             checks: links.checks,
             control: links.control,
         }
@@ -227,7 +252,10 @@ impl Agent {
                 Event::Staged(staged) => self.on_staged(*staged).await,
                 Event::Control(request, reply) => self.on_control_request(request, reply).await,
                 Event::Reload(request) => self.on_reload(request),
+                Event::SelfUpdate(e) => self.on_self_update_event(e).await,
             }
+            // A payload update that ended may have held an agent release back.
+            self.evaluate_held_agent_release();
             self.judge_trial().await;
             self.apply_next_health();
             self.save_last_error();
@@ -253,6 +281,7 @@ impl Agent {
             Generation::Running(_) => (None, self.restarts.stable_at()),
         };
         let pending_due = self.pending_due();
+        let agent_due = self.agent_pending_due();
         tokio::select! {
             () = shutdown.as_mut() => Event::Shutdown,
             e = next_payload_event(&mut self.current) => Event::Payload(e),
@@ -272,6 +301,7 @@ impl Agent {
             },
             Some((request, reply)) = self.control.recv() => Event::Control(request, reply),
             Some(request) = self.reloads.recv() => Event::Reload(request),
+            e = self_update::next_event(&mut self.self_update, agent_due) => Event::SelfUpdate(e),
         }
     }
 

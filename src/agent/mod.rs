@@ -15,9 +15,11 @@ mod core;
 mod delta_fetch;
 pub mod fetch;
 mod generation;
+pub mod launch;
 mod offers;
 mod reload;
 mod schedule;
+pub mod self_update;
 mod staging;
 mod status;
 mod trial;
@@ -35,9 +37,12 @@ use anyhow::Context;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
+use bank_layout::AgentSlots;
+
 use crate::agent::checker::CheckerSettings;
 use crate::agent::clients::Clients;
 use crate::agent::reload::Reloader;
+use crate::agent::self_update::{Identity, SelfUpdate};
 use crate::agent::world::{Links, SystemClock, World};
 use crate::config::AgentConfig;
 use crate::error::UsageError;
@@ -68,6 +73,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         ))
     })?;
     logging::init(&config.log, "info");
+    // A newer committed agent build in the root runs instead of this one (no return then).
+    launch::launch(&config, LOCK_WAIT);
     // One thread: an idle agent should cost next to nothing; staging runs on a blocking thread.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,9 +96,10 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 warn!(error = %format!("{e:#}"), "no agent certificate");
             }
         }
-        let (world, links, reloader) = production_world(&config, console, config_path, &notifier)?;
+        let (world, links, reloader, self_update) =
+            production_world(&config, console, config_path, &notifier)?;
         sd_notify::serve_agent(&notifier, links.report.subscribe());
-        core::run(config, world, links, signals(reloader)).await
+        core::run_with(config, world, links, self_update, signals(reloader)).await
     });
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     info!("agent stopped");
@@ -100,14 +108,21 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 
 /// The real world: the locked root, the `[[listen]]` sockets, the HTTPS client,
 /// the system clock, and the checker, reporter, renewal and control socket as
-/// tasks; and the reloader that SIGHUP drives.
+/// tasks; the reloader that SIGHUP drives; and self-update, when enabled.
 fn production_world(
     config: &AgentConfig,
     console: String,
     config_path: &Path,
     notifier: &Arc<Notifier>,
-) -> anyhow::Result<(World, Links, Reloader)> {
+) -> anyhow::Result<(World, Links, Reloader, Option<SelfUpdate>)> {
     let root = open_root_waiting(&config.root, LOCK_WAIT)?;
+    let identity = Identity::of_self(root.dir());
+    // The same line at every start (a hand-over fills `adopted`; a cold start adopts nothing).
+    info!(
+        "agent version={} pid={} adopted=0",
+        identity.version,
+        std::process::id()
+    );
     let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
     let listeners = Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
     let stored = crate::identity::load(root.dir())?;
@@ -144,6 +159,46 @@ fn production_world(
         check_now.clone(),
         check_tx,
     ));
+    // The agent channel's checker follows reloads of the console, poll and timeouts too.
+    let mut agent_settings = None;
+    let self_update = if config.self_update.enabled {
+        let (mut slots, notes) =
+            AgentSlots::open(&root, None).context("opening the agent slots")?;
+        for note in notes {
+            warn!(root = %root.dir().display(), "recovered: {note}");
+        }
+        launch::launched_build_serves(&mut slots, &identity);
+        let (agent_tx, agent_checks) = mpsc::channel(4);
+        // Its own: one permit per checker, both woken by `bankswap check`.
+        let agent_check_now = Arc::new(Notify::new());
+        let (sender, agent_settings_rx) = watch::channel(CheckerSettings {
+            channel: config.self_update.channel.clone(),
+            ..settings.borrow().clone()
+        });
+        agent_settings = Some(sender);
+        tokio::spawn(checker::run_checker(
+            clients.subscribe(),
+            agent_settings_rx,
+            agent_check_now.clone(),
+            agent_tx,
+        ));
+        Some(SelfUpdate::new(
+            config_path.to_path_buf(),
+            config.self_update.clone(),
+            &config.trusted_keys,
+            slots,
+            identity,
+            agent_checks,
+            agent_check_now,
+        ))
+    } else {
+        if identity.slot.is_some()
+            && let Ok((mut slots, _)) = AgentSlots::open(&root, None)
+        {
+            launch::launched_build_serves(&mut slots, &identity);
+        }
+        None
+    };
     tokio::spawn(checker::run_reporter(
         clients.subscribe(),
         settings_rx,
@@ -171,9 +226,10 @@ fn production_world(
         notifier: notifier.clone(),
         clients,
         settings,
+        agent_settings,
         core: reload_tx,
     };
-    Ok((world, links, reloader))
+    Ok((world, links, reloader, self_update))
 }
 
 /// Renews the agent certificate once it is due (two thirds of its lifetime,

@@ -66,6 +66,8 @@ pub struct Reloader {
     pub clients: Arc<Clients>,
     /// The checker's and reporter's console, poll interval and timeouts.
     pub settings: watch::Sender<CheckerSettings>,
+    /// The same for the agent channel's checker (`[self_update] enabled`).
+    pub agent_settings: Option<watch::Sender<CheckerSettings>>,
     /// Into the core.
     pub core: mpsc::Sender<ReloadRequest>,
 }
@@ -99,13 +101,15 @@ impl Reloader {
             // Cannot happen: `check` built this very client.
             warn!(error = %format!("{e:#}"), "reload: the HTTPS client stays as it was");
         }
-        self.settings.send_modify(|s| {
-            if let Some(console) = &new.console {
-                s.console.clone_from(console);
-            }
-            s.poll_interval = new.poll_interval;
-            s.timeouts = new.timeouts.clone();
-        });
+        for settings in std::iter::once(&self.settings).chain(&self.agent_settings) {
+            settings.send_modify(|s| {
+                if let Some(console) = &new.console {
+                    s.console.clone_from(console);
+                }
+                s.poll_interval = new.poll_interval;
+                s.timeouts = new.timeouts.clone();
+            });
+        }
         if plan.is_empty() {
             info!(config, "reload: nothing changed");
         }
@@ -184,6 +188,7 @@ impl Agent {
             ));
         }
         self.setup.trusted_keys.clone_from(&running.trusted_keys);
+        self.setup.allow_in_place = running.update.allow_in_place;
         if let Some(console) = &running.console {
             self.console.clone_from(console);
         }

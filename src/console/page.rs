@@ -212,6 +212,7 @@ fn render(shell: &Shell<'_>) -> String {
             "version",
             "bank",
             "phase",
+            "agent build",
             "last error",
             "last seen",
         ],
@@ -223,6 +224,7 @@ fn render(shell: &Shell<'_>) -> String {
                 text(&e.version),
                 text(&e.bank),
                 text(&e.phase),
+                text(&e.agent_version),
                 text(&e.last_error),
                 rfc3339(e.reported_at),
             ]
@@ -410,6 +412,7 @@ mod tests {
             version: Some("<script>alert(1)</script>".into()),
             last_error: Some("\"quoted\" & 'single'".into()),
             channel: Some("<b>beta</b>".into()),
+            agent_version: Some("<i>0.2.0</i>".into()),
             ..FleetEntry::default()
         };
         let page = render(&shell(&[], &[entry]));
@@ -417,6 +420,8 @@ mod tests {
         assert!(!page.contains("<admin>") && !page.contains("<b>beta"));
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("&quot;quoted&quot; &amp; &#39;single&#39;"));
+        assert!(page.contains("<th>agent build</th>"));
+        assert!(page.contains("&lt;i&gt;0.2.0&lt;/i&gt;"));
         assert!(page.contains("1970-01-01T00:00:00Z"));
     }
 

@@ -76,6 +76,7 @@ pub async fn report(
         restarts: report.restarts,
         channel: report.channel,
         bad_versions: report.bad_versions,
+        agent_version: report.agent_version,
     };
     debug!(agent_id = %entry.agent_id, version = ?entry.version, "report");
     match state.store.save(entry.clone()).await {

@@ -53,31 +53,34 @@ const SCHEMA: &str = "
 
 /// Columns added after the first schema: `(name, type)`, added to an older
 /// database at open.
-const ADDED_COLUMNS: [(&str, &str); 6] = [
+const ADDED_COLUMNS: [(&str, &str); 7] = [
     ("previous_version", "TEXT"),
     ("sequence", "INTEGER"),
     ("last_error_kind", "TEXT"),
     ("restarts", "TEXT"),
     ("channel", "TEXT"),
     ("bad_versions", "TEXT"),
+    ("agent_version", "TEXT"),
 ];
 
 const UPSERT: &str = "
     INSERT INTO reports (agent_id, version, bank, phase, pending, last_error, reported_at, remote,
                          previous_version, sequence, last_error_kind, restarts, channel,
-                         bad_versions)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                         bad_versions, agent_version)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
     ON CONFLICT(agent_id) DO UPDATE SET
         version = excluded.version, bank = excluded.bank, phase = excluded.phase,
         pending = excluded.pending, last_error = excluded.last_error,
         reported_at = excluded.reported_at, remote = excluded.remote,
         previous_version = excluded.previous_version, sequence = excluded.sequence,
         last_error_kind = excluded.last_error_kind, restarts = excluded.restarts,
-        channel = excluded.channel, bad_versions = excluded.bad_versions";
+        channel = excluded.channel, bad_versions = excluded.bad_versions,
+        agent_version = excluded.agent_version";
 
 const SELECT: &str = "
     SELECT agent_id, version, bank, phase, pending, last_error, reported_at, remote,
-           previous_version, sequence, last_error_kind, restarts, channel, bad_versions
+           previous_version, sequence, last_error_kind, restarts, channel, bad_versions,
+           agent_version
     FROM reports ORDER BY agent_id";
 
 /// The latest report of one agent, as stored and as `GET /v1/fleet` lists it.
@@ -117,6 +120,9 @@ pub struct FleetEntry {
     /// The versions the agent refuses, with why.
     #[serde(default)]
     pub bad_versions: Vec<BadReport>,
+    /// The version of the agent (bankswap) build itself (SPEC §9).
+    #[serde(default)]
+    pub agent_version: Option<String>,
 }
 
 /// Work for the database thread.
@@ -358,7 +364,8 @@ fn save_all(conn: &mut Connection, saves: &[Job]) -> rusqlite::Result<()> {
                 e.last_error_kind,
                 restarts,
                 e.channel,
-                bad_versions
+                bad_versions,
+                e.agent_version
             ])?;
         }
     }
@@ -397,6 +404,7 @@ fn select_all(conn: &Connection) -> rusqlite::Result<Vec<FleetEntry>> {
                 .get::<_, Option<String>>(13)?
                 .and_then(|b| serde_json::from_str(&b).ok())
                 .unwrap_or_default(),
+            agent_version: row.get(14)?,
         })
     })?;
     rows.collect()
@@ -430,6 +438,7 @@ mod tests {
                 sequence: 6,
                 reason: "1.1.0 rolled back: 2 failures during its trial".into(),
             }],
+            agent_version: Some("0.2.0".into()),
         }
     }
 
