@@ -19,8 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::channel::MAX_SIGNATURE_BYTES;
 use crate::config::{AgentConfig, Timeouts, redact_url};
-use crate::progress::{Meter, SharedMeter};
-use crate::report::ProgressReport;
+use crate::progress::{Meter, ProgressReport, SharedMeter};
 
 /// Resumes tried in a row without good progress before staging gives up (a
 /// cut for dripping below the floor rate counts even if it moved some bytes).
