@@ -13,7 +13,7 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, DATE, ETAG, IF_NONE_MATCH, RANGE};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -358,16 +358,18 @@ impl Cancel {
 }
 
 impl ArtifactStream {
-    /// Starts fetching `url` on the current runtime, within `timeouts`.
+    /// Starts fetching `url` on the current runtime, within `timeouts`. Each
+    /// request (the first and every resume) takes the latest of `clients`: a
+    /// certificate renewed during a long download is used by its next resume.
     pub fn open(
-        http: reqwest::Client,
+        clients: watch::Receiver<reqwest::Client>,
         url: String,
         size: u64,
         timeouts: Timeouts,
     ) -> (ArtifactStream, Cancel) {
         let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
         let pump = tokio::spawn(async move {
-            if let Err(err) = pump(&http, &url, size, &timeouts, &tx).await {
+            if let Err(err) = pump(&clients, &url, size, &timeouts, &tx).await {
                 let _ = tx.send(Err(io::Error::other(format!("{err:#}")))).await;
             }
         });
@@ -421,7 +423,7 @@ impl Read for ArtifactStream {
 /// Fetches `url` into `tx`, resuming with `Range` after errors. Statuses that
 /// asking again will not change (403, 404, 410, …) end it at once.
 async fn pump(
-    http: &reqwest::Client,
+    clients: &watch::Receiver<reqwest::Client>,
     url: &str,
     size: u64,
     timeouts: &Timeouts,
@@ -432,7 +434,8 @@ async fn pump(
     let mut failures = 0u32;
     let mut resumes = 0u32;
     loop {
-        match fetch_from(http, url, offset, limit, timeouts, tx).await {
+        let http = clients.borrow().clone();
+        match fetch_from(&http, url, offset, limit, timeouts, tx).await {
             Ok(Fetch::Done(n)) => {
                 offset += n;
                 if resumes > 0 {

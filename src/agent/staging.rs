@@ -71,7 +71,7 @@ impl Agent {
         };
         info!(version = %m.version, sequence = m.sequence, url, size = m.artifact.size, bank = %root.idle_bank(), "staging");
         let (stream, cancel) = ArtifactStream::open(
-            self.http.borrow().clone(),
+            self.http.clone(),
             url,
             m.artifact.size,
             self.config.timeouts.clone(),
