@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use tracing::info;
-
-use crate::report::ProgressReport;
 
 /// How often a non-interactive run logs progress: often enough to see a
 /// download move in `journalctl -f`, rare enough not to flood it.
@@ -31,6 +30,21 @@ const MAX_SAMPLES: usize = 64;
 /// The least time between two samples.
 const SAMPLE_STEP: Duration =
     Duration::from_millis(RATE_WINDOW.as_millis() as u64 / MAX_SAMPLES as u64);
+
+/// Where a download stands (`status --json`: `pending.progress`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+    /// Percent done.
+    pub percent: u64,
+    /// Bytes per second, recently (null before there is a measure).
+    pub bytes_per_second: Option<u64>,
+    /// Seconds left at that rate (null without a rate).
+    pub eta_seconds: Option<u64>,
+}
 
 /// Bytes done out of a total, with the recent rate.
 #[derive(Debug)]

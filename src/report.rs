@@ -112,21 +112,6 @@ pub struct ReloadReport {
     pub restart: Vec<String>,
 }
 
-/// A download under way (`pending.progress`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProgressReport {
-    /// Bytes done.
-    pub done: u64,
-    /// Bytes in all.
-    pub total: u64,
-    /// Percent done.
-    pub percent: u64,
-    /// Bytes per second, recently (null before there is a measure).
-    pub bytes_per_second: Option<u64>,
-    /// Seconds left at that rate (null without a rate).
-    pub eta_seconds: Option<u64>,
-}
-
 /// A payload's streak of failures: exits, watchdog expiries, failed starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartsReport {
@@ -149,7 +134,7 @@ pub struct PendingReport {
     pub not_before: String,
     /// The download, while it is staged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<ProgressReport>,
+    pub progress: Option<crate::progress::ProgressReport>,
 }
 
 /// A version marked bad.

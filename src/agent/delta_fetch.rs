@@ -27,7 +27,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use sha2::{Digest, Sha256};
 use signing::Manifest;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::agent::fetch::{self, ArtifactStream, Cancel, describe};
@@ -63,7 +63,7 @@ impl Download {
     /// Starts fetching `manifest`'s release from `base` (its artifact at `url`):
     /// a delta when the manifest has an index and `max_ratio` is above 0.
     pub fn open(
-        http: reqwest::Client,
+        clients: watch::Receiver<reqwest::Client>,
         base: &str,
         manifest: &Manifest,
         url: String,
@@ -72,7 +72,7 @@ impl Download {
     ) -> (Download, Cancel) {
         let size = manifest.artifact.size;
         let Some(index) = manifest.index.as_ref().filter(|_| max_ratio > 0.0) else {
-            let (stream, cancel) = ArtifactStream::open(http, url, size, timeouts);
+            let (stream, cancel) = ArtifactStream::open(clients, url, size, timeouts);
             return (Download::Full(stream), cancel);
         };
         let index_url = if index.path.starts_with("https://") {
@@ -87,7 +87,8 @@ impl Download {
         let (index_tx, index_rx) = oneshot::channel();
         let (wanted_tx, wanted_rx) = oneshot::channel();
         let (objects_tx, objects_rx) = mpsc::channel(OBJECT_QUEUE);
-        let pump_http = http.clone();
+        // The index and the objects come within minutes: the client of now does.
+        let pump_http = clients.borrow().clone();
         let pump_timeouts = timeouts.clone();
         let (index_size, index_sha) = (index.size, index.sha256.clone());
         let pump = tokio::spawn(async move {
@@ -125,7 +126,7 @@ impl Download {
             objects: objects_rx,
             cancelled,
             max_ratio,
-            http,
+            clients,
             url,
             size,
             timeouts,
@@ -163,8 +164,8 @@ pub struct DeltaStaging {
     cancelled: Arc<AtomicBool>,
     /// `[update] delta_max_ratio`.
     max_ratio: f64,
-    /// For the full artifact, if chosen: the client, its URL and size, the limits.
-    http: reqwest::Client,
+    /// For the full artifact, if chosen: the clients, its URL and size, the limits.
+    clients: watch::Receiver<reqwest::Client>,
     /// The full artifact's URL.
     url: String,
     /// The full artifact's announced size.
@@ -184,7 +185,7 @@ impl DeltaStaging {
             objects,
             cancelled,
             max_ratio,
-            http,
+            clients,
             url,
             size,
             timeouts,
@@ -193,7 +194,7 @@ impl DeltaStaging {
         let full_meter = meter.clone();
         let full = |root: &mut Root, plan: StagePlan| {
             let (stream, _own_cancel) =
-                ArtifactStream::open_metered(http, url, size, timeouts, full_meter);
+                ArtifactStream::open_metered(clients, url, size, timeouts, full_meter);
             let stream = Cancellable {
                 inner: stream,
                 cancelled: cancelled.clone(),

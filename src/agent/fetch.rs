@@ -13,14 +13,13 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, DATE, ETAG, IF_NONE_MATCH, RANGE};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::channel::MAX_SIGNATURE_BYTES;
 use crate::config::{AgentConfig, Timeouts, redact_url};
-use crate::progress::{Meter, SharedMeter};
-use crate::report::ProgressReport;
+use crate::progress::{Meter, ProgressReport, SharedMeter};
 
 /// Resumes tried in a row without good progress before staging gives up (a
 /// cut for dripping below the floor rate counts even if it moved some bytes).
@@ -378,20 +377,22 @@ impl Cancel {
 }
 
 impl ArtifactStream {
-    /// Starts fetching `url` on the current runtime, within `timeouts`.
+    /// Starts fetching `url` on the current runtime, within `timeouts`. Each
+    /// request (the first and every resume) takes the latest of `clients`: a
+    /// certificate renewed during a long download is used by its next resume.
     pub fn open(
-        http: reqwest::Client,
+        clients: watch::Receiver<reqwest::Client>,
         url: String,
         size: u64,
         timeouts: Timeouts,
     ) -> (ArtifactStream, Cancel) {
-        ArtifactStream::open_metered(http, url, size, timeouts, Meter::shared(size))
+        ArtifactStream::open_metered(clients, url, size, timeouts, Meter::shared(size))
     }
 
     /// [`ArtifactStream::open`], counting the bytes read in `meter` (a delta
     /// staging that falls back to the full artifact keeps its meter).
     pub fn open_metered(
-        http: reqwest::Client,
+        clients: watch::Receiver<reqwest::Client>,
         url: String,
         size: u64,
         timeouts: Timeouts,
@@ -399,7 +400,7 @@ impl ArtifactStream {
     ) -> (ArtifactStream, Cancel) {
         let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
         let pump = tokio::spawn(async move {
-            if let Err(err) = pump(&http, &url, size, &timeouts, &tx).await {
+            if let Err(err) = pump(&clients, &url, size, &timeouts, &tx).await {
                 let _ = tx.send(Err(io::Error::other(format!("{err:#}")))).await;
             }
         });
@@ -452,7 +453,7 @@ impl Read for ArtifactStream {
 /// Fetches `url` into `tx`, resuming with `Range` after errors. Statuses that
 /// asking again will not change (403, 404, 410, …) end it at once.
 async fn pump(
-    http: &reqwest::Client,
+    clients: &watch::Receiver<reqwest::Client>,
     url: &str,
     size: u64,
     timeouts: &Timeouts,
@@ -463,7 +464,8 @@ async fn pump(
     let mut failures = 0u32;
     let mut resumes = 0u32;
     loop {
-        match fetch_from(http, url, offset, limit, timeouts, tx).await {
+        let http = clients.borrow().clone();
+        match fetch_from(&http, url, offset, limit, timeouts, tx).await {
             Ok(Fetch::Done(n)) => {
                 offset += n;
                 if resumes > 0 {

@@ -630,7 +630,7 @@ impl Agent {
     fn start_agent_staging(&mut self) {
         let now = self.now();
         let effective = self.root().map_or(now, |r| effective_now(r.state(), now));
-        let http = self.http.borrow().clone();
+        let http = self.http.clone();
         let timeouts = self.config.timeouts.clone();
         let console = self.console.clone();
         let Some(su) = self.self_update.as_mut() else {

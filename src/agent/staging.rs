@@ -88,7 +88,7 @@ impl Agent {
         info!(version = %m.version, sequence = m.sequence, url, size = m.artifact.size, bank = %root.idle_bank(), "staging");
         // The full artifact, or (with a file index) a delta: delta_fetch.rs chooses.
         let (download, cancel) = Download::open(
-            self.http.borrow().clone(),
+            self.http.clone(),
             &self.console,
             m,
             url,
