@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::delta_index::{Index, IndexEntry, PERMISSION_BITS};
+use crate::delta_index::{FileDigest, Index, IndexEntry, PERMISSION_BITS};
 use crate::root::{PRIVATE_MODE, SCRATCH_DIR};
 use crate::{BankId, BankRecord, LayoutError, RECORD_FILE, Root, StageSpec, fsutil, resolve};
 
@@ -78,13 +78,9 @@ impl Root {
     /// not stage itself, or an empty root), so the caller downloads the full
     /// artifact instead. Reads no file.
     pub fn delta_plan(&self, index: &Index) -> Option<DeltaPlan> {
-        let active = self.bank_record(self.active_bank())?;
-        let have: HashSet<(&str, u64)> = active
-            .files
-            .as_ref()?
-            .iter()
-            .map(|f| (f.sha256.as_str(), f.size))
-            .collect();
+        let files = self.active_files()?;
+        let have: HashSet<(&str, u64)> =
+            files.iter().map(|f| (f.sha256.as_str(), f.size)).collect();
         let mut plan = DeltaPlan {
             fetch: Vec::new(),
             fetch_bytes: 0,
@@ -107,6 +103,18 @@ impl Root {
         Some(plan)
     }
 
+    /// The per-file digests of the active bank, read from its record on disk
+    /// (the in-memory records do not keep them): `None` when the record has
+    /// none, cannot be read, or is not the release the root knows there.
+    fn active_files(&self) -> Option<Vec<FileDigest>> {
+        let known = self.bank_record(self.active_bank())?;
+        let on_disk = BankRecord::read(&self.bank_dir(self.active_bank())).ok()??;
+        if (on_disk.sequence, &on_disk.sha256) != (known.sequence, &known.sha256) {
+            return None;
+        }
+        on_disk.files
+    }
+
     /// Stages the release whose tree is `index` into the idle bank, from the
     /// active bank plus the objects of [`Root::delta_plan`] read from `objects`
     /// (see the module doc). `spec` gives the record (its `sha256` stays the
@@ -127,15 +135,11 @@ impl Root {
         let plan = self.delta_plan(index).ok_or(LayoutError::NoDelta)?;
         let active = self.bank_dir(self.active_bank());
         let sources: HashMap<(String, u64), String> = self
-            .bank_record(self.active_bank())
-            .and_then(|r| r.files.as_ref())
-            .map(|files| {
-                files
-                    .iter()
-                    .map(|f| ((f.sha256.clone(), f.size), f.path.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .active_files()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| ((f.sha256, f.size), f.path))
+            .collect();
         let spec = StageSpec {
             unpacked_size: Some(index.unpacked_size()),
             entries: Some(index.entries.len() as u64),

@@ -58,6 +58,8 @@ pub struct Root {
     /// The content of `state.json`.
     state: State,
     /// The valid record of each bank (index: [`BankId::index`]); `None` = no release.
+    /// Kept without their per-file digests (`files`), which only a delta staging
+    /// needs and reads from the bank then: an idle agent holds no file lists.
     records: [Option<BankRecord>; 2],
 }
 
@@ -116,7 +118,7 @@ impl Root {
             dir: dir.to_path_buf(),
             _lock: lock,
             state: recovered.state,
-            records: recovered.records,
+            records: recovered.records.map(|r| r.map(without_files)),
         };
         Ok((root, recovered.notes))
     }
@@ -316,7 +318,7 @@ impl Root {
             }
         };
         self.swap_in(bank, &scratch)?;
-        self.records[bank.index()] = Some(record);
+        self.records[bank.index()] = Some(without_files(record));
         // Best effort too: the retired copy is a leftover the next open removes.
         let _ = remove_tree(&self.dir.join(retired_name(bank)));
         self.persist(self.state.clone())?;
@@ -509,6 +511,14 @@ fn write_record(scratch: &Path, record: BankRecord) -> Result<BankRecord, Layout
     let bytes = record.to_bytes().map_err(LayoutError::at(&path))?;
     write_atomic_mode(&path, &bytes, PRIVATE_MODE).map_err(LayoutError::at(&path))?;
     Ok(record)
+}
+
+/// A record as [`Root`] keeps it in memory: without its per-file digests.
+fn without_files(record: BankRecord) -> BankRecord {
+    BankRecord {
+        files: None,
+        ..record
+    }
 }
 
 /// Creates the empty bank folder `dir` with exactly [`BANK_DIR_MODE`].
