@@ -25,6 +25,7 @@ mod powercut;
 mod proxy;
 mod publish_bounds;
 mod publish_upload;
+mod reexec;
 mod rotation;
 mod static_host;
 mod support;

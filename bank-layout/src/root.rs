@@ -18,7 +18,7 @@
 
 use std::fs::{self, DirBuilder, File, Permissions};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use crate::recover::{Recovery, recover, view, wipe_bank};
 use crate::space::{SpacePlan, plan};
 use crate::stage::{StageSpec, stream_into};
 use crate::state::marked_bad;
-use crate::{BankId, BankRecord, LayoutError, Phase, RECORD_FILE, STATE_FILE, State};
+use crate::{BankId, BankRecord, LOCK_FILE, LayoutError, Phase, RECORD_FILE, STATE_FILE, State};
 
 /// The scratch folder a release is staged into, beside the banks (same file system).
 pub const SCRATCH_DIR: &str = ".staging";
@@ -118,6 +118,48 @@ impl Root {
             records: recovered.records,
         };
         Ok((root, recovered.notes))
+    }
+
+    /// Takes over a root whose lock this process already holds through `lock`
+    /// (a file handle inherited across an in-place exec of the agent): `lock`
+    /// must be `dir/lock` itself (same device and inode) and hold its lock
+    /// (taking it again through the holding handle succeeds at once, through any
+    /// other it would fail); then recovers exactly as [`Root::open`] does.
+    pub fn adopt(dir: &Path, lock: File) -> Result<(Root, Vec<Recovery>), LayoutError> {
+        let path = dir.join(LOCK_FILE);
+        let on_disk = fs::symlink_metadata(&path).map_err(LayoutError::at(&path))?;
+        let held = lock.metadata().map_err(LayoutError::at(&path))?;
+        if on_disk.dev() != held.dev() || on_disk.ino() != held.ino() {
+            return Err(LayoutError::io(
+                &path,
+                io::Error::other("the inherited lock handle is another file"),
+            ));
+        }
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(LayoutError::Locked {
+                    root: dir.to_path_buf(),
+                    holder: None,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(LayoutError::io(&path, e)),
+        }
+        let recovered = recover(dir)?;
+        let root = Root {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            state: recovered.state,
+            records: recovered.records,
+        };
+        Ok((root, recovered.notes))
+    }
+
+    /// The handle that holds the root's lock (handed to the next agent image
+    /// of this process by an in-place exec; see [`Root::adopt`]).
+    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self._lock.as_fd()
     }
 
     /// A read-only view of the root `dir`: reads `state.json` and the bank records,

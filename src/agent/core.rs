@@ -21,6 +21,7 @@ use crate::agent::checker::CheckOutcome;
 use crate::agent::control_socket::Envelope;
 use crate::agent::fetch::Cancel;
 use crate::agent::generation::Restarts;
+use crate::agent::reexec::{AdoptPlan, AgentTrial, ExecContext};
 use crate::agent::status::LastError;
 use crate::agent::trial::Trial;
 use crate::agent::world::{Clock, Links, World};
@@ -117,6 +118,10 @@ pub struct Agent {
     /// An admin rollback that cancelled a staging: answered once the staging
     /// thread hands the root back (the core keeps running meanwhile).
     pub(super) held_rollback: Option<oneshot::Sender<Response>>,
+    /// What an in-place exec needs (config path, control socket fd).
+    pub(super) exec: ExecContext,
+    /// A self-update's trial in this (new) image: commit before its deadline.
+    pub(super) agent_trial: Option<AgentTrial>,
     /// Check outcomes from the checker.
     checks: mpsc::Receiver<CheckOutcome>,
     /// Requests from the control socket.
@@ -135,17 +140,38 @@ enum Event {
     PendingDue,
     Staged(Box<Staged>),
     Control(Request, oneshot::Sender<Response>),
+    AgentTrialDue,
+    SelfProbed(bool),
 }
 
 /// Runs the agent on `world` until `shutdown` resolves, then stops the payload.
+#[cfg(test)]
 pub async fn run(
     config: AgentConfig,
     world: World,
     links: Links,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_adopting(config, world, links, shutdown, None).await
+}
+
+/// [`run`], adopting the generations of a hand-over (an in-place exec) instead
+/// of starting the payload when `plan` is given.
+pub async fn run_adopting(
+    config: AgentConfig,
+    world: World,
+    links: Links,
+    shutdown: impl Future<Output = ()>,
+    plan: Option<AdoptPlan>,
+) -> anyhow::Result<()> {
     let mut agent = Agent::new(config, world, links);
-    agent.resume();
+    match plan {
+        Some(plan) => agent.adopt(plan),
+        None => {
+            agent.resume();
+            crate::agent::reexec::log_start(0);
+        }
+    }
     agent.run(shutdown).await
 }
 
@@ -170,6 +196,8 @@ impl Agent {
             http: world.http,
             clock: world.clock,
             listeners: world.listeners,
+            exec: world.exec,
+            agent_trial: None,
             disk: Disk::Idle(world.root),
             current: Generation::Down { restart_at: None },
             mode: Mode::Steady { draining: None },
@@ -216,6 +244,8 @@ impl Agent {
                 Event::PendingDue => self.start_staging(),
                 Event::Staged(staged) => self.on_staged(*staged).await,
                 Event::Control(request, reply) => self.on_control_request(request, reply).await,
+                Event::AgentTrialDue => self.on_agent_trial_due().await,
+                Event::SelfProbed(ok) => self.on_self_probed(ok).await,
             }
             self.judge_trial().await;
             self.save_last_error();
@@ -240,7 +270,12 @@ impl Agent {
             Generation::Down { restart_at } => (restart_at, None),
             Generation::Running(_) => (None, self.restarts.stable_at()),
         };
-        let pending_due = self.pending_due();
+        // Never two updates at once: a payload release waits for the agent's trial.
+        let pending_due = match self.agent_trial {
+            Some(_) => None,
+            None => self.pending_due(),
+        };
+        let agent_trial_due = self.agent_trial.as_ref().map(|t| t.deadline);
         tokio::select! {
             () = shutdown.as_mut() => Event::Shutdown,
             e = next_payload_event(&mut self.current) => Event::Payload(e),
@@ -259,6 +294,8 @@ impl Agent {
                 }
             },
             Some((request, reply)) = self.control.recv() => Event::Control(request, reply),
+            () = sleep_until(agent_trial_due) => Event::AgentTrialDue,
+            ok = join_probe(&mut self.agent_trial) => Event::SelfProbed(ok),
         }
     }
 
@@ -310,6 +347,18 @@ async fn next_payload_event(current: &mut Generation) -> PayloadEvent {
         Generation::Running(p) => p.next_event().await,
         Generation::Down { .. } => std::future::pending().await,
     }
+}
+
+/// The self-probe's answer (pending while none runs). Cancel-safe.
+async fn join_probe(trial: &mut Option<AgentTrial>) -> bool {
+    let Some(handle) = trial.as_mut().and_then(|t| t.probe.as_mut()) else {
+        return std::future::pending().await;
+    };
+    let ok = handle.await.unwrap_or(false);
+    if let Some(t) = trial.as_mut() {
+        t.probe = None;
+    }
+    ok
 }
 
 async fn join_staging(disk: &mut Disk) -> Result<Staged, tokio::task::JoinError> {

@@ -49,6 +49,25 @@ impl Restarts {
         self.streak = None;
     }
 
+    /// The backoff as handed to the next agent image.
+    pub fn handover_state(&self) -> crate::agent::handover::RestartsState {
+        crate::agent::handover::RestartsState {
+            delay_ms: crate::agent::handover::millis(self.delay),
+            started_at_mono_ms: crate::supervisor::mono::from_instant(self.started_at),
+            streak: self.streak.clone(),
+        }
+    }
+
+    /// The backoff handed over by the previous agent image (the delay bounded
+    /// by [`MAX_RESTART`] whatever it says).
+    pub fn from_handover(state: &crate::agent::handover::RestartsState) -> Restarts {
+        Restarts {
+            delay: Duration::from_millis(state.delay_ms).clamp(FIRST_RESTART, MAX_RESTART),
+            started_at: crate::supervisor::mono::to_instant(state.started_at_mono_ms),
+            streak: state.streak.clone(),
+        }
+    }
+
     /// The current streak of failures, for `status`.
     pub fn report(&self) -> Option<&RestartsReport> {
         self.streak.as_ref()

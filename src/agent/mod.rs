@@ -13,7 +13,10 @@ mod control_socket;
 mod core;
 pub mod fetch;
 mod generation;
+mod handover;
+mod inherit;
 mod offers;
+mod reexec;
 mod schedule;
 mod staging;
 mod status;
@@ -54,8 +57,22 @@ const RENEWAL_LOOK: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the agent until SIGTERM or SIGINT.
+///
+/// A start after an in-place exec (`BANKSWAP_HANDOVER_*` set for this pid)
+/// takes the hand-over first, before anything opens an fd: the inherited
+/// root lock, sockets and pipes, and the payload generations to adopt. A
+/// hand-over that fails any check is logged as one line, its fds are closed
+/// and leftover payload groups killed, and the agent starts cold.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = AgentConfig::load(config_path)?;
+    let received = handover::take_from_env(&config.root, config_path);
+    let refused = match &received {
+        Err(_) => {
+            handover::abandon();
+            true
+        }
+        Ok(_) => false,
+    };
     let console = config.console.clone().ok_or_else(|| {
         UsageError::new(format!(
             "config {}: `console` is required by run",
@@ -63,7 +80,26 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         ))
     })?;
     logging::init(&config.log, "info");
-    // One thread: an idle agent should cost next to nothing; staging runs on a blocking thread.
+    let received = match received {
+        Ok(received) => received,
+        Err(e) => {
+            tracing::error!("error: hand-over: {e}; starting cold");
+            None
+        }
+    };
+    debug_assert!(!refused || received.is_none());
+    let (plan, inherited) = match received {
+        Some(r) => {
+            let (plan, fds) = reexec::AdoptPlan::split(r);
+            (Some(plan), Some(fds))
+        }
+        None => (None, None),
+    };
+    // One thread, the main thread: an idle agent should cost next to nothing
+    // (staging runs on a blocking thread), and it is the invariant of
+    // `reexec.rs`: payloads are forked from the main thread and the agent
+    // execs in place only from it (a child's PR_SET_PDEATHSIG fires when the
+    // forking thread ends, and execve ends every other thread).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,13 +120,14 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 warn!(error = %format!("{e:#}"), "no agent certificate");
             }
         }
-        let (world, links) = production_world(&config, console)?;
+        let (world, links) = production_world(&config, config_path, console, inherited)?;
         sd_notify::serve_agent(&notifier, links.report.subscribe());
-        core::run(
+        core::run_adopting(
             config,
             world,
             links,
             shutdown_signal(config_path, &notifier),
+            plan,
         )
         .await
     });
@@ -101,10 +138,32 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 
 /// The real world: the locked root, the `[[listen]]` sockets, the HTTPS client,
 /// the system clock, and the checker, reporter and control socket as tasks.
-fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(World, Links)> {
-    let root = open_root_waiting(&config.root, LOCK_WAIT)?;
+fn production_world(
+    config: &AgentConfig,
+    config_path: &Path,
+    console: String,
+    inherited: Option<reexec::WorldFds>,
+) -> anyhow::Result<(World, Links)> {
+    let (root, listeners, control_fd) = match inherited {
+        Some(fds) => {
+            let (root, recoveries) =
+                bank_layout::Root::adopt(&config.root, std::fs::File::from(fds.lock))
+                    .with_context(|| format!("root {}", config.root.display()))?;
+            for note in recoveries {
+                warn!(root = %config.root.display(), "recovered: {note}");
+            }
+            let listeners = Listeners::from_inherited(fds.listeners)
+                .context("taking over the inherited [[listen]] sockets")?;
+            (root, listeners, Some(fds.control))
+        }
+        None => {
+            let root = open_root_waiting(&config.root, LOCK_WAIT)?;
+            let listeners =
+                Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
+            (root, listeners, None)
+        }
+    };
     let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
-    let listeners = Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
     let setup = fetch::ClientSetup::new(config)?;
     let stored = crate::identity::load(root.dir())?;
     let http = setup.client(stored.as_ref())?;
@@ -124,7 +183,10 @@ fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(Wo
     let (check_tx, checks) = mpsc::channel(4);
     let (control_tx, control) = mpsc::channel(8);
     let check_now = Arc::new(Notify::new());
-    control_socket::serve(root.dir(), control_tx)?;
+    let control_fd = match control_fd {
+        Some(fd) => control_socket::serve_inherited(fd, control_tx)?,
+        None => control_socket::serve(root.dir(), control_tx)?,
+    };
     tokio::spawn(checker::run_checker(
         clients_rx.clone(),
         CheckerSettings {
@@ -151,6 +213,10 @@ fn production_world(config: &AgentConfig, console: String) -> anyhow::Result<(Wo
         listeners,
         http,
         clock: Arc::new(SystemClock),
+        exec: reexec::ExecContext {
+            config_path: config_path.to_path_buf(),
+            control_fd: Some(control_fd),
+        },
     };
     let links = Links {
         checks,
@@ -213,6 +279,8 @@ async fn shutdown_signal(config_path: &Path, notifier: &Notifier) {
         // Without signal handlers the agent can still be stopped by SIGKILL; never return early.
         return std::future::pending().await;
     };
+    // The handlers exist: a stop signal blocked across an in-place exec is delivered now.
+    reexec::unblock_stop_signals();
     loop {
         tokio::select! {
             _ = term.recv() => info!("SIGTERM: stopping"),
