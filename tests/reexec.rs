@@ -79,6 +79,18 @@ fn reexec(agent: &AgentProcess, extra: &[&str]) -> crate::support::Run {
     run(args)
 }
 
+/// `agent reexec` that must succeed; on failure, the agent's log says why.
+fn reexec_ok(agent: &AgentProcess, extra: &[&str]) {
+    let out = reexec(agent, extra);
+    assert!(
+        out.code == 0 && out.stdout.contains("re-executed in place"),
+        "reexec failed: {}{}\nagent log:\n{}",
+        out.stdout,
+        out.stderr,
+        agent.log()
+    );
+}
+
 /// A hello-payload agent on a `[[listen]]` socket, committed and answering.
 fn serving(live: &Live, extra: &str) -> (AgentProcess, u16) {
     publish_hello(live, "1.0.0");
@@ -100,24 +112,12 @@ fn reexec_under_load_keeps_the_payload_and_fails_no_request() {
     let copy = binary_copy(&live, "bankswap-copy");
 
     let load = Load::start(port, 4);
-    let out = reexec(&agent, &["--binary", &copy.display().to_string()]);
-    assert!(
-        (out.code == 0),
-        "reexec failed: {}\n{}",
-        out.stderr,
-        agent.log()
-    );
-    assert!(
-        out.stdout.contains("re-executed in place"),
-        "{}",
-        out.stdout
-    );
+    reexec_ok(&agent, &["--binary", &copy.display().to_string()]);
     agent.wait_until("the new image's start line", || starts(&agent, pid, 1) == 1);
     assert_eq!(exe_inode(pid), fs::metadata(&copy).unwrap().ino());
     assert_ne!(exe_inode(pid), original, "the process image changed");
     // And back to the original file, through the default (its own executable).
-    let out = reexec(&agent, &[]);
-    assert!((out.code == 0), "second reexec failed: {}", out.stderr);
+    reexec_ok(&agent, &[]);
     agent.wait_until("the second start line", || starts(&agent, pid, 1) == 2);
     let (sent, failures, _) = load.finish();
     eprintln!(
@@ -183,12 +183,11 @@ fn a_trial_in_progress_survives_a_reexec_and_commits_after_it() {
     );
     let pid = agent_pid(&agent);
     publish_hello(&live, "2.0.0");
-    agent.wait_log("swapped; the new version is on trial");
+    agent.wait_log("swapped; the new version is on trial version=\"2.0.0\"");
     let status = agent.status();
     assert_eq!(status["phase"], "trial", "{status}");
     let new_payload = payload_pid(&agent, "2.0.0");
-    let out = reexec(&agent, &[]);
-    assert!((out.code == 0), "reexec failed: {}", out.stderr);
+    reexec_ok(&agent, &[]);
     agent.wait_until("the new image's start line", || starts(&agent, pid, 2) == 1);
     // The trial carries on in the new image, and commits there.
     agent.wait_committed("2.0.0");
@@ -213,7 +212,7 @@ fn a_reexec_to_a_binary_that_cannot_run_leaves_everything_as_it_was() {
 
     let missing = live.w.path("no-such-binary");
     let out = reexec(&agent, &["--binary", &missing.display().to_string()]);
-    assert!(!(out.code == 0));
+    assert_ne!(out.code, 0);
     assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
     assert!(out.stderr.contains("no-such-binary"), "{}", out.stderr);
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
@@ -221,7 +220,7 @@ fn a_reexec_to_a_binary_that_cannot_run_leaves_everything_as_it_was() {
     let not_executable = live.w.path("not-executable");
     fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
     let out = reexec(&agent, &["--binary", &not_executable.display().to_string()]);
-    assert!(!(out.code == 0));
+    assert_ne!(out.code, 0);
     assert!(
         out.stderr.contains("not an executable file"),
         "{}",
@@ -233,7 +232,7 @@ fn a_reexec_to_a_binary_that_cannot_run_leaves_everything_as_it_was() {
     fs::write(&garbage, b"\x7fELF not really").unwrap();
     fs::set_permissions(&garbage, fs::Permissions::from_mode(0o755)).unwrap();
     let out = reexec(&agent, &["--binary", &garbage.display().to_string()]);
-    assert!(!(out.code == 0));
+    assert_ne!(out.code, 0);
     assert!(out.stderr.contains("exec "), "{}", out.stderr);
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
 
@@ -245,8 +244,7 @@ fn a_reexec_to_a_binary_that_cannot_run_leaves_everything_as_it_was() {
     assert_eq!(starts(&agent, pid, 1), 0);
     // And a good reexec still works afterwards (the fds got close-on-exec back
     // and forth without harm).
-    let out = reexec(&agent, &[]);
-    assert!((out.code == 0), "{}", out.stderr);
+    reexec_ok(&agent, &[]);
     agent.wait_until("the start line", || starts(&agent, pid, 1) == 1);
     assert_eq!(parent_of(payload), Some(pid));
 }
@@ -257,11 +255,12 @@ fn a_self_update_that_misses_its_grace_execs_the_previous_build_back() {
     publish_hello(&live, "1.0.0");
     let root = live.w.path("root");
     let mut agent = live.agent("root", &listen_config(""));
-    let port = bound_port(&agent);
     agent.wait_committed("1.0.0");
     // Restart with the test switch that makes a new image skip its self-probe.
     agent.terminate();
+    let before = agent.log().len();
     start_with_env(&mut agent, &[("BANKSWAP_TEST_SKIP_SELF_PROBE", "1")]);
+    let port = bound_port_after(&agent, before);
     agent.wait_committed("1.0.0");
     wait_for("hello-payload answering", || get(port).is_ok());
     let pid = agent_pid(&agent);
@@ -270,7 +269,7 @@ fn a_self_update_that_misses_its_grace_execs_the_previous_build_back() {
     let copy = binary_copy(&live, "bankswap-new");
 
     let load = Load::start(port, 2);
-    let out = reexec(
+    reexec_ok(
         &agent,
         &[
             "--binary",
@@ -279,7 +278,6 @@ fn a_self_update_that_misses_its_grace_execs_the_previous_build_back() {
             "2s",
         ],
     );
-    assert!((out.code == 0), "{}", out.stderr);
     agent.wait_log("agent trial failed; restoring the previous build");
     agent.wait_log("the new agent build failed; this build is back");
     agent.wait_until("the previous build's start line", || {
@@ -305,7 +303,7 @@ fn a_self_update_that_answers_commits() {
     let (agent, port) = serving(&live, "");
     let pid = agent_pid(&agent);
     let copy = binary_copy(&live, "bankswap-new");
-    let out = reexec(
+    reexec_ok(
         &agent,
         &[
             "--binary",
@@ -314,7 +312,6 @@ fn a_self_update_that_answers_commits() {
             "30s",
         ],
     );
-    assert!((out.code == 0), "{}", out.stderr);
     agent.wait_log("agent committed");
     assert_eq!(exe_inode(pid), fs::metadata(&copy).unwrap().ino());
     assert!(!agent.log().contains("agent trial failed"));

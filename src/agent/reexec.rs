@@ -11,11 +11,12 @@
 //! exec refuses unless the calling thread is the main thread and every live
 //! generation was forked by it.
 
-use std::ffi::OsString;
+use std::ffi::CString;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -134,24 +135,19 @@ impl Agent {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let mut command = std::process::Command::new(exe);
-        let mut args = std::env::args_os();
-        let argv0 = args.next().unwrap_or_else(|| OsString::from("bankswap"));
-        command.arg0(argv0).args(args);
-        for var in inherit::ENV_VARS {
-            command.env_remove(var);
-        }
-        command
-            .env(inherit::ENV_PID, std::process::id().to_string())
-            .env(inherit::ENV_STATE, format!("fd:{}", memfd.as_raw_fd()))
-            .env(inherit::ENV_FDS, listed)
-            .env(inherit::ENV_NONCE, &nonce);
+        let mut vars = vec![
+            (inherit::ENV_PID, std::process::id().to_string()),
+            (inherit::ENV_STATE, format!("fd:{}", memfd.as_raw_fd())),
+            (inherit::ENV_FDS, listed),
+            (inherit::ENV_NONCE, nonce.clone()),
+        ];
         if let ExecPurpose::Bounce { reason, .. } = &target.purpose {
-            command.env(
+            vars.push((
                 inherit::ENV_BOUNCE,
                 inherit::cut(reason, inherit::MAX_BOUNCE_REASON),
-            );
+            ));
         }
+        let image = ExecImage::new(exe, &vars)?;
         info!(
             from = handover.from.exe.display().to_string(),
             to = exe.display().to_string(),
@@ -161,8 +157,13 @@ impl Agent {
         );
         logging::flush();
         let old_mask = block_stop_signals();
-        inherit::clear_cloexec(&all).context("clearing close-on-exec on the inherited fds")?;
-        let err = command.exec();
+        if let Err(e) = inherit::clear_cloexec(&all) {
+            restore_signal_mask(&old_mask);
+            return Err(
+                anyhow::Error::from(e).context("clearing close-on-exec on the inherited fds")
+            );
+        }
+        let err = image.exec();
         // Still here: the exec failed, and nothing else changed.
         inherit::restore_cloexec(&all);
         restore_signal_mask(&old_mask);
@@ -564,6 +565,62 @@ impl Agent {
         let err = self.exec_in_place(&ExecTarget { exe, purpose });
         error!(error = %format!("{err:#}"), "reexec failed; the agent keeps running");
         Err(err)
+    }
+}
+
+/// An `execve` prepared in full before the exec: path, argv (this process's
+/// own) and environment (this process's, without any old hand-over
+/// variables, plus the new ones).
+///
+/// Not std's `Command::exec`: it calls `execvp`, which on `ENOEXEC` runs the
+/// file with `/bin/sh` instead (a non-program with exec bits would replace the
+/// agent by a shell), and it resets SIGPIPE to the default in this process
+/// even when the exec then fails.
+struct ExecImage {
+    /// The executable.
+    path: CString,
+    /// The arguments, `argv[0]` first.
+    argv: Vec<CString>,
+    /// `KEY=VALUE` pairs.
+    envp: Vec<CString>,
+}
+
+impl ExecImage {
+    fn new(exe: &Path, vars: &[(&str, String)]) -> anyhow::Result<ExecImage> {
+        let c =
+            |bytes: Vec<u8>| CString::new(bytes).context("a NUL byte in an argument or variable");
+        let path = c(exe.as_os_str().as_bytes().to_vec())?;
+        let argv = std::env::args_os()
+            .map(|a| c(a.into_vec()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut envp = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            if inherit::ENV_VARS.iter().any(|v| key == *v) {
+                continue;
+            }
+            let mut pair = key.into_vec();
+            pair.push(b'=');
+            pair.extend(value.into_vec());
+            envp.push(c(pair)?);
+        }
+        for (key, value) in vars {
+            envp.push(c(format!("{key}={value}").into_bytes())?);
+        }
+        Ok(ExecImage { path, argv, envp })
+    }
+
+    /// `execve`; returns only on failure.
+    fn exec(&self) -> io::Error {
+        let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        // SAFETY: NUL-terminated strings and NULL-terminated arrays that live
+        // until execve returns (or the image is replaced).
+        unsafe {
+            libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+        io::Error::last_os_error()
     }
 }
 
