@@ -185,19 +185,12 @@ impl Agent {
         let me = rustix::process::getpid().as_raw_pid();
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
-        if tid != me {
-            bail!("the agent core runs on thread {tid}, not the main thread; an exec would end it");
-        }
-        for payload in self.live_generations() {
-            if payload.forked_by() != me {
-                bail!(
-                    "payload pid {} was started from thread {}, which the exec would end; not executing",
-                    payload.pid(),
-                    payload.forked_by()
-                );
-            }
-        }
-        Ok(())
+        let forks: Vec<(u32, i32)> = self
+            .live_generations()
+            .iter()
+            .map(|p| (p.pid(), p.forked_by()))
+            .collect();
+        check_forking_threads(me, tid, &forks)
     }
 
     /// Every running generation: the current one and one left draining.
@@ -672,6 +665,24 @@ impl Handover {
     }
 }
 
+/// The PDEATHSIG rule: the exec must come from the main thread (`tid ==
+/// me`), and every live generation (`(pid, forked_by)`) must have been forked
+/// by it, since every other thread ends at the exec and a payload's death
+/// signal fires when its forking thread ends.
+fn check_forking_threads(me: i32, tid: i32, forks: &[(u32, i32)]) -> anyhow::Result<()> {
+    if tid != me {
+        bail!("the agent core runs on thread {tid}, not the main thread; an exec would end it");
+    }
+    for &(pid, by) in forks {
+        if by != me {
+            bail!(
+                "payload pid {pid} was started from thread {by}, which the exec would end; not executing"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Every agent start: `agent version=<v> pid=<pid> adopted=<n>`.
 pub fn log_start(adopted: usize) {
     info!(
@@ -761,5 +772,23 @@ pub mod hooks {
             attempt,
             reason, "agent self-update: marking the new build bad"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_forked_off_the_main_thread_blocks_the_exec() {
+        assert!(check_forking_threads(100, 100, &[(200, 100), (300, 100)]).is_ok());
+        let err = check_forking_threads(100, 100, &[(200, 100), (300, 101)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("payload pid 300 was started from thread 101"),
+            "{err}"
+        );
+        let err = check_forking_threads(100, 105, &[]).unwrap_err();
+        assert!(err.to_string().contains("not the main thread"), "{err}");
     }
 }

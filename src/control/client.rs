@@ -19,7 +19,7 @@ pub enum Answer {
     /// No agent listens.
     NoAgent,
     /// The agent answered.
-    Response(Response),
+    Response(Box<Response>),
     /// The connection ended without an answer: the image that took the
     /// request exec'd (an in-place exec closes it).
     HungUp,
@@ -29,7 +29,7 @@ pub enum Answer {
 pub fn request(root: &Path, request: Request) -> anyhow::Result<Option<Response>> {
     match request_or_hangup(root, &request)? {
         Answer::NoAgent => Ok(None),
-        Answer::Response(response) => Ok(Some(response)),
+        Answer::Response(response) => Ok(Some(*response)),
         Answer::HungUp => Err(anyhow::anyhow!(
             "{}: the agent closed the connection without answering",
             socket_path(root).display()
@@ -68,5 +68,5 @@ pub fn request_or_hangup(root: &Path, request: &Request) -> anyhow::Result<Answe
     }
     let response = serde_json::from_str(answer.trim())
         .with_context(|| format!("{}: unreadable answer", path.display()))?;
-    Ok(Answer::Response(response))
+    Ok(Answer::Response(Box::new(response)))
 }

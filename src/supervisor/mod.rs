@@ -38,6 +38,8 @@ use bank_layout::BankId;
 
 pub use adopt::proc_stat;
 pub use error::SupervisorError;
+#[cfg(test)]
+pub use listeners::BoundState;
 pub use listeners::{InheritedListener, Listeners, MAX_LISTENERS};
 pub use notify::{next_generation, set_next_generation};
 pub use payload::{

@@ -298,7 +298,7 @@ impl Payload {
             notify_works: self.notify_works,
             stdout_fd: self.kept_output[0].as_ref().map(AsRawFd::as_raw_fd),
             stderr_fd: self.kept_output[1].as_ref().map(AsRawFd::as_raw_fd),
-            watchdog_ms: self.watchdog.map(|d| millis(d)),
+            watchdog_ms: self.watchdog.map(millis),
             watchdog_deadline_mono_ms: self.watchdog_deadline.map(mono::from_instant),
             stop_timeout_ms: millis(self.stop_timeout),
             pending,
