@@ -15,6 +15,32 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `bankswap --self-test --config FILE [--expect-version V]` (SPEC §9): what a
+/// running agent asks a staged build of itself before it hands over to it. Parsed
+/// on its own (before [`Cli`]) when `--self-test` is the first argument.
+#[derive(Debug, Parser)]
+#[command(name = "bankswap", version = crate::build_info::VERSION)]
+pub struct SelfTestCli {
+    /// Check that this build can run here: print its version and the hand-over
+    /// schemas it reads, parse the config, read the root without its lock.
+    #[arg(long, required = true)]
+    pub self_test: bool,
+    /// The agent config to parse (its root is read).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "root",
+        conflicts_with = "root"
+    )]
+    pub config: Option<PathBuf>,
+    /// A root to read, without a config (offline `apply`).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The release version this build is published as (echoed in the answer).
+    #[arg(long, value_name = "V")]
+    pub expect_version: Option<String>,
+}
+
 /// One subcommand per user story.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -454,13 +480,20 @@ pub struct PublishArgs {
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
     /// The folder to pack as the release payload.
-    #[arg(long, value_name = "DIR", required_unless_present_any = ["rollback_to", "rotate_key", "revoke"])]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["rollback_to", "rotate_key", "revoke", "agent_binary"])]
     pub payload: Option<PathBuf>,
+    /// Publish a build of bankswap itself (an agent release, SPEC §9) instead of a payload.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["payload", "entrypoint", "rollback_to", "rotate_key", "revoke"])]
+    pub agent_binary: Option<PathBuf>,
+    /// The platform the release is built for (default for --agent-binary: read from the
+    /// ELF header, e.g. linux-x86_64; a payload names none unless given).
+    #[arg(long, value_name = "P")]
+    pub platform: Option<String>,
     /// The payload's version (semver).
     #[arg(long, value_name = "V", required_unless_present_any = ["rollback_to", "rotate_key", "revoke"])]
     pub version: Option<String>,
     /// The command to run, relative to the bank, with its arguments split on spaces.
-    #[arg(long, value_name = "CMD", required_unless_present_any = ["rollback_to", "rotate_key", "revoke"])]
+    #[arg(long, value_name = "CMD", required_unless_present_any = ["rollback_to", "rotate_key", "revoke", "agent_binary"])]
     pub entrypoint: Option<String>,
     /// The channel to publish on.
     #[arg(long, value_name = "C", default_value = "stable")]

@@ -69,6 +69,18 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     timeouts: RawTimeouts,
+    #[serde(default)]
+    self_update: RawSelfUpdate,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelfUpdate {
+    enabled: Option<bool>,
+    channel: Option<String>,
+    trusted_keys: Option<Vec<String>>,
+    grace: Option<String>,
+    self_test_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +187,70 @@ pub struct AgentConfig {
     pub log: LogConfig,
     /// Network limits (`[timeouts]`).
     pub timeouts: Timeouts,
+    /// Updating the agent itself (`[self_update]`, SPEC §9).
+    pub self_update: SelfUpdateConfig,
+}
+
+/// The channel agent builds are published on unless `[self_update] channel` says otherwise.
+pub const DEFAULT_SELF_UPDATE_CHANNEL: &str = "bankswap";
+/// How long a new agent build has to adopt the payload, answer and report.
+pub const DEFAULT_SELF_UPDATE_GRACE: Duration = Duration::from_secs(30);
+/// How long a staged agent build's `--self-test` may take.
+pub const DEFAULT_SELF_TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[self_update]`.
+#[derive(Debug, Clone)]
+pub struct SelfUpdateConfig {
+    /// Whether the agent follows its own channel at all (default off).
+    pub enabled: bool,
+    /// The channel agent builds come from.
+    pub channel: String,
+    /// Keys trusted for agent builds; `None` = the agent's `trusted_keys`.
+    pub trusted_keys: Option<Vec<PublicKey>>,
+    /// The new build's trial: it must adopt, answer and report within this.
+    pub grace: Duration,
+    /// Bound of a staged build's `--self-test`.
+    pub self_test_timeout: Duration,
+}
+
+impl SelfUpdateConfig {
+    fn parse(raw: RawSelfUpdate, base: &Path) -> Result<SelfUpdateConfig, String> {
+        let channel = raw
+            .channel
+            .unwrap_or_else(|| DEFAULT_SELF_UPDATE_CHANNEL.to_string());
+        check_channel(&channel).map_err(|e| format!("[self_update] {e}"))?;
+        let trusted_keys = match raw.trusted_keys {
+            None => None,
+            Some(keys) if keys.is_empty() => {
+                return Err("[self_update] trusted_keys is empty: remove it to use the agent's trusted_keys, or add a key".into());
+            }
+            Some(keys) => Some(
+                keys.iter()
+                    .map(|k| load_public_key(k, base).map_err(|e| format!("[self_update] {e}")))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let config = SelfUpdateConfig {
+            enabled: raw.enabled.unwrap_or(false),
+            channel,
+            trusted_keys,
+            grace: duration("self_update.grace", raw.grace, DEFAULT_SELF_UPDATE_GRACE)?,
+            self_test_timeout: duration(
+                "self_update.self_test_timeout",
+                raw.self_test_timeout,
+                DEFAULT_SELF_TEST_TIMEOUT,
+            )?,
+        };
+        for (key, value) in [
+            ("self_update.grace", config.grace),
+            ("self_update.self_test_timeout", config.self_test_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{key} must be longer than 0s"));
+            }
+        }
+        Ok(config)
+    }
 }
 
 /// `[timeouts]`: every network limit of the agent. Each request has its own
@@ -426,6 +502,7 @@ impl AgentConfig {
                 syslog,
             },
             timeouts: Timeouts::parse(raw.timeouts)?,
+            self_update: SelfUpdateConfig::parse(raw.self_update, base)?,
         })
     }
 }
@@ -595,6 +672,49 @@ mod tests {
         assert_eq!(cfg.root, PathBuf::from(DEFAULT_ROOT));
         assert_eq!(cfg.poll_interval, DEFAULT_POLL_INTERVAL);
         assert_eq!(cfg.health.max_failures, 3);
+    }
+
+    #[test]
+    fn self_update_is_off_by_default_and_validated() {
+        let cfg = AgentConfig::parse(&format!("trusted_keys = [\"{KEY}\"]"), Path::new("."))
+            .expect("valid config");
+        assert!(!cfg.self_update.enabled);
+        assert_eq!(cfg.self_update.channel, DEFAULT_SELF_UPDATE_CHANNEL);
+        assert!(cfg.self_update.trusted_keys.is_none());
+        assert_eq!(cfg.self_update.grace, DEFAULT_SELF_UPDATE_GRACE);
+        assert_eq!(cfg.self_update.self_test_timeout, DEFAULT_SELF_TEST_TIMEOUT);
+        let cfg = AgentConfig::parse(
+            &format!(
+                "trusted_keys = [\"{KEY}\"]\n[self_update]\nenabled = true\nchannel = \"agents\"\ntrusted_keys = [\"{KEY}\"]\ngrace = \"5s\"\nself_test_timeout = \"2s\""
+            ),
+            Path::new("."),
+        )
+        .expect("valid config");
+        assert!(cfg.self_update.enabled);
+        assert_eq!(cfg.self_update.channel, "agents");
+        assert_eq!(cfg.self_update.trusted_keys.map(|k| k.len()), Some(1));
+        assert_eq!(cfg.self_update.grace, Duration::from_secs(5));
+        for (bad, named) in [
+            ("[self_update]\nenable = true", "enable"),
+            ("[self_update]\nchannel = \"a b\"", "[self_update] channel"),
+            (
+                "[self_update]\ntrusted_keys = []",
+                "[self_update] trusted_keys",
+            ),
+            ("[self_update]\ngrace = \"0s\"", "self_update.grace"),
+            (
+                "[self_update]\nself_test_timeout = \"soon\"",
+                "self_update.self_test_timeout",
+            ),
+        ] {
+            let err = AgentConfig::parse(
+                &format!("trusted_keys = [\"{KEY}\"]\n{bad}"),
+                Path::new("."),
+            )
+            .expect_err(bad);
+            assert!(err.contains(named), "{bad}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod error;
 mod identity;
 mod keyring;
 mod logging;
+mod platform;
 mod private_ca;
 mod progress;
 mod release;
@@ -29,6 +30,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "--self-test")
+    {
+        return self_test();
+    }
     let cli = cli::Cli::parse();
     if !cli.command.is_service() {
         restore_default_sigpipe();
@@ -41,6 +48,20 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => error::report(&err),
     }
+}
+
+/// `bankswap --self-test ...` (SPEC §9): one JSON line, no lock, no runtime.
+fn self_test() -> ExitCode {
+    use agent::self_update::selftest::{Target, child};
+    restore_default_sigpipe();
+    let args = cli::SelfTestCli::parse();
+    let target = match (args.config, args.root) {
+        (Some(config), _) => Target::Config(config),
+        (None, Some(root)) => Target::Root(root),
+        // clap requires one of them.
+        (None, None) => Target::Config(config::DEFAULT_CONFIG.into()),
+    };
+    child(&target, args.expect_version.as_deref())
 }
 
 /// One-shot commands end quietly when their reader goes away (`status | head`), as

@@ -9,11 +9,12 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bank_layout::{ArchiveFormat, BankId, BankRecord, LayoutError, Root, StageSpec, State};
-use signing::{ArtifactFormat, Expectations, KeyRing, ReleaseError, VerifiedRelease};
+use signing::{ArtifactFormat, Expectations, KeyRing, ReleaseError, ReleaseKind, VerifiedRelease};
 use tracing::warn;
 
 use crate::clock;
 use crate::keyring;
+use crate::platform::PLATFORM;
 use crate::progress::Progress;
 use crate::setup::ReleaseSetup;
 
@@ -139,7 +140,7 @@ pub fn verify_with(
             })
         })
         .collect();
-    signing::verify_release(
+    let release = signing::verify_release(
         manifest,
         signature,
         &Expectations {
@@ -152,7 +153,10 @@ pub fn verify_with(
             bad_versions: &bad_versions,
             now: effective_now(state, now),
         },
-    )
+    )?;
+    // A payload channel carries payload releases, for this platform or any.
+    signing::check_kind_and_platform(&release.manifest, ReleaseKind::Payload, PLATFORM)?;
+    Ok(release)
 }
 
 /// Everything staging needs from a verified release, owned, so that it can move

@@ -43,6 +43,28 @@ pub struct StatusReport {
     /// has seen (expiry is then checked against that time, not the clock).
     #[serde(default)]
     pub clock_warning: Option<String>,
+    /// The release version of the agent build running (SPEC §9).
+    #[serde(default)]
+    pub agent_version: Option<String>,
+    /// The agent build a rollback of the agent would run.
+    #[serde(default)]
+    pub agent_previous_version: Option<String>,
+    /// `committed`, `staging`, `self-test`, `ready` (qualified, waiting to take
+    /// over) or `trial`.
+    #[serde(default)]
+    pub agent_phase: Option<String>,
+    /// The platform the agent runs on (`linux-x86_64`).
+    #[serde(default)]
+    pub agent_platform: Option<String>,
+    /// An agent release being staged or scheduled.
+    #[serde(default)]
+    pub agent_pending: Option<PendingReport>,
+    /// Agent versions refused until a higher sequence re-publishes them.
+    #[serde(default)]
+    pub agent_bad_versions: Vec<BadReport>,
+    /// The last self-update error (another platform, a failed self-test, ...).
+    #[serde(default)]
+    pub agent_last_error: Option<String>,
 }
 
 /// A payload's streak of failures: exits, watchdog expiries, failed starts.
@@ -114,6 +136,13 @@ impl StatusReport {
                 .collect(),
             restarts: None,
             clock_warning: None,
+            agent_version: None,
+            agent_previous_version: None,
+            agent_phase: None,
+            agent_platform: None,
+            agent_pending: None,
+            agent_bad_versions: Vec::new(),
+            agent_last_error: None,
         }
     }
 
@@ -160,6 +189,29 @@ impl StatusReport {
                 b.version, b.sequence, b.reason
             );
         }
+        if let Some(version) = &self.agent_version {
+            println!(
+                "agent:      {version} ({}), previous {}, {}",
+                self.agent_phase.as_deref().unwrap_or("committed"),
+                self.agent_previous_version.as_deref().unwrap_or(none),
+                self.agent_platform.as_deref().unwrap_or(none)
+            );
+        }
+        if let Some(p) = &self.agent_pending {
+            println!(
+                "agent pending: {} (sequence {}) not before {}",
+                p.version, p.sequence, p.not_before
+            );
+        }
+        if let Some(e) = &self.agent_last_error {
+            println!("agent error: {e}");
+        }
+        for b in &self.agent_bad_versions {
+            println!(
+                "agent bad:  {} (sequence <= {}): {}",
+                b.version, b.sequence, b.reason
+            );
+        }
     }
 }
 
@@ -195,6 +247,15 @@ pub struct WireReport {
     /// The payload's current streak of failures.
     #[serde(default)]
     pub restarts: Option<RestartsReport>,
+    /// The release version of the agent build running.
+    #[serde(default)]
+    pub agent_version: Option<String>,
+    /// `committed`, `staging`, `self-test`, `ready` or `trial`.
+    #[serde(default)]
+    pub agent_phase: Option<String>,
+    /// The last self-update error.
+    #[serde(default)]
+    pub agent_last_error: Option<String>,
 }
 
 impl From<&StatusReport> for WireReport {
@@ -212,6 +273,9 @@ impl From<&StatusReport> for WireReport {
             previous_version: status.previous_version.clone(),
             sequence: Some(status.sequence),
             restarts: status.restarts.clone(),
+            agent_version: status.agent_version.clone(),
+            agent_phase: status.agent_phase.clone(),
+            agent_last_error: status.agent_last_error.clone(),
         }
     }
 }

@@ -27,6 +27,7 @@ mod publish_bounds;
 mod publish_upload;
 mod reexec;
 mod rotation;
+mod selfupdate_stage;
 mod static_host;
 mod support;
 mod swap;

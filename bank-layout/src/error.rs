@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::BankId;
+use crate::{BankId, SlotId};
 
 /// Everything that can go wrong with a data root. `Display` is one line naming the
 /// input (path, artifact, archive entry) and the reason.
@@ -197,6 +197,43 @@ pub enum LayoutError {
     NoRecord {
         /// The bank asked for.
         bank: BankId,
+    },
+    /// An inherited lock descriptor is not this root's lock held by us.
+    #[error("root {}: cannot adopt the inherited lock: {reason}", root.display())]
+    LockNotOurs {
+        /// The data root.
+        root: PathBuf,
+        /// What did not match.
+        reason: String,
+    },
+    /// `agent/state.json` exists but cannot be used; nothing on disk was modified.
+    #[error(
+        "agent state file {} is corrupt: {reason}; remove it to run the installed binary",
+        path.display()
+    )]
+    CorruptAgentState {
+        /// Path of `agent/state.json`.
+        path: PathBuf,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// Staging or a new attempt asked for while an agent build is on trial.
+    #[error("an agent self-update is in progress: it must commit or fail first")]
+    AgentTrialInProgress,
+    /// The agent slot holds no (valid) build.
+    #[error("agent/{slot} holds no build")]
+    NoAgentBuild {
+        /// The slot asked for.
+        slot: SlotId,
+    },
+    /// Both agent slots are in use (the active build and the running one).
+    #[error("no idle agent slot: one holds the committed build, the other the running one")]
+    NoIdleAgentSlot,
+    /// A trial-marker operation did not match the attempt on disk.
+    #[error("agent self-update attempt: {reason}")]
+    AgentAttemptMismatch {
+        /// What did not match.
+        reason: String,
     },
 }
 

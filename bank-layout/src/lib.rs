@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! ROOT/
+//!   agent/          the agent's own builds, two slots and their state (agent_slots)
 //!   Bank1/ Bank2/   payload files of one release each, plus RECORD_FILE (written last); 0755
 //!   state.json      the single source of truth (active bank, phase, versions, ...); 0600
 //!   lock            held (flock) by the one process that owns the root; 0600
@@ -20,6 +21,7 @@
 
 #![deny(missing_docs)]
 
+mod agent_slots;
 mod atomic;
 mod entrypoint;
 mod error;
@@ -38,6 +40,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::agent_slots::{
+    AGENT_BINARY, AGENT_DIR, AGENT_STATE_FILE, AGENT_STATE_SCHEMA, AgentAttempt, AgentBuild,
+    AgentPhase, AgentRecovery, AgentSlots, AgentStageSpec, AgentState, Interrupted, Launch,
+    MAX_AGENT_BINARY_BYTES, MAX_AGENT_RECORD_BYTES, MAX_AGENT_STATE_BYTES, MAX_ATTEMPT_TRIES,
+    MAX_LAUNCH_FAILURES, SlotId,
+};
 pub use crate::atomic::{
     AtomicFile, DEFAULT_FILE_MODE, write_atomic, write_atomic_mode, write_atomic_with,
 };

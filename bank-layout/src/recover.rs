@@ -13,7 +13,7 @@ use crate::{BankId, BankRecord, LayoutError, Phase, RECORD_FILE, STATE_FILE, Sta
 
 /// Prefix of the unlinked file of deferred symlinks (see `extract`): a crash between its
 /// creation and its unlinking leaves one, removed at open.
-const LINK_LOG_PREFIX: &str = ".staging-links.";
+pub(crate) const LINK_LOG_PREFIX: &str = ".staging-links.";
 
 /// One repair made by [`Root::open`](crate::Root::open). `Display` is one line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,7 @@
 
 use std::fs::{self, DirBuilder, File, Permissions};
 use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,7 +29,7 @@ use crate::recover::{Recovery, recover, view, wipe_bank};
 use crate::space::{SpacePlan, plan};
 use crate::stage::{StageSpec, stream_into};
 use crate::state::marked_bad;
-use crate::{BankId, BankRecord, LOCK_FILE, LayoutError, Phase, RECORD_FILE, STATE_FILE, State};
+use crate::{BankId, BankRecord, LayoutError, Phase, RECORD_FILE, STATE_FILE, State};
 
 /// The scratch folder a release is staged into, beside the banks (same file system).
 pub const SCRATCH_DIR: &str = ".staging";
@@ -120,27 +121,28 @@ impl Root {
         Ok((root, recovered.notes))
     }
 
-    /// Takes over a root whose lock this process already holds through `lock`
-    /// (a file handle inherited across an in-place exec of the agent): `lock`
-    /// must be `dir/lock` itself (same device and inode) and hold its lock
-    /// (taking it again through the holding handle succeeds at once, through any
-    /// other it would fail); then recovers exactly as [`Root::open`] does.
-    pub fn adopt(dir: &Path, lock: File) -> Result<(Root, Vec<Recovery>), LayoutError> {
-        let path = dir.join(LOCK_FILE);
-        let on_disk = fs::symlink_metadata(&path).map_err(LayoutError::at(&path))?;
+    /// Takes over a root whose lock this process already holds on the inherited
+    /// descriptor `lock` (an agent image that replaced the previous one in place by
+    /// `exec`): `lock` must be the file `dir/lock` (same device and inode) and its
+    /// `flock` must be ours (taking it again on the same open file succeeds at once).
+    /// Then recovers exactly like [`Root::open`].
+    pub fn adopt(dir: &Path, lock: OwnedFd) -> Result<(Root, Vec<Recovery>), LayoutError> {
+        let path = dir.join(crate::LOCK_FILE);
+        let lock = File::from(lock);
         let held = lock.metadata().map_err(LayoutError::at(&path))?;
-        if on_disk.dev() != held.dev() || on_disk.ino() != held.ino() {
-            return Err(LayoutError::io(
-                &path,
-                io::Error::other("the inherited lock handle is another file"),
-            ));
+        let on_disk = fs::symlink_metadata(&path).map_err(LayoutError::at(&path))?;
+        if held.dev() != on_disk.dev() || held.ino() != on_disk.ino() {
+            return Err(LayoutError::LockNotOurs {
+                root: dir.to_path_buf(),
+                reason: "the inherited descriptor is not this root's lock file".to_owned(),
+            });
         }
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                return Err(LayoutError::Locked {
+                return Err(LayoutError::LockNotOurs {
                     root: dir.to_path_buf(),
-                    holder: None,
+                    reason: "another open file holds the lock".to_owned(),
                 });
             }
             Err(fs::TryLockError::Error(e)) => return Err(LayoutError::io(&path, e)),
@@ -155,10 +157,9 @@ impl Root {
         Ok((root, recovered.notes))
     }
 
-    /// The handle that holds the root's lock (handed to the next agent image
-    /// of this process by an in-place exec; see [`Root::adopt`]).
-    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
+    /// The descriptor holding the root's lock, for a hand-over to the next agent image
+    /// in this process (see [`Root::adopt`]).
+    pub fn lock_fd(&self) -> BorrowedFd<'_> {
         self._lock.as_fd()
     }
 

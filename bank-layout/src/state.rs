@@ -180,20 +180,32 @@ pub(crate) fn bounded_note(text: &str) -> String {
     format!("{}…", &line[..end])
 }
 
+/// Marks `version` bad at or below `sequence` in `bad_versions` (the banks' list or the
+/// agent's): an existing mark of that version is raised to the higher sequence, takes
+/// the new reason and becomes the newest.
+pub(crate) fn add_bad(
+    bad_versions: &mut Vec<BadVersion>,
+    version: &str,
+    sequence: u64,
+    reason: &str,
+) {
+    let mut mark = BadVersion {
+        version: version.to_owned(),
+        sequence,
+        reason: bounded_note(reason),
+    };
+    if let Some(i) = bad_versions.iter().position(|b| b.version == version) {
+        mark.sequence = mark.sequence.max(bad_versions[i].sequence);
+        bad_versions.remove(i);
+    }
+    bad_versions.push(mark);
+}
+
 impl State {
     /// Marks `version` bad at or below `sequence`: an existing mark of that version is
     /// raised to the higher sequence, takes the new reason and becomes the newest.
     pub(crate) fn add_bad(&mut self, version: &str, sequence: u64, reason: &str) {
-        let mut mark = BadVersion {
-            version: version.to_owned(),
-            sequence,
-            reason: bounded_note(reason),
-        };
-        if let Some(i) = self.bad_versions.iter().position(|b| b.version == version) {
-            mark.sequence = mark.sequence.max(self.bad_versions[i].sequence);
-            self.bad_versions.remove(i);
-        }
-        self.bad_versions.push(mark);
+        add_bad(&mut self.bad_versions, version, sequence, reason);
     }
 
     /// Applies the bounds of what `state.json` keeps: at most [`MAX_BAD_VERSIONS`] (the
@@ -322,7 +334,7 @@ impl BankRecord {
 }
 
 /// A file read with a size cap.
-enum Capped {
+pub(crate) enum Capped {
     /// The whole content, within the cap.
     Whole(Vec<u8>),
     /// The file is larger than the cap.
@@ -330,7 +342,7 @@ enum Capped {
 }
 
 /// Reads at most `cap` bytes of `path`, telling whether there was more.
-fn read_capped(path: &Path, cap: u64) -> io::Result<Capped> {
+pub(crate) fn read_capped(path: &Path, cap: u64) -> io::Result<Capped> {
     let mut bytes = Vec::new();
     File::open(path)?.take(cap + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {

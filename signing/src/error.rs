@@ -126,6 +126,24 @@ pub enum ReleaseError {
         /// The channel named in the manifest.
         found: String,
     },
+    /// The manifest carries another kind of release than the channel is
+    /// followed for (an agent build on a payload channel, or the reverse).
+    #[error("manifest is of kind {kind}, expected {expected}")]
+    WrongKind {
+        /// The manifest's kind.
+        kind: crate::ReleaseKind,
+        /// The kind expected.
+        expected: crate::ReleaseKind,
+    },
+    /// The release is built for another platform than this agent runs on
+    /// (an agent release must name one: absent is `"none"`).
+    #[error("release is for platform {platform}, this agent runs {ours}")]
+    OtherPlatform {
+        /// The manifest's platform (`"none"` for an agent release without one).
+        platform: String,
+        /// This agent's platform.
+        ours: String,
+    },
     /// The manifest's `expires_at` is not after `now`.
     #[error("manifest expired at {expires_at}")]
     Expired {

@@ -43,7 +43,7 @@ pub use manifest::{
 };
 pub use policy::{
     BadVersion, Expectations, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, VerifiedRelease,
-    verify_release,
+    check_kind_and_platform, verify_release,
 };
 pub use rotation::{
     MAX_ROTATION_BYTES, ROTATION_SCHEMA, RotationRecord, VerifiedRotation, verify_rotation,

@@ -74,6 +74,15 @@ pub enum ReleaseKind {
     Agent,
 }
 
+impl std::fmt::Display for ReleaseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReleaseKind::Payload => "payload",
+            ReleaseKind::Agent => "agent",
+        })
+    }
+}
+
 impl ReleaseKind {
     /// `true` for [`ReleaseKind::Payload`] (left out of the JSON).
     pub fn is_payload(&self) -> bool {
@@ -645,5 +654,37 @@ mod tests {
                 "artifact.path",
             );
         }
+    }
+
+    #[test]
+    fn kind_and_platform_are_checked_after_the_signature() {
+        use crate::check_kind_and_platform;
+        let payload = example();
+        assert_eq!(
+            check_kind_and_platform(&payload, ReleaseKind::Payload, "linux-x86_64"),
+            Ok(())
+        );
+        let wrong = check_kind_and_platform(&payload, ReleaseKind::Agent, "linux-x86_64");
+        assert_eq!(
+            wrong.map_err(|e| e.to_string()),
+            Err("manifest is of kind payload, expected agent".to_owned())
+        );
+        let mut agent = example();
+        agent.kind = ReleaseKind::Agent;
+        let none = check_kind_and_platform(&agent, ReleaseKind::Agent, "linux-x86_64");
+        assert!(
+            matches!(none, Err(ReleaseError::OtherPlatform { ref platform, .. }) if platform == "none")
+        );
+        agent.platform = Some("linux-riscv64".into());
+        let other = check_kind_and_platform(&agent, ReleaseKind::Agent, "linux-x86_64");
+        assert_eq!(
+            other.map_err(|e| e.to_string()),
+            Err("release is for platform linux-riscv64, this agent runs linux-x86_64".to_owned())
+        );
+        agent.platform = Some("linux-x86_64".into());
+        assert_eq!(
+            check_kind_and_platform(&agent, ReleaseKind::Agent, "linux-x86_64"),
+            Ok(())
+        );
     }
 }

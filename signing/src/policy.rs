@@ -11,7 +11,7 @@ use semver::Version;
 
 use crate::error::{ReleaseError, SigningError};
 use crate::keys::{KeyId, PublicKey};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ReleaseKind};
 use crate::signature::Signature;
 use crate::wire_time::format_rfc3339;
 
@@ -161,6 +161,34 @@ pub fn verify_release(
     }
 
     Ok(VerifiedRelease { manifest, key_id })
+}
+
+/// The kind and platform rules, checked by the caller on a [`VerifiedRelease`]
+/// (after the signature, so an unsigned manifest never gets this far): the
+/// manifest must be of `kind`, and built for `ours` — a payload release without
+/// a platform runs anywhere, an agent release must name its platform.
+pub fn check_kind_and_platform(
+    manifest: &Manifest,
+    kind: ReleaseKind,
+    ours: &str,
+) -> Result<(), ReleaseError> {
+    if manifest.kind != kind {
+        return Err(ReleaseError::WrongKind {
+            kind: manifest.kind,
+            expected: kind,
+        });
+    }
+    match (&manifest.platform, manifest.kind) {
+        (Some(platform), _) if platform != ours => Err(ReleaseError::OtherPlatform {
+            platform: platform.clone(),
+            ours: ours.to_owned(),
+        }),
+        (None, ReleaseKind::Agent) => Err(ReleaseError::OtherPlatform {
+            platform: "none".to_owned(),
+            ours: ours.to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Reads the signature file, within [`MAX_SIGNATURE_BYTES`].

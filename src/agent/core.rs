@@ -22,6 +22,7 @@ use crate::agent::control_socket::Envelope;
 use crate::agent::fetch::Cancel;
 use crate::agent::generation::Restarts;
 use crate::agent::reexec::{AdoptPlan, AgentTrial, ExecContext};
+use crate::agent::self_update::{self, Identity, SelfUpdate, SelfUpdateEvent};
 use crate::agent::status::LastError;
 use crate::agent::trial::Trial;
 use crate::agent::world::{Clock, Links, World};
@@ -122,6 +123,10 @@ pub struct Agent {
     pub(super) exec: ExecContext,
     /// A self-update's trial in this (new) image: commit before its deadline.
     pub(super) agent_trial: Option<AgentTrial>,
+    /// Self-update (`[self_update] enabled`), else `None`.
+    pub(super) self_update: Option<SelfUpdate>,
+    /// The agent build this process runs.
+    pub(super) identity: Identity,
     /// Check outcomes from the checker.
     checks: mpsc::Receiver<CheckOutcome>,
     /// Requests from the control socket.
@@ -142,6 +147,7 @@ enum Event {
     Control(Request, oneshot::Sender<Response>),
     AgentTrialDue,
     SelfProbed(bool),
+    SelfUpdate(SelfUpdateEvent),
 }
 
 /// Runs the agent on `world` until `shutdown` resolves, then stops the payload.
@@ -152,24 +158,30 @@ pub async fn run(
     links: Links,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    run_adopting(config, world, links, shutdown, None).await
+    run_with(config, world, links, None, shutdown, None).await
 }
 
-/// [`run`], adopting the generations of a hand-over (an in-place exec) instead
-/// of starting the payload when `plan` is given.
-pub async fn run_adopting(
+/// [`run`] with self-update (`[self_update] enabled`), adopting the
+/// generations of a hand-over (an in-place exec) instead of starting the
+/// payload when `plan` is given.
+pub async fn run_with(
     config: AgentConfig,
     world: World,
     links: Links,
+    self_update: Option<SelfUpdate>,
     shutdown: impl Future<Output = ()>,
     plan: Option<AdoptPlan>,
 ) -> anyhow::Result<()> {
     let mut agent = Agent::new(config, world, links);
+    if let Some(su) = self_update {
+        agent.identity = su.identity().clone();
+        agent.self_update = Some(su);
+    }
     match plan {
         Some(plan) => agent.adopt(plan),
         None => {
             agent.resume();
-            crate::agent::reexec::log_start(0);
+            crate::agent::reexec::log_start(&agent.identity.version, 0);
         }
     }
     agent.run(shutdown).await
@@ -188,6 +200,7 @@ impl Agent {
             .last_error
             .clone()
             .map(LastError::earlier);
+        let identity = Identity::of_self(world.root.dir());
         Agent {
             config,
             setup,
@@ -209,6 +222,8 @@ impl Agent {
             report: links.report,
             check_now: links.check_now,
             held_rollback: None,
+            self_update: None,
+            identity,
             checks: links.checks,
             control: links.control,
         }
@@ -246,7 +261,10 @@ impl Agent {
                 Event::Control(request, reply) => self.on_control_request(request, reply).await,
                 Event::AgentTrialDue => self.on_agent_trial_due().await,
                 Event::SelfProbed(ok) => self.on_self_probed(ok).await,
+                Event::SelfUpdate(e) => self.on_self_update_event(e).await,
             }
+            // A payload update that ended may have held an agent release back.
+            self.evaluate_held_agent_release();
             self.judge_trial().await;
             self.save_last_error();
             self.publish_status();
@@ -276,6 +294,7 @@ impl Agent {
             None => self.pending_due(),
         };
         let agent_trial_due = self.agent_trial.as_ref().map(|t| t.deadline);
+        let agent_due = self.agent_pending_due();
         tokio::select! {
             () = shutdown.as_mut() => Event::Shutdown,
             e = next_payload_event(&mut self.current) => Event::Payload(e),
@@ -296,6 +315,7 @@ impl Agent {
             Some((request, reply)) = self.control.recv() => Event::Control(request, reply),
             () = sleep_until(agent_trial_due) => Event::AgentTrialDue,
             ok = join_probe(&mut self.agent_trial) => Event::SelfProbed(ok),
+            e = self_update::next_event(&mut self.self_update, agent_due) => Event::SelfUpdate(e),
         }
     }
 

@@ -15,9 +15,11 @@ pub mod fetch;
 mod generation;
 mod handover;
 mod inherit;
+pub mod launch;
 mod offers;
 mod reexec;
 mod schedule;
+pub mod self_update;
 mod staging;
 mod status;
 mod trial;
@@ -35,7 +37,10 @@ use anyhow::Context;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
+use bank_layout::AgentSlots;
+
 use crate::agent::checker::CheckerSettings;
+use crate::agent::self_update::{Identity, SelfUpdate};
 use crate::agent::world::{Links, SystemClock, World};
 use crate::config::AgentConfig;
 use crate::error::UsageError;
@@ -95,6 +100,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
+    // A newer committed agent build in the root runs instead of this one (no
+    // return then); only on a cold start: a hand-over names its target build.
+    if plan.is_none() {
+        launch::launch(&config, LOCK_WAIT);
+    }
     // One thread, the main thread: an idle agent should cost next to nothing
     // (staging runs on a blocking thread), and it is the invariant of
     // `reexec.rs`: payloads are forked from the main thread and the agent
@@ -120,12 +130,15 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 warn!(error = %format!("{e:#}"), "no agent certificate");
             }
         }
-        let (world, links) = production_world(&config, config_path, console, inherited)?;
+        let receiving = plan.as_ref().and_then(reexec::AdoptPlan::attempt);
+        let (world, links, self_update) =
+            production_world(&config, config_path, console, inherited, receiving)?;
         sd_notify::serve_agent(&notifier, links.report.subscribe());
-        core::run_adopting(
+        core::run_with(
             config,
             world,
             links,
+            self_update,
             shutdown_signal(config_path, &notifier),
             plan,
         )
@@ -143,12 +156,12 @@ fn production_world(
     config_path: &Path,
     console: String,
     inherited: Option<reexec::WorldFds>,
-) -> anyhow::Result<(World, Links)> {
+    receiving: Option<String>,
+) -> anyhow::Result<(World, Links, Option<SelfUpdate>)> {
     let (root, listeners, control_fd) = match inherited {
         Some(fds) => {
-            let (root, recoveries) =
-                bank_layout::Root::adopt(&config.root, std::fs::File::from(fds.lock))
-                    .with_context(|| format!("root {}", config.root.display()))?;
+            let (root, recoveries) = bank_layout::Root::adopt(&config.root, fds.lock)
+                .with_context(|| format!("root {}", config.root.display()))?;
             for note in recoveries {
                 warn!(root = %config.root.display(), "recovered: {note}");
             }
@@ -163,6 +176,7 @@ fn production_world(
             (root, listeners, None)
         }
     };
+    let identity = Identity::of_self(root.dir());
     let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
     let setup = fetch::ClientSetup::new(config)?;
     let stored = crate::identity::load(root.dir())?;
@@ -198,6 +212,42 @@ fn production_world(
         check_now.clone(),
         check_tx,
     ));
+    let self_update = if config.self_update.enabled {
+        let (mut slots, notes) =
+            AgentSlots::open(&root, receiving.as_deref()).context("opening the agent slots")?;
+        for note in notes {
+            warn!(root = %root.dir().display(), "recovered: {note}");
+        }
+        launch::launched_build_serves(&mut slots, &identity);
+        let (agent_tx, agent_checks) = mpsc::channel(4);
+        tokio::spawn(checker::run_checker(
+            clients_rx.clone(),
+            CheckerSettings {
+                console: console.clone(),
+                channel: config.self_update.channel.clone(),
+                poll_interval: config.poll_interval,
+                timeouts: config.timeouts.clone(),
+            },
+            // Its own: `bankswap check` wakes the payload checker (one permit).
+            Arc::new(Notify::new()),
+            agent_tx,
+        ));
+        Some(SelfUpdate::new(
+            config_path.to_path_buf(),
+            config.self_update.clone(),
+            &config.trusted_keys,
+            slots,
+            identity,
+            agent_checks,
+        ))
+    } else {
+        if identity.slot.is_some()
+            && let Ok((mut slots, _)) = AgentSlots::open(&root, None)
+        {
+            launch::launched_build_serves(&mut slots, &identity);
+        }
+        None
+    };
     tokio::spawn(checker::run_reporter(
         clients_rx,
         console.clone(),
@@ -224,7 +274,7 @@ fn production_world(
         check_now,
         report,
     };
-    Ok((world, links))
+    Ok((world, links, self_update))
 }
 
 /// Renews the agent certificate once it is due (two thirds of its lifetime,

@@ -24,6 +24,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use bank_layout::AgentSlots;
+
 use crate::agent::core::{Agent, Disk, Generation, Mode};
 use crate::agent::handover::{
     self, AgentRef, HANDOVER_SCHEMA, HandedGeneration, Handover, Purpose, Received, Role,
@@ -292,7 +294,7 @@ impl Agent {
             Generation::Down { restart_at } => restart_at.map(mono::from_instant),
             Generation::Running(_) => None,
         };
-        let version = env!("CARGO_PKG_VERSION").to_owned();
+        let version = self.identity.version.clone();
         let purpose = match &target.purpose {
             ExecPurpose::Reexec => Purpose::Reexec,
             ExecPurpose::SelfUpdate {
@@ -443,7 +445,7 @@ impl Agent {
                 _ => self.start_payload(),
             }
         }
-        log_start(adopted);
+        log_start(&self.identity.version, adopted);
         match h.purpose {
             Purpose::Reexec => {}
             Purpose::SelfUpdate {
@@ -451,7 +453,7 @@ impl Agent {
                 previous_exe,
                 deadline_mono_ms,
             } => {
-                hooks::note_ran(&attempt);
+                hooks::note_ran(self.slots(), &attempt);
                 self.agent_trial = Some(AgentTrial {
                     attempt,
                     deadline: mono::to_instant(deadline_mono_ms),
@@ -463,10 +465,15 @@ impl Agent {
             Purpose::Bounce { attempt, reason } => {
                 let reason = plan.bounce.unwrap_or(reason);
                 error!(reason, "the new agent build failed; this build is back");
-                hooks::mark_bad(&attempt, &reason);
+                hooks::mark_bad(self.slots(), &attempt, &reason);
             }
         }
         self.publish_status();
+    }
+
+    /// The agent slots, when self-update is on and no staging holds them.
+    fn slots(&mut self) -> Option<&mut AgentSlots> {
+        self.self_update.as_mut().and_then(|su| su.slots_mut())
     }
 
     /// Probes the control socket the way a client would: proves the socket,
@@ -492,9 +499,9 @@ impl Agent {
             let Some(trial) = self.agent_trial.take() else {
                 return;
             };
-            hooks::commit(&trial.attempt);
+            hooks::commit(self.slots(), &trial.attempt);
             info!(
-                version = %env!("CARGO_PKG_VERSION"),
+                version = %self.identity.version,
                 previous = trial.previous_exe.display().to_string(),
                 "agent committed"
             );
@@ -518,7 +525,7 @@ impl Agent {
         if let Some(probe) = trial.probe {
             probe.abort();
         }
-        let reason = format!("agent {} {why}", env!("CARGO_PKG_VERSION"));
+        let reason = format!("agent {} {why}", self.identity.version);
         error!(reason, "agent trial failed; restoring the previous build");
         let target = ExecTarget {
             exe: trial.previous_exe.clone(),
@@ -529,10 +536,8 @@ impl Agent {
         };
         let err = self.exec_in_place(&target);
         error!(error = %format!("{err:#}"), "could not exec the previous build; this one keeps running");
-        hooks::mark_bad(
-            &trial.attempt,
-            &format!("{reason}; going back failed: {err:#}"),
-        );
+        let reason = format!("{reason}; going back failed: {err:#}");
+        hooks::mark_bad(self.slots(), &trial.attempt, &reason);
     }
 
     /// `bankswap agent reexec`: the request's answer when the exec failed
@@ -629,6 +634,18 @@ pub struct AdoptPlan {
 }
 
 impl AdoptPlan {
+    /// The self-update attempt this image receives (a self-update or a
+    /// bounce): the agent slots open with it, so their recovery does not take
+    /// the attempt in progress for an interrupted one.
+    pub fn attempt(&self) -> Option<String> {
+        match &self.handover.purpose {
+            Purpose::Reexec => None,
+            Purpose::SelfUpdate { attempt, .. } | Purpose::Bounce { attempt, .. } => {
+                Some(attempt.clone())
+            }
+        }
+    }
+
     /// Splits a received hand-over into the plan and the fds the world needs
     /// (lock, control socket, listeners).
     pub fn split(received: Received) -> (AdoptPlan, WorldFds) {
@@ -684,9 +701,9 @@ fn check_forking_threads(me: i32, tid: i32, forks: &[(u32, i32)]) -> anyhow::Res
 }
 
 /// Every agent start: `agent version=<v> pid=<pid> adopted=<n>`.
-pub fn log_start(adopted: usize) {
+pub fn log_start(version: &str, adopted: usize) {
     info!(
-        version = %env!("CARGO_PKG_VERSION"),
+        version = %version,
         pid = std::process::id(),
         adopted,
         "agent"
@@ -749,29 +766,45 @@ pub fn unblock_stop_signals() {
     }
 }
 
-/// The self-update's records: where the agent-slot state machine
-/// (`bank_layout::agent_slots`: begin_attempt / note_ran / commit /
-/// fail_attempt) is told what happened. Until self-update wires the slots in,
-/// these log what they would record.
+/// The self-update's records in the agent slots (`bank_layout::AgentSlots`:
+/// `note_ran`, `commit`, `fail_attempt`); without slots (self-update off,
+/// `bankswap agent reexec --self-update-grace`) they only log. A failed write
+/// is logged: the next cold start resolves the attempt from what is on disk.
 pub mod hooks {
-    use tracing::{info, warn};
+    use bank_layout::AgentSlots;
+    use tracing::{error, info, warn};
 
     /// The new build has run (its attempt is no longer "killed before it ran").
-    pub fn note_ran(attempt: &str) {
+    pub fn note_ran(slots: Option<&mut AgentSlots>, attempt: &str) {
         info!(attempt, "agent self-update: the new build runs");
+        if let Some(slots) = slots
+            && let Err(e) = slots.note_ran(attempt)
+        {
+            error!(attempt, error = %e, "agent self-update: could not record that the new build ran");
+        }
     }
 
     /// The new build proved itself.
-    pub fn commit(attempt: &str) {
+    pub fn commit(slots: Option<&mut AgentSlots>, attempt: &str) {
         info!(attempt, "agent self-update: committing the new build");
+        if let Some(slots) = slots
+            && let Err(e) = slots.commit(attempt)
+        {
+            error!(attempt, error = %e, "agent self-update: could not commit the new build");
+        }
     }
 
     /// The new build failed: mark its version bad, with the reason.
-    pub fn mark_bad(attempt: &str, reason: &str) {
+    pub fn mark_bad(slots: Option<&mut AgentSlots>, attempt: &str, reason: &str) {
         warn!(
             attempt,
             reason, "agent self-update: marking the new build bad"
         );
+        if let Some(slots) = slots
+            && let Err(e) = slots.fail_attempt(reason, true)
+        {
+            error!(attempt, error = %e, "agent self-update: could not record the failed attempt");
+        }
     }
 }
 

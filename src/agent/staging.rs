@@ -24,6 +24,9 @@ impl Agent {
         if let Mode::Trial(_) = self.mode {
             return None;
         }
+        if self.agent_update_busy() {
+            return None; // an agent build is staged or self-tested: never two updates at once
+        }
         let pending = self.root()?.state().pending.as_ref()?;
         let wait = wall_wait(self.now(), clock::from_unix(pending.not_before));
         Instant::now().checked_add(wait) // None: beyond what the clock holds, never due

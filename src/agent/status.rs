@@ -103,6 +103,7 @@ impl Agent {
         report.last_error_kind = self.last_error.as_ref().map(|e| e.kind.name().to_string());
         report.restarts = self.restarts.report().cloned();
         report.clock_warning = release::clock_warning(root.state(), self.now());
+        self.fill_agent_status(&mut report);
         self.report.send_if_modified(|current| {
             if let Some(warning) = &report.clock_warning
                 && current.as_ref().is_none_or(|c| c.clock_warning.is_none())

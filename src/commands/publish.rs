@@ -8,8 +8,11 @@
 //! `--rotate-key NEW.pub [--revoke OLD.pub]` publishes a key rotation
 //! record instead (`rotate.rs`).
 //!
+//! `--agent-binary FILE` publishes a build of bankswap itself (`agent.rs`).
+//!
 //! `pack.rs` is the deterministic packer; `upload.rs` the console client.
 
+mod agent;
 mod pack;
 mod rotate;
 mod upload;
@@ -60,7 +63,10 @@ pub fn run(args: &PublishArgs) -> anyhow::Result<()> {
     let known = target.known(&secret)?;
     let mut manifest = match &args.rollback_to {
         Some(version) => target.historical(&known, version, &secret)?,
-        None => fresh(args, &target, &known)?,
+        None => match &args.agent_binary {
+            Some(file) => agent::fresh(args, file, &target, &known)?,
+            None => fresh(args, &target, &known)?,
+        },
     };
     let now = clock::now_seconds();
     manifest.sequence = known.sequence + 1;
@@ -233,6 +239,15 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
         .clone()
         .or_else(|| known.product.clone())
         .unwrap_or_else(|| DEFAULT_PRODUCT.to_string());
+    if known.product.as_deref() == Some(crate::agent::self_update::AGENT_PRODUCT)
+        && args.product.is_none()
+    {
+        return Err(UsageError::new(format!(
+            "channel {}: carries agent releases; publish payloads on another channel",
+            args.channel
+        ))
+        .into());
+    }
     let packed = match target {
         Target::Folder(channel) => pack_artifact(payload, &channel.artifacts())?,
         Target::Console(console) => {
@@ -248,7 +263,7 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
     Ok(Manifest {
         schema: MANIFEST_SCHEMA,
         kind: ReleaseKind::Payload,
-        platform: None,
+        platform: args.platform.clone(),
         product,
         channel: args.channel.clone(),
         sequence: 0,

@@ -26,6 +26,7 @@ pub fn run(args: &RootArgs, json: bool) -> anyhow::Result<()> {
     let id = agent_id::read(&root).with_context(|| format!("root {}: agent id", root.display()))?;
     let mut report = StatusReport::new(&root.display().to_string(), id, &state);
     report.clock_warning = crate::release::clock_warning(&state, SystemTime::now());
+    crate::agent::self_update::fill_offline_status(&mut report, &root);
     print(&report, json)
 }
 

@@ -117,16 +117,17 @@ async fn get_capped(
 
 /// The fleet as an aligned text table.
 fn table(entries: &[FleetEntry]) -> String {
-    const HEADINGS: [&str; 6] = [
+    const HEADINGS: [&str; 7] = [
         "AGENT",
         "VERSION",
         "BANK",
         "PHASE",
+        "AGENT VERSION",
         "LAST SEEN",
         "LAST ERROR",
     ];
     let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let rows: Vec<[String; 6]> = entries
+    let rows: Vec<[String; 7]> = entries
         .iter()
         .map(|e| {
             [
@@ -134,6 +135,7 @@ fn table(entries: &[FleetEntry]) -> String {
                 text(&e.version),
                 text(&e.bank),
                 text(&e.phase),
+                text(&e.agent_version),
                 rfc3339(e.reported_at),
                 // One line per agent, whatever the agent sent.
                 text(&e.last_error).replace(['\n', '\r'], " "),

@@ -72,6 +72,7 @@ pub async fn report(
         sequence: report.sequence,
         last_error_kind: report.last_error_kind,
         restarts: report.restarts,
+        agent_version: report.agent_version,
     };
     debug!(agent_id = %entry.agent_id, version = ?entry.version, "report");
     match state.store.save(entry).await {

@@ -48,27 +48,29 @@ const SCHEMA: &str = "
 
 /// Columns added after the first schema: `(name, type)`, added to an older
 /// database at open.
-const ADDED_COLUMNS: [(&str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str); 5] = [
     ("previous_version", "TEXT"),
     ("sequence", "INTEGER"),
     ("last_error_kind", "TEXT"),
     ("restarts", "TEXT"),
+    ("agent_version", "TEXT"),
 ];
 
 const UPSERT: &str = "
     INSERT INTO reports (agent_id, version, bank, phase, pending, last_error, reported_at, remote,
-                         previous_version, sequence, last_error_kind, restarts)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                         previous_version, sequence, last_error_kind, restarts, agent_version)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
     ON CONFLICT(agent_id) DO UPDATE SET
         version = excluded.version, bank = excluded.bank, phase = excluded.phase,
         pending = excluded.pending, last_error = excluded.last_error,
         reported_at = excluded.reported_at, remote = excluded.remote,
         previous_version = excluded.previous_version, sequence = excluded.sequence,
-        last_error_kind = excluded.last_error_kind, restarts = excluded.restarts";
+        last_error_kind = excluded.last_error_kind, restarts = excluded.restarts,
+        agent_version = excluded.agent_version";
 
 const SELECT: &str = "
     SELECT agent_id, version, bank, phase, pending, last_error, reported_at, remote,
-           previous_version, sequence, last_error_kind, restarts
+           previous_version, sequence, last_error_kind, restarts, agent_version
     FROM reports ORDER BY agent_id";
 
 /// The latest report of one agent, as stored and as `GET /v1/fleet` lists it.
@@ -102,6 +104,9 @@ pub struct FleetEntry {
     /// The payload's current streak of failures.
     #[serde(default)]
     pub restarts: Option<RestartsReport>,
+    /// The version of the agent (bankswap) build itself (SPEC §9).
+    #[serde(default)]
+    pub agent_version: Option<String>,
 }
 
 /// Work for the database thread.
@@ -250,7 +255,8 @@ fn save_all(conn: &mut Connection, saves: &[Job]) -> rusqlite::Result<()> {
                 e.previous_version,
                 sequence,
                 e.last_error_kind,
-                restarts
+                restarts,
+                e.agent_version
             ])?;
         }
     }
@@ -283,6 +289,7 @@ fn select_all(conn: &Connection) -> rusqlite::Result<Vec<FleetEntry>> {
             restarts: row
                 .get::<_, Option<String>>(11)?
                 .and_then(|r| serde_json::from_str(&r).ok()),
+            agent_version: row.get(12)?,
         })
     })?;
     rows.collect()
@@ -310,6 +317,7 @@ mod tests {
                 last_exit: "1.0.0 exited (exit status: 3)".into(),
                 since: "2026-12-01T10:00:00Z".into(),
             }),
+            agent_version: Some("0.2.0".into()),
         }
     }
 
