@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::support::live::{AgentProcess, Live, wait_for};
-use crate::support::{bankswap, run, run_ok};
+use crate::support::{bank_files, bankswap, run, run_ok};
 use crate::swap::{Load, bound_port, get, listen_config, publish_hello};
 
 /// The agent's pid.
@@ -372,6 +372,11 @@ fn a_forged_or_garbled_hand_over_is_refused_and_the_agent_starts_cold() {
     fs::write(&garbled, "{\"schema\": 1, \"pid\": ").unwrap();
     let unknown = live.w.path("unknown.json");
     fs::write(&unknown, "{\"schema\": 99}").unwrap();
+    let banks = (
+        bank_files(&agent.root, "Bank1"),
+        bank_files(&agent.root, "Bank2"),
+    );
+    let state = fs::read_to_string(agent.root.join("state.json")).unwrap();
     let cases: [(String, &str); 4] = [
         // The state fd is stdin, not a memfd.
         (
@@ -427,6 +432,27 @@ fn a_forged_or_garbled_hand_over_is_refused_and_the_agent_starts_cold() {
         let port = bound_port_after(&agent, before);
         wait_for("answering after the cold start", || get(port).is_ok());
         agent.terminate();
+        // The banks and the bank state are as they were.
+        assert_eq!(
+            (
+                bank_files(&agent.root, "Bank1"),
+                bank_files(&agent.root, "Bank2")
+            ),
+            banks
+        );
+        let now: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(agent.root.join("state.json")).unwrap())
+                .unwrap();
+        let then: serde_json::Value = serde_json::from_str(&state).unwrap();
+        for key in [
+            "active",
+            "phase",
+            "banks",
+            "bad_versions",
+            "highest_sequence",
+        ] {
+            assert_eq!(now.get(key), then.get(key), "state.json {key}");
+        }
     }
 }
 

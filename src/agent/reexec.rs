@@ -184,6 +184,10 @@ impl Agent {
         if self.held_rollback.is_some() {
             bail!("an admin rollback is under way");
         }
+        if self.self_update.as_ref().is_some_and(|su| su.busy()) {
+            // Its thread or self-test child would not survive the exec.
+            bail!("an agent build is being staged or self-tested; try again when it is done");
+        }
         let me = rustix::process::getpid().as_raw_pid();
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
