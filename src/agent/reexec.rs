@@ -95,6 +95,9 @@ pub struct AgentTrial {
     pub previous_exe: PathBuf,
     /// The self-probe of the control socket, while it runs.
     pub probe: Option<JoinHandle<bool>>,
+    /// Why the new build already failed (a generation it could not adopt):
+    /// the trial then ends at once, by going back.
+    pub failed: Option<String>,
 }
 
 /// What the exec needs from the process's start: the argv and config path.
@@ -365,6 +368,7 @@ impl Agent {
             .root()
             .is_some_and(|r| r.state().phase == bank_layout::Phase::Trial);
         let mut adopted = 0;
+        let mut not_adopted = None;
         let mut draining_steady = None;
         let mut draining_trial = None;
         for (g, fds) in plan.generations {
@@ -385,6 +389,12 @@ impl Agent {
                     "a handed-over generation does not match the root; stopping it"
                 );
                 kill_group(g.state.pid);
+                not_adopted.get_or_insert_with(|| {
+                    format!(
+                        "could not adopt payload pid {}: it does not match the root",
+                        g.state.pid
+                    )
+                });
                 continue;
             }
             match Payload::adopt(&g.state, fds) {
@@ -403,6 +413,7 @@ impl Agent {
                 Err(e) => {
                     error!(version = g.state.version, pid = g.state.pid, error = %e, "could not adopt a handed-over generation; stopping it");
                     kill_group(g.state.pid);
+                    not_adopted.get_or_insert_with(|| format!("could not adopt the payload: {e}"));
                 }
             }
         }
@@ -458,11 +469,18 @@ impl Agent {
                 deadline_mono_ms,
             } => {
                 hooks::note_ran(self.slots(), &attempt);
+                // A generation it could not adopt fails the new build: its trial
+                // ends at once (the next event), by going back.
+                let deadline = match &not_adopted {
+                    Some(_) => Instant::now(),
+                    None => mono::to_instant(deadline_mono_ms),
+                };
                 self.agent_trial = Some(AgentTrial {
                     attempt,
-                    deadline: mono::to_instant(deadline_mono_ms),
+                    deadline,
                     previous_exe,
                     probe: None,
+                    failed: not_adopted,
                 });
                 self.start_self_probe();
             }
@@ -487,6 +505,9 @@ impl Agent {
         let Some(trial) = &mut self.agent_trial else {
             return;
         };
+        if trial.failed.is_some() {
+            return; // going back anyway
+        }
         if std::env::var_os(TEST_SKIP_SELF_PROBE).is_some() {
             warn!("{TEST_SKIP_SELF_PROBE} is set: not probing the control socket");
             return;
@@ -515,9 +536,14 @@ impl Agent {
         }
     }
 
-    /// The grace ended before the new build committed.
+    /// The grace ended before the new build committed (or it failed at once).
     pub(super) async fn on_agent_trial_due(&mut self) {
-        self.bounce("it missed its grace".to_owned()).await;
+        let why = self
+            .agent_trial
+            .as_mut()
+            .and_then(|t| t.failed.take())
+            .unwrap_or_else(|| "missed its grace".to_owned());
+        self.bounce(why).await;
     }
 
     /// Execs the previous build back with a fresh hand-over; if even that
@@ -529,7 +555,7 @@ impl Agent {
         if let Some(probe) = trial.probe {
             probe.abort();
         }
-        let reason = format!("agent {} {why}", self.identity.version);
+        let reason = format!("agent {}: {why}", self.identity.version);
         error!(reason, "agent trial failed; restoring the previous build");
         let target = ExecTarget {
             exe: trial.previous_exe.clone(),
