@@ -63,6 +63,41 @@ fn starts(agent: &AgentProcess, pid: u32, adopted: usize) -> usize {
         .count()
 }
 
+/// `bankswap status` in a loop on a thread, until told to stop.
+struct StatusLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+/// Starts asking `status --json` of the agent on `root` over and over.
+fn status_loop(root: &std::path::Path) -> StatusLoop {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let root = root.display().to_string();
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let (mut asked, mut refused) = (0, Vec::new());
+        // Bounded like the load: it always ends by itself.
+        while !flag.load(Ordering::Relaxed) && asked < 2000 {
+            asked += 1;
+            let out = run(["status", "--root", &root, "--json"]);
+            let answered: Option<serde_json::Value> = serde_json::from_str(&out.stdout).ok();
+            if out.code != 0 || answered.is_none() {
+                refused.push(out.stderr);
+            }
+        }
+        (asked, refused)
+    });
+    StatusLoop { stop, thread }
+}
+
+impl StatusLoop {
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("status loop")
+    }
+}
+
 /// A copy of the test binary: the same program as a different file, so the
 /// exec is visible in `/proc/PID/exe`.
 fn binary_copy(live: &Live, name: &str) -> PathBuf {
@@ -112,6 +147,8 @@ fn reexec_under_load_keeps_the_payload_and_fails_no_request() {
     let copy = binary_copy(&live, "bankswap-copy");
 
     let load = Load::start(port, 4);
+    // Status requests all along are answered, by the old image or the new one.
+    let statuses = status_loop(&agent.root);
     reexec_ok(&agent, &["--binary", &copy.display().to_string()]);
     agent.wait_until("the new image's start line", || starts(&agent, pid, 1) == 1);
     assert_eq!(exe_inode(pid), fs::metadata(&copy).unwrap().ino());
@@ -119,6 +156,12 @@ fn reexec_under_load_keeps_the_payload_and_fails_no_request() {
     // And back to the original file, through the default (its own executable).
     reexec_ok(&agent, &[]);
     agent.wait_until("the second start line", || starts(&agent, pid, 1) == 2);
+    let (asked, refused) = statuses.finish();
+    assert!(asked > 0);
+    assert!(
+        refused.is_empty(),
+        "status failed during the execs: {refused:?}"
+    );
     let (sent, failures, _) = load.finish();
     eprintln!(
         "{sent} requests across two in-place execs, {} failed",

@@ -26,8 +26,17 @@ pub enum Answer {
 }
 
 /// Sends a request to the agent running on `root`; `None` when no agent listens.
+///
+/// A connection the agent closed unanswered (an in-place exec of the agent
+/// cuts the requests its old image had not answered; the new image answers
+/// from the same socket) is tried once more for the requests that are safe to
+/// repeat (`status`, `check`).
 pub fn request(root: &Path, request: Request) -> anyhow::Result<Option<Response>> {
-    match request_or_hangup(root, &request)? {
+    let mut answer = request_or_hangup(root, &request)?;
+    if matches!(answer, Answer::HungUp) && matches!(request, Request::Status | Request::Check) {
+        answer = request_or_hangup(root, &request)?;
+    }
+    match answer {
         Answer::NoAgent => Ok(None),
         Answer::Response(response) => Ok(Some(*response)),
         Answer::HungUp => Err(anyhow::anyhow!(
