@@ -247,3 +247,24 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn restart_backoff_crosses_an_in_place_exec() {
+        let mut restarts = Restarts::new();
+        restarts.failed("1.0.0 exited (exit status: 1)", SystemTime::now());
+        restarts.failed("1.0.0 exited (exit status: 1)", SystemTime::now());
+        let handed = restarts.handover_state();
+        let back = Restarts::from_handover(&handed);
+        assert_eq!(back.delay, restarts.delay);
+        assert_eq!(back.report(), restarts.report());
+        assert_eq!(back.report().map(|s| s.count), Some(2));
+        // A hostile delay is bounded.
+        let mut wild = handed;
+        wild.delay_ms = u64::MAX;
+        assert_eq!(Restarts::from_handover(&wild).delay, MAX_RESTART);
+    }
+}
