@@ -71,13 +71,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = AgentConfig::load(config_path)?;
     let received = handover::take_from_env(&config.root, config_path);
-    let refused = match &received {
-        Err(_) => {
-            handover::abandon();
-            true
-        }
-        Ok(_) => false,
-    };
+    if received.is_err() {
+        // Before anything else opens an fd: the numbers closed are the inherited ones.
+        handover::abandon();
+    }
     let console = config.console.clone().ok_or_else(|| {
         UsageError::new(format!(
             "config {}: `console` is required by run",
@@ -92,7 +89,6 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             None
         }
     };
-    debug_assert!(!refused || received.is_none());
     let (plan, inherited) = match received {
         Some(r) => {
             let (plan, fds) = reexec::AdoptPlan::split(r);
