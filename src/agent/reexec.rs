@@ -11,7 +11,7 @@
 //! exec refuses unless the calling thread is the main thread and every live
 //! generation was forked by it.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -152,7 +152,7 @@ impl Agent {
                 inherit::cut(reason, inherit::MAX_BOUNCE_REASON),
             ));
         }
-        let image = ExecImage::new(exe, &vars)?;
+        let image = ExecImage::new(exe, std::env::args_os(), std::env::vars_os(), &vars)?;
         info!(
             from = handover.from.exe.display().to_string(),
             to = exe.display().to_string(),
@@ -614,15 +614,22 @@ struct ExecImage {
 }
 
 impl ExecImage {
-    fn new(exe: &Path, vars: &[(&str, String)]) -> anyhow::Result<ExecImage> {
+    /// `exe` with `args` (`argv[0]` first) and `env` minus every hand-over
+    /// variable, plus `vars`.
+    fn new(
+        exe: &Path,
+        args: impl Iterator<Item = OsString>,
+        env: impl Iterator<Item = (OsString, OsString)>,
+        vars: &[(&str, String)],
+    ) -> anyhow::Result<ExecImage> {
         let c =
             |bytes: Vec<u8>| CString::new(bytes).context("a NUL byte in an argument or variable");
         let path = c(exe.as_os_str().as_bytes().to_vec())?;
-        let argv = std::env::args_os()
+        let argv = args
             .map(|a| c(a.into_vec()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut envp = Vec::new();
-        for (key, value) in std::env::vars_os() {
+        for (key, value) in env {
             if inherit::ENV_VARS.iter().any(|v| key == *v) {
                 continue;
             }
@@ -841,6 +848,43 @@ pub mod hooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exec_environment_drops_old_hand_over_variables_and_adds_the_new_ones() {
+        let os = |s: &str| OsString::from(s);
+        let env = vec![
+            (os("PATH"), os("/usr/bin")),
+            (os(inherit::ENV_PID), os("1")),
+            (os(inherit::ENV_BOUNCE), os("old reason")),
+            (os("NOTIFY_SOCKET"), os("/run/systemd/notify")),
+        ];
+        let image = ExecImage::new(
+            Path::new("/usr/bin/bankswap"),
+            vec![os("bankswap"), os("run")].into_iter(),
+            env.into_iter(),
+            &[(inherit::ENV_PID, "42".to_owned())],
+        )
+        .unwrap();
+        let envp: Vec<&str> = image.envp.iter().map(|e| e.to_str().unwrap()).collect();
+        assert_eq!(
+            envp,
+            [
+                "PATH=/usr/bin",
+                "NOTIFY_SOCKET=/run/systemd/notify",
+                "BANKSWAP_HANDOVER_PID=42"
+            ]
+        );
+        assert_eq!(image.argv.len(), 2);
+        assert_eq!(image.path.to_str().unwrap(), "/usr/bin/bankswap");
+        // A NUL byte cannot be passed: refused, not cut.
+        let err = ExecImage::new(
+            Path::new("/bin/x"),
+            std::iter::once(os("a\0b")),
+            std::iter::empty(),
+            &[],
+        );
+        assert!(err.is_err());
+    }
 
     #[test]
     fn payload_forked_off_the_main_thread_blocks_the_exec() {
