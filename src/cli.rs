@@ -128,6 +128,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Talk to the running agent itself.
+    Agent {
+        /// What to ask.
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
     /// Ask the running agent to check for a release now.
     #[command(after_help = "Examples:\n  bankswap check\n  bankswap check --root ./root")]
     Check {
@@ -214,6 +220,28 @@ pub struct SimulateArgs {
     /// Stop after this long (default: at SIGTERM).
     #[arg(long = "for", value_name = "DURATION")]
     pub r#for: Option<String>,
+}
+
+/// `bankswap agent ...`: the running agent itself.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Exec a binary in place of the running agent (same pid): the payload
+    /// keeps running and serving, handed over to the new image.
+    #[command(
+        after_help = "Examples:\n  bankswap agent reexec\n  bankswap agent reexec --binary /usr/local/bin/bankswap --root ./root"
+    )]
+    Reexec {
+        /// Where the root comes from.
+        #[command(flatten)]
+        root: RootArgs,
+        /// The executable to become [default: the running agent's own].
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// As a self-update: the new image must commit within this grace, or
+        /// exec the previous build back (for tests and the bench).
+        #[arg(long, hide = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        self_update_grace: Option<std::time::Duration>,
+    },
 }
 
 /// `bankswap generate ...` (hidden): files made from this command line.

@@ -28,6 +28,7 @@ mod progress;
 mod proxy;
 mod publish_bounds;
 mod publish_upload;
+mod reexec;
 mod reload;
 mod rollout;
 mod root_hint;

@@ -20,7 +20,7 @@ const MAX_REQUESTS: usize = 50_000;
 /// Upper bound of the request loop's duration.
 const MAX_LOAD_TIME: Duration = Duration::from_secs(120);
 
-fn hello_payload() -> PathBuf {
+pub(crate) fn hello_payload() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_bankswap")).with_file_name("hello-payload");
     assert!(
         path.exists(),
@@ -33,7 +33,7 @@ fn hello_payload() -> PathBuf {
 /// The port the agent bound for its `http` socket, from its `listening ... bound=` log
 /// line. The config asks for port 0: a port picked by the test and bound later by the
 /// agent could be taken meanwhile by another test running in parallel.
-fn bound_port(agent: &AgentProcess) -> u16 {
+pub(crate) fn bound_port(agent: &AgentProcess) -> u16 {
     agent.wait_log("listening name=http");
     let log = agent.log();
     let line = log
@@ -51,7 +51,7 @@ fn bound_port(agent: &AgentProcess) -> u16 {
 /// Publishes hello-payload as `version`, stripped: the debug build is ~30 MB, of
 /// which ~27 MB are debug info that every publish would compress and every agent
 /// stage (1.4 s against 0.06 s per publish). Without `strip`, the build as it is.
-fn publish_hello(live: &Live, version: &str) {
+pub(crate) fn publish_hello(live: &Live, version: &str) {
     let dir = live.w.path(&format!("payloads/hello-{version}"));
     fs::create_dir_all(dir.join("bin")).expect("dir");
     let target = dir.join("bin/hello-payload");
@@ -68,14 +68,14 @@ fn publish_hello(live: &Live, version: &str) {
         .publish_with(&live.data, &dir, version, "bin/hello-payload", &[]);
 }
 
-fn listen_config(extra: &str) -> String {
+pub(crate) fn listen_config(extra: &str) -> String {
     format!(
         "[[listen]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[health]\nnotify = true\ngrace = \"10s\"\n{extra}"
     )
 }
 
 /// One HTTP/1.1 request on a new connection; the body, or why it failed.
-fn get(port: u16) -> Result<String, String> {
+pub(crate) fn get(port: u16) -> Result<String, String> {
     let mut stream =
         TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     stream
@@ -103,16 +103,16 @@ fn get(port: u16) -> Result<String, String> {
 }
 
 /// What a load worker saw: requests sent, failures, and the bodies in the order they changed.
-type Seen = (usize, Vec<String>, Vec<String>);
+pub(crate) type Seen = (usize, Vec<String>, Vec<String>);
 
 /// A bounded request loop on `workers` threads.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<Seen>>,
 }
 
 impl Load {
-    fn start(port: u16, workers: usize) -> Load {
+    pub(crate) fn start(port: u16, workers: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..workers)
             .map(|_| {
@@ -142,7 +142,7 @@ impl Load {
         Load { stop, workers }
     }
 
-    fn finish(self) -> Seen {
+    pub(crate) fn finish(self) -> Seen {
         self.stop.store(true, Ordering::Relaxed);
         let mut total = (0, Vec::new(), Vec::new());
         for w in self.workers {

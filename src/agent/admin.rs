@@ -50,6 +50,10 @@ impl Agent {
                 Ok(m) => (true, m),
                 Err(e) => (false, format!("{e:#}")),
             },
+            Request::Reexec { binary, grace_ms } => match self.reexec_request(binary, grace_ms) {
+                Ok(m) => (true, m),
+                Err(e) => (false, format!("reexec: {e:#}")),
+            },
         };
         self.save_last_error();
         self.publish_status();

@@ -3,6 +3,7 @@
 //! The socket is bound inside an owner-only folder, chmodded there, and only
 //! then renamed into place: whatever the umask, no other user can ever connect.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -25,8 +26,9 @@ const BIND_DIR: &str = "control.sock.bind";
 pub type Envelope = (Request, oneshot::Sender<Response>);
 
 /// Binds the socket (replacing a stale one: the root lock proves no other agent runs)
-/// and forwards requests to the agent core.
-pub fn serve(root: &Path, core: mpsc::Sender<Envelope>) -> anyhow::Result<()> {
+/// and forwards requests to the agent core. Returns the listener's fd (owned
+/// by the accept task for the runtime's life), for an in-place exec.
+pub fn serve(root: &Path, core: mpsc::Sender<Envelope>) -> anyhow::Result<RawFd> {
     let path = socket_path(root);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -35,6 +37,24 @@ pub fn serve(root: &Path, core: mpsc::Sender<Envelope>) -> anyhow::Result<()> {
         _ => {}
     }
     let listener = bind_owner_only(root, &path)?;
+    Ok(accept_loop(listener, core))
+}
+
+/// Serves a listener handed over by the previous agent image of this process
+/// (no unlink, no rebind: clients that connected during the exec wait in its
+/// backlog). Returns its fd, as [`serve`] does.
+pub fn serve_inherited(fd: OwnedFd, core: mpsc::Sender<Envelope>) -> anyhow::Result<RawFd> {
+    let std_listener = std::os::unix::net::UnixListener::from(fd);
+    std_listener
+        .set_nonblocking(true)
+        .context("the inherited control socket")?;
+    let listener = UnixListener::from_std(std_listener).context("the inherited control socket")?;
+    Ok(accept_loop(listener, core))
+}
+
+/// Accepts connections in a task of its own, each answered in its own task.
+fn accept_loop(listener: UnixListener, core: mpsc::Sender<Envelope>) -> RawFd {
+    let fd = listener.as_raw_fd();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -48,7 +68,7 @@ pub fn serve(root: &Path, core: mpsc::Sender<Envelope>) -> anyhow::Result<()> {
             });
         }
     });
-    Ok(())
+    fd
 }
 
 /// Binds `path` with mode 0600 and no window where another user could connect:

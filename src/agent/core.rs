@@ -21,6 +21,7 @@ use crate::agent::checker::CheckOutcome;
 use crate::agent::control_socket::Envelope;
 use crate::agent::fetch::Cancel;
 use crate::agent::generation::Restarts;
+use crate::agent::reexec::{AdoptPlan, AgentTrial, ExecContext};
 use crate::agent::reload::{ReloadRequest, ReloadState};
 use crate::agent::self_update::{self, Identity, SelfUpdate, SelfUpdateEvent};
 use crate::agent::status::LastError;
@@ -124,6 +125,10 @@ pub struct Agent {
     pub(super) reload: ReloadState,
     /// Reloaded configs (SIGHUP).
     reloads: mpsc::Receiver<ReloadRequest>,
+    /// What an in-place exec needs (config path, control socket fd).
+    pub(super) exec: ExecContext,
+    /// A self-update's trial in this (new) image: commit before its deadline.
+    pub(super) agent_trial: Option<AgentTrial>,
     /// Self-update (`[self_update] enabled`), else `None`.
     pub(super) self_update: Option<SelfUpdate>,
     /// The agent build this process runs.
@@ -147,6 +152,8 @@ enum Event {
     Staged(Box<Staged>),
     Control(Request, oneshot::Sender<Response>),
     Reload(ReloadRequest),
+    AgentTrialDue,
+    SelfProbed(bool),
     SelfUpdate(SelfUpdateEvent),
 }
 
@@ -158,23 +165,32 @@ pub async fn run(
     links: Links,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    run_with(config, world, links, None, shutdown).await
+    run_with(config, world, links, None, shutdown, None).await
 }
 
-/// [`run`] with self-update (`[self_update] enabled`).
+/// [`run`] with self-update (`[self_update] enabled`), adopting the
+/// generations of a hand-over (an in-place exec) instead of starting the
+/// payload when `plan` is given.
 pub async fn run_with(
     config: AgentConfig,
     world: World,
     links: Links,
     self_update: Option<SelfUpdate>,
     shutdown: impl Future<Output = ()>,
+    plan: Option<AdoptPlan>,
 ) -> anyhow::Result<()> {
     let mut agent = Agent::new(config, world, links);
     if let Some(su) = self_update {
         agent.identity = su.identity().clone();
         agent.self_update = Some(su);
     }
-    agent.resume();
+    match plan {
+        Some(plan) => agent.adopt(plan),
+        None => {
+            agent.resume();
+            crate::agent::reexec::log_start(&agent.identity.version, 0);
+        }
+    }
     agent.run(shutdown).await
 }
 
@@ -201,6 +217,8 @@ impl Agent {
             http: world.http,
             clock: world.clock,
             listeners: world.listeners,
+            exec: world.exec,
+            agent_trial: None,
             disk: Disk::Idle(world.root),
             current: Generation::Down { restart_at: None },
             mode: Mode::Steady { draining: None },
@@ -252,6 +270,8 @@ impl Agent {
                 Event::Staged(staged) => self.on_staged(*staged).await,
                 Event::Control(request, reply) => self.on_control_request(request, reply).await,
                 Event::Reload(request) => self.on_reload(request),
+                Event::AgentTrialDue => self.on_agent_trial_due().await,
+                Event::SelfProbed(ok) => self.on_self_probed(ok).await,
                 Event::SelfUpdate(e) => self.on_self_update_event(e).await,
             }
             // A payload update that ended may have held an agent release back.
@@ -280,7 +300,12 @@ impl Agent {
             Generation::Down { restart_at } => (restart_at, None),
             Generation::Running(_) => (None, self.restarts.stable_at()),
         };
-        let pending_due = self.pending_due();
+        // Never two updates at once: a payload release waits for the agent's trial.
+        let pending_due = match self.agent_trial {
+            Some(_) => None,
+            None => self.pending_due(),
+        };
+        let agent_trial_due = self.agent_trial.as_ref().map(|t| t.deadline);
         let agent_due = self.agent_pending_due();
         tokio::select! {
             () = shutdown.as_mut() => Event::Shutdown,
@@ -301,6 +326,8 @@ impl Agent {
             },
             Some((request, reply)) = self.control.recv() => Event::Control(request, reply),
             Some(request) = self.reloads.recv() => Event::Reload(request),
+            () = sleep_until(agent_trial_due) => Event::AgentTrialDue,
+            ok = join_probe(&mut self.agent_trial) => Event::SelfProbed(ok),
             e = self_update::next_event(&mut self.self_update, agent_due) => Event::SelfUpdate(e),
         }
     }
@@ -353,6 +380,18 @@ async fn next_payload_event(current: &mut Generation) -> PayloadEvent {
         Generation::Running(p) => p.next_event().await,
         Generation::Down { .. } => std::future::pending().await,
     }
+}
+
+/// The self-probe's answer (pending while none runs). Cancel-safe.
+async fn join_probe(trial: &mut Option<AgentTrial>) -> bool {
+    let Some(handle) = trial.as_mut().and_then(|t| t.probe.as_mut()) else {
+        return std::future::pending().await;
+    };
+    let ok = handle.await.unwrap_or(false);
+    if let Some(t) = trial.as_mut() {
+        t.probe = None;
+    }
+    ok
 }
 
 async fn join_staging(disk: &mut Disk) -> Result<Staged, tokio::task::JoinError> {

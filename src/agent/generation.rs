@@ -49,6 +49,25 @@ impl Restarts {
         self.streak = None;
     }
 
+    /// The backoff as handed to the next agent image.
+    pub fn handover_state(&self) -> crate::agent::handover::RestartsState {
+        crate::agent::handover::RestartsState {
+            delay_ms: crate::agent::handover::millis(self.delay),
+            started_at_mono_ms: crate::supervisor::mono::from_instant(self.started_at),
+            streak: self.streak.clone(),
+        }
+    }
+
+    /// The backoff handed over by the previous agent image (the delay bounded
+    /// by [`MAX_RESTART`] whatever it says).
+    pub fn from_handover(state: &crate::agent::handover::RestartsState) -> Restarts {
+        Restarts {
+            delay: Duration::from_millis(state.delay_ms).clamp(FIRST_RESTART, MAX_RESTART),
+            started_at: crate::supervisor::mono::to_instant(state.started_at_mono_ms),
+            streak: state.streak.clone(),
+        }
+    }
+
     /// The current streak of failures, for `status`.
     pub fn report(&self) -> Option<&RestartsReport> {
         self.streak.as_ref()
@@ -226,5 +245,26 @@ impl Agent {
             );
             old.stop().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn restart_backoff_crosses_an_in_place_exec() {
+        let mut restarts = Restarts::new();
+        restarts.failed("1.0.0 exited (exit status: 1)", SystemTime::now());
+        restarts.failed("1.0.0 exited (exit status: 1)", SystemTime::now());
+        let handed = restarts.handover_state();
+        let back = Restarts::from_handover(&handed);
+        assert_eq!(back.delay, restarts.delay);
+        assert_eq!(back.report(), restarts.report());
+        assert_eq!(back.report().map(|s| s.count), Some(2));
+        // A hostile delay is bounded.
+        let mut wild = handed;
+        wild.delay_ms = u64::MAX;
+        assert_eq!(Restarts::from_handover(&wild).delay, MAX_RESTART);
     }
 }

@@ -15,8 +15,11 @@ mod core;
 mod delta_fetch;
 pub mod fetch;
 mod generation;
+mod handover;
+mod inherit;
 pub mod launch;
 mod offers;
+mod reexec;
 mod reload;
 mod schedule;
 pub mod self_update;
@@ -64,8 +67,19 @@ const RENEWAL_LOOK: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the agent until SIGTERM or SIGINT; SIGHUP reloads the config.
+///
+/// A start after an in-place exec (`BANKSWAP_HANDOVER_*` set for this pid)
+/// takes the hand-over first, before anything opens an fd: the inherited
+/// root lock, sockets and pipes, and the payload generations to adopt. A
+/// hand-over that fails any check is logged as one line, its fds are closed
+/// and leftover payload groups killed, and the agent starts cold.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = AgentConfig::load(config_path)?;
+    let received = handover::take_from_env(&config.root, config_path);
+    if received.is_err() {
+        // Before anything else opens an fd: the numbers closed are the inherited ones.
+        handover::abandon();
+    }
     let console = config.console.clone().ok_or_else(|| {
         UsageError::new(format!(
             "config {}: `console` is required by run",
@@ -73,9 +87,30 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         ))
     })?;
     logging::init(&config.log, "info");
-    // A newer committed agent build in the root runs instead of this one (no return then).
-    launch::launch(&config, LOCK_WAIT);
-    // One thread: an idle agent should cost next to nothing; staging runs on a blocking thread.
+    let received = match received {
+        Ok(received) => received,
+        Err(e) => {
+            tracing::error!("error: hand-over: {e}; starting cold");
+            None
+        }
+    };
+    let (plan, inherited) = match received {
+        Some(r) => {
+            let (plan, fds) = reexec::AdoptPlan::split(r);
+            (Some(plan), Some(fds))
+        }
+        None => (None, None),
+    };
+    // A newer committed agent build in the root runs instead of this one (no
+    // return then); only on a cold start: a hand-over names its target build.
+    if plan.is_none() {
+        launch::launch(&config, LOCK_WAIT);
+    }
+    // One thread, the main thread: an idle agent should cost next to nothing
+    // (staging runs on a blocking thread), and it is the invariant of
+    // `reexec.rs`: payloads are forked from the main thread and the agent
+    // execs in place only from it (a child's PR_SET_PDEATHSIG fires when the
+    // forking thread ends, and execve ends every other thread).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -96,10 +131,17 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 warn!(error = %format!("{e:#}"), "no agent certificate");
             }
         }
-        let (world, links, reloader, self_update) =
-            production_world(&config, console, config_path, &notifier)?;
+        let receiving = plan.as_ref().and_then(reexec::AdoptPlan::attempt);
+        let (world, links, reloader, self_update) = production_world(
+            &config,
+            console,
+            config_path,
+            &notifier,
+            inherited,
+            receiving,
+        )?;
         sd_notify::serve_agent(&notifier, links.report.subscribe());
-        core::run_with(config, world, links, self_update, signals(reloader)).await
+        core::run_with(config, world, links, self_update, signals(reloader), plan).await
     });
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     info!("agent stopped");
@@ -114,17 +156,29 @@ fn production_world(
     console: String,
     config_path: &Path,
     notifier: &Arc<Notifier>,
+    inherited: Option<reexec::WorldFds>,
+    receiving: Option<String>,
 ) -> anyhow::Result<(World, Links, Reloader, Option<SelfUpdate>)> {
-    let root = open_root_waiting(&config.root, LOCK_WAIT)?;
+    let (root, listeners, control_fd) = match inherited {
+        Some(fds) => {
+            let (root, recoveries) = bank_layout::Root::adopt(&config.root, fds.lock)
+                .with_context(|| format!("root {}", config.root.display()))?;
+            for note in recoveries {
+                warn!(root = %config.root.display(), "recovered: {note}");
+            }
+            let listeners = Listeners::from_inherited(fds.listeners)
+                .context("taking over the inherited [[listen]] sockets")?;
+            (root, listeners, Some(fds.control))
+        }
+        None => {
+            let root = open_root_waiting(&config.root, LOCK_WAIT)?;
+            let listeners =
+                Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
+            (root, listeners, None)
+        }
+    };
     let identity = Identity::of_self(root.dir());
-    // The same line at every start (a hand-over fills `adopted`; a cold start adopts nothing).
-    info!(
-        "agent version={} pid={} adopted=0",
-        identity.version,
-        std::process::id()
-    );
     let agent_id = agent_id::ensure(root.dir()).context("writing the agent id")?;
-    let listeners = Listeners::bind(&config.listen).context("binding [[listen]] sockets")?;
     let stored = crate::identity::load(root.dir())?;
     // Every request takes the latest client: after a renewal or a reload, the
     // new certificate and settings are used from the next request on.
@@ -152,7 +206,10 @@ fn production_world(
     let (control_tx, control) = mpsc::channel(8);
     let (reload_tx, reloads) = mpsc::channel(1);
     let check_now = Arc::new(Notify::new());
-    control_socket::serve(root.dir(), control_tx)?;
+    let control_fd = match control_fd {
+        Some(fd) => control_socket::serve_inherited(fd, control_tx)?,
+        None => control_socket::serve(root.dir(), control_tx)?,
+    };
     tokio::spawn(checker::run_checker(
         clients.subscribe(),
         settings_rx.clone(),
@@ -163,7 +220,7 @@ fn production_world(
     let mut agent_settings = None;
     let self_update = if config.self_update.enabled {
         let (mut slots, notes) =
-            AgentSlots::open(&root, None).context("opening the agent slots")?;
+            AgentSlots::open(&root, receiving.as_deref()).context("opening the agent slots")?;
         for note in notes {
             warn!(root = %root.dir().display(), "recovered: {note}");
         }
@@ -213,6 +270,10 @@ fn production_world(
         listeners,
         http: clients.subscribe(),
         clock: Arc::new(SystemClock),
+        exec: reexec::ExecContext {
+            config_path: config_path.to_path_buf(),
+            control_fd: Some(control_fd),
+        },
     };
     let links = Links {
         checks,
@@ -280,6 +341,8 @@ async fn signals(reloader: Reloader) {
         // Without signal handlers the agent can still be stopped by SIGKILL; never return early.
         return std::future::pending().await;
     };
+    // The handlers exist: a stop signal blocked across an in-place exec is delivered now.
+    reexec::unblock_stop_signals();
     loop {
         tokio::select! {
             _ = term.recv() => info!("SIGTERM: stopping"),

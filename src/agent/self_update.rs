@@ -201,6 +201,12 @@ impl SelfUpdate {
         self.check_now.notify_one();
     }
 
+    /// The slots, unless a staging thread holds them (for the exec half's
+    /// `note_ran` / `commit` / `fail_attempt`, `reexec.rs`).
+    pub(super) fn slots_mut(&mut self) -> Option<&mut AgentSlots> {
+        self.slots.as_mut()
+    }
+
     /// The build running.
     pub fn identity(&self) -> &Identity {
         &self.identity

@@ -227,6 +227,7 @@ fn world(dir: &Path, root: Root, health: &str, listeners: Listeners) -> (AgentCo
             base: SystemTime::now(),
             start: tokio::time::Instant::now(),
         }),
+        exec: Default::default(),
     };
     (config, world)
 }

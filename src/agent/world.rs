@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::agent::checker::CheckOutcome;
 use crate::agent::control_socket::Envelope;
+use crate::agent::reexec::ExecContext;
 use crate::agent::reload::ReloadRequest;
 use crate::report::StatusReport;
 use crate::supervisor::Listeners;
@@ -53,6 +54,8 @@ pub struct World {
     pub http: watch::Receiver<reqwest::Client>,
     /// Wall-clock time and randomness.
     pub clock: Arc<dyn Clock>,
+    /// What an in-place exec needs (unit tests: the default, which refuses it).
+    pub exec: ExecContext,
 }
 
 /// The core's links to its background tasks (checker, reporter, control socket).

@@ -10,7 +10,7 @@ mod rollback;
 mod simulate;
 mod status;
 
-use crate::cli::{Command, ConsoleCommand};
+use crate::cli::{AgentCommand, Command, ConsoleCommand};
 
 /// Runs one command to completion.
 pub fn run(command: Command) -> anyhow::Result<()> {
@@ -35,6 +35,14 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Console { command } => crate::console::manage(command),
         Command::Run { config } => crate::agent::run(&config),
         Command::Check { root } => control::check(&root),
+        Command::Agent {
+            command:
+                AgentCommand::Reexec {
+                    root,
+                    binary,
+                    self_update_grace,
+                },
+        } => control::reexec(&root, binary.as_deref(), self_update_grace),
         Command::Demo => crate::demo::run(),
         Command::Doctor { config } => doctor::run(&config),
         Command::Generate { what } => generate::run(&what),

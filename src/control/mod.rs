@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use client::request;
+pub use client::{Answer, request, request_or_hangup};
 
 use crate::report::StatusReport;
 
@@ -17,7 +17,7 @@ use crate::report::StatusReport;
 pub const SOCKET_FILE: &str = "control.sock";
 
 /// What a client asks.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Request {
     /// The status report.
@@ -26,6 +26,15 @@ pub enum Request {
     Rollback,
     /// Check for a release now.
     Check,
+    /// Exec `binary` (default: the running executable) in place, handing over
+    /// the running payload. On success the connection ends with the old image.
+    Reexec {
+        /// The executable.
+        binary: Option<PathBuf>,
+        /// As a self-update with this grace (ms): the new image must commit in
+        /// time or exec the previous build back.
+        grace_ms: Option<u64>,
+    },
 }
 
 /// The agent's answer.

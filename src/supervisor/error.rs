@@ -128,4 +128,7 @@ pub enum SupervisorError {
         /// The agent's effective uid.
         uid: u32,
     },
+    /// A handed-over payload process could not be adopted.
+    #[error("cannot adopt the payload: {0}")]
+    Adopt(#[from] super::adopt::AdoptError),
 }

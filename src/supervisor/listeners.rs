@@ -4,8 +4,10 @@
 //! bind.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::SupervisorError;
 use super::socket::{self, Bound};
@@ -14,7 +16,7 @@ use crate::config::ListenConfig;
 /// At most this many sockets are handed over (fds 3..67). systemd has no such
 /// bound, but no service needs more, and it keeps the fd shuffle in the child
 /// (which must not allocate) on the stack.
-pub(super) const MAX_LISTENERS: usize = 64;
+pub const MAX_LISTENERS: usize = 64;
 
 /// The longest name `LISTEN_FDNAMES` may carry (systemd's `FDNAME_MAX`).
 const MAX_NAME_LEN: usize = 255;
@@ -112,10 +114,125 @@ impl Listeners {
         self.sockets.iter().map(|s| s.fd.as_fd())
     }
 
+    /// The sockets' fds, borrowed (for the agent's in-place exec, which
+    /// hands them to the next image).
+    pub fn borrowed_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.fds().collect()
+    }
+
     /// The value of `LISTEN_FDNAMES`.
     pub(super) fn names(&self) -> String {
         let names: Vec<&str> = self.sockets.iter().map(|s| s.name.as_str()).collect();
         names.join(":")
+    }
+}
+
+/// One listener as handed from one agent image to the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InheritedListener {
+    /// Its `LISTEN_FDNAMES` name.
+    pub name: String,
+    /// Its fd number.
+    pub fd: RawFd,
+    /// What it is bound to.
+    pub bound: BoundState,
+}
+
+/// A listener's local end, as handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum BoundState {
+    /// TCP, with its actual address.
+    Tcp {
+        /// The bound address.
+        addr: SocketAddr,
+    },
+    /// A Unix stream socket file we created.
+    Unix {
+        /// The socket file.
+        path: PathBuf,
+        /// Its `st_dev`.
+        dev: u64,
+        /// Its `st_ino`.
+        ino: u64,
+    },
+}
+
+impl Listeners {
+    /// The sockets as the next agent image needs them.
+    pub fn handover_state(&self) -> Vec<InheritedListener> {
+        self.sockets
+            .iter()
+            .map(|s| InheritedListener {
+                name: s.name.clone(),
+                fd: s.fd.as_raw_fd(),
+                bound: match &s.bound {
+                    Bound::Tcp(addr) => BoundState::Tcp { addr: *addr },
+                    Bound::Unix { path, dev, ino } => BoundState::Unix {
+                        path: path.clone(),
+                        dev: *dev,
+                        ino: *ino,
+                    },
+                },
+            })
+            .collect()
+    }
+
+    /// Takes over the sockets handed over by the previous agent image: each
+    /// must be a listening socket bound where the hand-over says.
+    pub fn from_inherited(
+        inherited: Vec<(InheritedListener, OwnedFd)>,
+    ) -> Result<Listeners, SupervisorError> {
+        if inherited.len() > MAX_LISTENERS {
+            return Err(SupervisorError::TooManyListeners {
+                count: inherited.len(),
+                max: MAX_LISTENERS,
+            });
+        }
+        let mut sockets = Vec::with_capacity(inherited.len());
+        for (listener, fd) in inherited {
+            check_name(&listener.name)?;
+            let address = match &listener.bound {
+                BoundState::Tcp { addr } => addr.to_string(),
+                BoundState::Unix { path, .. } => path.display().to_string(),
+            };
+            let invalid = |reason: &'static str| SupervisorError::InvalidAddress {
+                address: address.clone(),
+                reason,
+            };
+            if !rustix::net::sockopt::socket_acceptconn(&fd).unwrap_or(false) {
+                return Err(invalid("the inherited fd is not a listening socket"));
+            }
+            let local = rustix::net::getsockname(&fd).map_err(|_| invalid("no local address"))?;
+            let bound = match listener.bound {
+                BoundState::Tcp { addr } => {
+                    let actual = SocketAddr::try_from(local).ok();
+                    if actual != Some(addr) {
+                        return Err(invalid("the inherited socket is bound elsewhere"));
+                    }
+                    Bound::Tcp(addr)
+                }
+                BoundState::Unix { path, dev, ino } => {
+                    let actual = rustix::net::SocketAddrUnix::try_from(local).ok();
+                    let same = actual
+                        .as_ref()
+                        .and_then(|a| a.path().map(|p| p.to_bytes().to_vec()))
+                        .is_some_and(|p| p == path.as_os_str().as_encoded_bytes());
+                    if !same {
+                        return Err(invalid("the inherited socket is bound elsewhere"));
+                    }
+                    Bound::Unix { path, dev, ino }
+                }
+            };
+            tracing::info!(name = %listener.name, %bound, "listening (inherited)");
+            sockets.push(Listener {
+                name: listener.name,
+                fd,
+                bound,
+            });
+        }
+        Ok(Listeners { sockets })
     }
 }
 

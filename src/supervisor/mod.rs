@@ -14,9 +14,11 @@
 //! - `WATCHDOG_USEC` when a watchdog is configured;
 //! - `BANKSWAP_VERSION`, `BANKSWAP_BANK`, `BANKSWAP_BANK_DIR`.
 
+mod adopt;
 mod error;
 mod group;
 mod listeners;
+pub mod mono;
 mod notify;
 mod output;
 mod payload;
@@ -34,9 +36,16 @@ use std::time::Duration;
 
 use bank_layout::BankId;
 
+pub use adopt::proc_stat;
 pub use error::SupervisorError;
-pub use listeners::Listeners;
-pub use payload::{Payload, sleep_until};
+#[cfg(test)]
+pub use listeners::BoundState;
+pub use listeners::{InheritedListener, Listeners, MAX_LISTENERS};
+pub use notify::{next_generation, set_next_generation};
+pub use payload::{
+    GenerationFds, GenerationState, MAX_PENDING_EVENTS, MAX_PENDING_TEXT, Payload, PendingEvent,
+    sleep_until,
+};
 
 /// Everything needed to start one payload generation.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::net::{
@@ -35,6 +35,17 @@ pub(super) struct NotifySocket {
     env_value: String,
     /// The bound, non-blocking datagram socket, registered with the runtime.
     socket: UnixDatagram,
+}
+
+/// Continues the generation count of the previous agent image, so names stay
+/// unique in this process across an in-place exec.
+pub fn set_next_generation(next: u64) {
+    GENERATION.fetch_max(next, Ordering::Relaxed);
+}
+
+/// The next generation number (handed over).
+pub fn next_generation() -> u64 {
+    GENERATION.load(Ordering::Relaxed)
 }
 
 /// One datagram and who sent it.
@@ -90,6 +101,27 @@ impl NotifySocket {
         let socket =
             UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(fd)).map_err(error)?;
         Ok(NotifySocket { env_value, socket })
+    }
+
+    /// Takes over a notify socket handed over by the previous agent image
+    /// (its name checked against `env_value` by the hand-over reader).
+    pub(super) fn from_inherited(
+        fd: OwnedFd,
+        env_value: String,
+    ) -> Result<NotifySocket, SupervisorError> {
+        let error = |source: io::Error| SupervisorError::NotifySocket {
+            name: env_value.clone(),
+            source,
+        };
+        let std_socket = std::os::unix::net::UnixDatagram::from(fd);
+        std_socket.set_nonblocking(true).map_err(error)?;
+        let socket = UnixDatagram::from_std(std_socket).map_err(error)?;
+        Ok(NotifySocket { env_value, socket })
+    }
+
+    /// The socket's fd number (for the hand-over).
+    pub(super) fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
     }
 
     /// The value to give the payload as `NOTIFY_SOCKET`.

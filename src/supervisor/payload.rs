@@ -4,17 +4,21 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use bank_layout::BankId;
 use rustix::process::{Pid, Signal};
+use serde::{Deserialize, Serialize};
 use tokio::process::Child;
 use tokio::time::Instant;
 
+use super::adopt::{AdoptedChild, proc_stat};
 use super::group::ProcessGroup;
 use super::notify::{self, Datagram, Message, NotifySocket};
-use super::{Listeners, PayloadEvent, PayloadSpec, SupervisorError, output, spawn, user};
+use super::{Listeners, PayloadEvent, PayloadSpec, SupervisorError, mono, output, spawn, user};
 
 /// How often `stop` checks whether the rest of the process group is gone
 /// (each check may read `/proc`, so not much more often).
@@ -28,7 +32,17 @@ pub struct Payload {
     /// The main process's pid, which is also its process group id.
     pid: Pid,
     /// The main process.
-    child: Child,
+    child: MainProcess,
+    /// When the main process started (`/proc/PID/stat` field 22): its identity
+    /// across an in-place exec of the agent.
+    start_ticks: u64,
+    /// The thread that forked it: its `PR_SET_PDEATHSIG` fires when that thread
+    /// ends, so the agent may exec in place only from this very thread.
+    forked_by: i32,
+    /// Copies of the stdout and stderr read ends (close-on-exec), kept so they
+    /// can be inherited by the next agent image: without them the payload
+    /// would die of SIGPIPE at its next line after an in-place exec.
+    kept_output: [Option<OwnedFd>; 2],
     /// This generation's `NOTIFY_SOCKET`.
     notify: NotifySocket,
     /// False once the notify socket failed; it is not read again.
@@ -44,6 +58,91 @@ pub struct Payload {
     exited: Option<ExitStatus>,
     /// Time between SIGTERM and SIGKILL in `stop`.
     stop_timeout: Duration,
+}
+
+/// The main process: spawned by this agent image, or handed over by the
+/// previous image of the same process.
+#[derive(Debug)]
+enum MainProcess {
+    /// Spawned here; tokio reaps it.
+    Spawned(Child),
+    /// Handed over; reaped through its pidfd.
+    Adopted(AdoptedChild),
+}
+
+impl MainProcess {
+    /// Waits for the exit. Cancel-safe in both arms.
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            MainProcess::Spawned(child) => child.wait().await,
+            MainProcess::Adopted(child) => child.wait().await,
+        }
+    }
+}
+
+/// A running generation as handed from one agent image to the next: what the
+/// new image needs to adopt it. Deadlines are absolute `CLOCK_MONOTONIC`
+/// milliseconds ([`mono`]), so the time the exec took counts against them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationState {
+    /// The release version.
+    pub version: String,
+    /// Its bank.
+    pub bank: BankId,
+    /// The main process's pid (and process group id).
+    pub pid: u32,
+    /// Its start time in clock ticks after boot.
+    pub start_ticks: u64,
+    /// Its `NOTIFY_SOCKET` value (`@` and the abstract name).
+    pub notify_name: String,
+    /// The notify socket's fd.
+    pub notify_fd: RawFd,
+    /// Whether the notify socket still works.
+    pub notify_works: bool,
+    /// The stdout read end's fd, if the pipe is still open.
+    pub stdout_fd: Option<RawFd>,
+    /// The stderr read end's fd, if the pipe is still open.
+    pub stderr_fd: Option<RawFd>,
+    /// The watchdog interval in ms.
+    pub watchdog_ms: Option<u64>,
+    /// When the watchdog fires (absolute monotonic ms).
+    pub watchdog_deadline_mono_ms: Option<u64>,
+    /// SIGTERM to SIGKILL in `stop`, in ms.
+    pub stop_timeout_ms: u64,
+    /// Events read but not yet returned by `next_event`.
+    pub pending: Vec<PendingEvent>,
+}
+
+/// A queued payload event, as handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum PendingEvent {
+    /// `READY=1`.
+    Ready,
+    /// `STATUS=…` (cut to [`MAX_PENDING_TEXT`]).
+    Status(String),
+    /// `STOPPING=1`.
+    Stopping,
+    /// The watchdog expired.
+    WatchdogExpired,
+}
+
+/// Queued events carried per generation in a hand-over; older ones are dropped.
+pub const MAX_PENDING_EVENTS: usize = 8;
+
+/// A carried `STATUS=` text is cut to this many bytes (it is informational).
+pub const MAX_PENDING_TEXT: usize = 512;
+
+/// The fds of a handed-over generation, taken over by the new image.
+#[derive(Debug)]
+pub struct GenerationFds {
+    /// The notify socket.
+    pub notify: OwnedFd,
+    /// The stdout read end.
+    pub stdout: Option<OwnedFd>,
+    /// The stderr read end.
+    pub stderr: Option<OwnedFd>,
 }
 
 /// What woke `next_event`.
@@ -85,14 +184,23 @@ impl Payload {
         let Some(group) = raw_pid.and_then(|id| Pid::from_raw(i32::try_from(id).ok()?)) else {
             return Err(spawn_error(io::Error::other("the new process has no pid")));
         };
+        let kept_output = [
+            child.stdout.as_ref().and_then(|s| keep(s.as_fd())),
+            child.stderr.as_ref().and_then(|s| keep(s.as_fd())),
+        ];
         output::forward(child.stdout.take(), &spec.version, "stdout");
         output::forward(child.stderr.take(), &spec.version, "stderr");
         let pid = group.as_raw_pid();
+        // Read at once: the process cannot be reaped (so its pid reused) before we wait.
+        let start_ticks = proc_stat(pid.unsigned_abs()).map_or(0, |s| s.start_ticks);
         tracing::info!(version = %spec.version, bank = %spec.bank, pid, "running");
         Ok(Payload {
             version: spec.version.clone(),
             pid: group,
-            child,
+            child: MainProcess::Spawned(child),
+            start_ticks,
+            forked_by: current_thread(),
+            kept_output,
             notify,
             notify_works: true,
             watchdog: spec.watchdog,
@@ -101,6 +209,106 @@ impl Payload {
             exited: None,
             stop_timeout: spec.stop_timeout,
         })
+    }
+
+    /// Adopts a generation handed over by the previous agent image of this
+    /// process: checks the pid is our child with the same start time, and
+    /// takes over its notify socket and output pipes. Must be called within a
+    /// Tokio runtime.
+    pub fn adopt(state: &GenerationState, fds: GenerationFds) -> Result<Payload, SupervisorError> {
+        let child = AdoptedChild::adopt(state.pid, state.start_ticks)?;
+        let pid = i32::try_from(state.pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or(SupervisorError::Adopt(super::adopt::AdoptError::NotOurs {
+                pid: state.pid,
+                why: "not a pid".to_owned(),
+            }))?;
+        let notify = NotifySocket::from_inherited(fds.notify, state.notify_name.clone())?;
+        let mut kept_output = [None, None];
+        for ((slot, fd), stream) in kept_output
+            .iter_mut()
+            .zip([fds.stdout, fds.stderr])
+            .zip(["stdout", "stderr"])
+        {
+            let Some(fd) = fd else { continue };
+            let reader = keep(fd.as_fd())
+                .and_then(|copy| tokio::net::unix::pipe::Receiver::from_owned_fd(copy).ok());
+            output::forward(reader, &state.version, stream);
+            *slot = Some(fd);
+        }
+        let pending = state
+            .pending
+            .iter()
+            .map(|e| match e {
+                PendingEvent::Ready => PayloadEvent::Ready,
+                PendingEvent::Status(text) => PayloadEvent::Status(text.clone()),
+                PendingEvent::Stopping => PayloadEvent::Stopping,
+                PendingEvent::WatchdogExpired => PayloadEvent::WatchdogExpired,
+            })
+            .collect();
+        tracing::info!(version = %state.version, bank = %state.bank, pid = state.pid, "adopted");
+        Ok(Payload {
+            version: state.version.clone(),
+            pid,
+            child: MainProcess::Adopted(child),
+            start_ticks: state.start_ticks,
+            // Its forking task was this process's main thread, which survived the exec.
+            forked_by: pid_of_self(),
+            kept_output,
+            notify,
+            notify_works: state.notify_works,
+            watchdog: state.watchdog_ms.map(Duration::from_millis),
+            watchdog_deadline: state.watchdog_deadline_mono_ms.map(mono::to_instant),
+            pending,
+            exited: None,
+            stop_timeout: Duration::from_millis(state.stop_timeout_ms),
+        })
+    }
+
+    /// This generation as the next agent image needs it, or `None` once its
+    /// exit was seen (the core then no longer holds it as running).
+    pub fn handover_state(&self, bank: BankId) -> Option<GenerationState> {
+        if self.exited.is_some() {
+            return None;
+        }
+        let pending = self
+            .pending
+            .iter()
+            .filter_map(|e| match e {
+                PayloadEvent::Ready => Some(PendingEvent::Ready),
+                PayloadEvent::Status(text) => Some(PendingEvent::Status(cut(text))),
+                PayloadEvent::Stopping => Some(PendingEvent::Stopping),
+                PayloadEvent::WatchdogExpired => Some(PendingEvent::WatchdogExpired),
+                PayloadEvent::Exited(_) => None,
+            })
+            .rev()
+            .take(MAX_PENDING_EVENTS)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Some(GenerationState {
+            version: self.version.clone(),
+            bank,
+            pid: self.pid(),
+            start_ticks: self.start_ticks,
+            notify_name: self.notify.env_value().to_owned(),
+            notify_fd: self.notify.raw_fd(),
+            notify_works: self.notify_works,
+            stdout_fd: self.kept_output[0].as_ref().map(AsRawFd::as_raw_fd),
+            stderr_fd: self.kept_output[1].as_ref().map(AsRawFd::as_raw_fd),
+            watchdog_ms: self.watchdog.map(millis),
+            watchdog_deadline_mono_ms: self.watchdog_deadline.map(mono::from_instant),
+            stop_timeout_ms: millis(self.stop_timeout),
+            pending,
+        })
+    }
+
+    /// The thread that forked the main process (the process's own pid for an
+    /// adopted generation).
+    pub fn forked_by(&self) -> i32 {
+        self.forked_by
     }
 
     /// The main process's pid (also its process group id).
@@ -253,13 +461,48 @@ impl Payload {
     }
 }
 
+/// A close-on-exec copy of `fd`, `None` when the system is out of fds.
+fn keep(fd: std::os::fd::BorrowedFd<'_>) -> Option<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 3).ok()
+}
+
+/// The calling thread's id.
+fn current_thread() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// This process's pid, as the thread id of its main thread.
+fn pid_of_self() -> i32 {
+    rustix::process::getpid().as_raw_pid()
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `text` cut to [`MAX_PENDING_TEXT`] bytes at a character boundary.
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(MAX_PENDING_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 impl Drop for Payload {
     /// The last resort when a payload is dropped without `stop`: SIGKILL to the
-    /// whole group. Tokio reaps the dropped child in the background.
+    /// whole group. Tokio reaps a dropped spawned child in the background; an
+    /// adopted one is reaped here if it is already gone (else at the next
+    /// agent start, as a zombie costs nothing but a pid).
     fn drop(&mut self) {
         if self.exited.is_none() {
             tracing::warn!(version = %self.version, pid = self.pid(), "dropped while running; killing its process group");
             self.signal_group(Signal::KILL);
+        }
+        if let MainProcess::Adopted(child) = &mut self.child {
+            let _ = child.try_wait();
         }
     }
 }

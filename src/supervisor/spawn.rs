@@ -29,15 +29,22 @@ const LISTEN_PID_WRAPPER: &str = r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" 
 /// The first fd handed over (`SD_LISTEN_FDS_START`).
 const FIRST_LISTEN_FD: RawFd = 3;
 
-/// Protocol variables the agent may itself have been given (by systemd): the
-/// payload must never see the agent's.
-const AGENT_PROTOCOL_VARS: [&str; 6] = [
+/// Protocol variables the agent may itself have been given (by systemd, or
+/// by its previous image at an in-place exec: `BANKSWAP_HANDOVER_*`, see
+/// `agent/inherit.rs`), and its test switches: the payload must never see them.
+const AGENT_PROTOCOL_VARS: [&str; 12] = [
     "LISTEN_FDS",
     "LISTEN_FDNAMES",
     "LISTEN_PID",
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
+    "BANKSWAP_HANDOVER_PID",
+    "BANKSWAP_HANDOVER_STATE",
+    "BANKSWAP_HANDOVER_FDS",
+    "BANKSWAP_HANDOVER_NONCE",
+    "BANKSWAP_HANDOVER_BOUNCE",
+    "BANKSWAP_TEST_SKIP_SELF_PROBE",
 ];
 
 /// Builds the command for `spec`, handing over `listeners` and `notify_socket`.
@@ -148,8 +155,11 @@ impl ChildSetup {
             }
         }
         // After the user switch, which clears the setting. The signal comes when
-        // the agent *thread* that forked exits: start payloads from a runtime
-        // worker, never from a short-lived blocking thread.
+        // the agent *thread* that forked exits, and an in-place exec of the
+        // agent ends every thread but the one calling it: payloads are forked
+        // from the main thread only (the core's current_thread runtime), which
+        // is also the only thread the agent execs from (`agent/reexec.rs`);
+        // never from a blocking or worker thread.
         rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
         if rustix::process::getppid() != Some(self.agent) {
             // The agent died before the prctl: no signal will ever come.

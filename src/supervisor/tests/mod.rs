@@ -95,5 +95,6 @@ fn process_gone(pid: &str) -> bool {
     }
 }
 
+mod adoption;
 mod lifecycle;
 mod protocol;
