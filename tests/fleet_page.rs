@@ -169,8 +169,8 @@ fn the_fleet_page_shows_the_fleet_live_and_filters_sorts_and_escapes_it() {
     );
     assert_eq!(
         cell(&mut browser, steady_id, "agent_version"),
-        "—",
-        "not reported yet"
+        env!("CARGO_PKG_VERSION"),
+        "the agent build reported"
     );
     assert_eq!(cell(&mut browser, beta_id, "channel"), "beta");
     assert_eq!(cell(&mut browser, beta_id, "version"), "1.0.0");

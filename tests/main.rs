@@ -33,6 +33,7 @@ mod reload;
 mod rollout;
 mod root_hint;
 mod rotation;
+mod selfupdate;
 mod selfupdate_stage;
 mod static_host;
 mod support;

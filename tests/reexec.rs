@@ -14,19 +14,19 @@ use crate::support::{bank_files, bankswap, run, run_ok};
 use crate::swap::{Load, bound_port, get, listen_config, publish_hello};
 
 /// The agent's pid.
-fn agent_pid(agent: &AgentProcess) -> u32 {
+pub(crate) fn agent_pid(agent: &AgentProcess) -> u32 {
     agent.child.as_ref().expect("agent running").id()
 }
 
 /// The inode of `/proc/PID/exe`: which file the process image was exec'd from.
-fn exe_inode(pid: u32) -> u64 {
+pub(crate) fn exe_inode(pid: u32) -> u64 {
     fs::metadata(format!("/proc/{pid}/exe"))
         .expect("/proc/PID/exe")
         .ino()
 }
 
 /// `/proc/PID/stat` field 4, the parent pid.
-fn parent_of(pid: u32) -> Option<u32> {
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit(')')
         .next()?
@@ -37,7 +37,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 }
 
 /// The pid of the last `running version=<version>` line.
-fn payload_pid(agent: &AgentProcess, version: &str) -> u32 {
+pub(crate) fn payload_pid(agent: &AgentProcess, version: &str) -> u32 {
     let needle = format!("running version={version} ");
     agent.wait_log(&needle);
     let log = agent.log();
@@ -54,7 +54,7 @@ fn payload_pid(agent: &AgentProcess, version: &str) -> u32 {
 }
 
 /// How many agent start lines (`agent version=… pid=<pid> adopted=<n>`) the log has.
-fn starts(agent: &AgentProcess, pid: u32, adopted: usize) -> usize {
+pub(crate) fn starts(agent: &AgentProcess, pid: u32, adopted: usize) -> usize {
     let needle = format!("pid={pid} adopted={adopted}");
     agent
         .log()
@@ -100,7 +100,7 @@ impl StatusLoop {
 
 /// A copy of the test binary: the same program as a different file, so the
 /// exec is visible in `/proc/PID/exe`.
-fn binary_copy(live: &Live, name: &str) -> PathBuf {
+pub(crate) fn binary_copy(live: &Live, name: &str) -> PathBuf {
     let copy = live.w.path(name);
     fs::copy(env!("CARGO_BIN_EXE_bankswap"), &copy).expect("copy the binary");
     fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -362,7 +362,7 @@ fn a_self_update_that_answers_commits() {
 }
 
 /// Restarts `agent` with extra environment variables.
-fn start_with_env(agent: &mut AgentProcess, env: &[(&str, &str)]) {
+pub(crate) fn start_with_env(agent: &mut AgentProcess, env: &[(&str, &str)]) {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -500,7 +500,7 @@ fn a_forged_or_garbled_hand_over_is_refused_and_the_agent_starts_cold() {
 }
 
 /// The port of the `listening name=http` line logged after byte `from`.
-fn bound_port_after(agent: &AgentProcess, from: usize) -> u16 {
+pub(crate) fn bound_port_after(agent: &AgentProcess, from: usize) -> u16 {
     agent.wait_until("a listening line", || {
         agent.log()[from..].contains("listening name=http")
     });

@@ -33,7 +33,7 @@ fn script(w: &World, name: &str, body: &str) -> PathBuf {
 }
 
 /// `publish --agent-binary FILE --version V --channel bankswap --to DATA [extra]`.
-fn publish_agent(w: &World, data: &Path, file: &Path, version: &str, extra: &[&str]) {
+pub(crate) fn publish_agent(w: &World, data: &Path, file: &Path, version: &str, extra: &[&str]) {
     let mut args = vec![
         "publish".to_string(),
         "--key".into(),
@@ -53,24 +53,24 @@ fn publish_agent(w: &World, data: &Path, file: &Path, version: &str, extra: &[&s
 }
 
 /// How often `needle` occurs in `log`.
-fn count(log: &str, needle: &str) -> usize {
+pub(crate) fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
 }
 
 /// The agent's slot state file.
-fn agent_state(root: &Path) -> serde_json::Value {
+pub(crate) fn agent_state(root: &Path) -> serde_json::Value {
     let text = fs::read_to_string(root.join("agent/state.json")).expect("agent/state.json");
     serde_json::from_str(&text).expect("agent state JSON")
 }
 
-fn has_bad(status: &serde_json::Value, version: &str) -> bool {
+pub(crate) fn has_bad(status: &serde_json::Value, version: &str) -> bool {
     status["agent_bad_versions"]
         .as_array()
         .is_some_and(|b| b.iter().any(|v| v["version"] == version))
 }
 
 #[test]
-fn an_agent_release_is_staged_and_qualified_up_to_ready() {
+fn an_agent_release_is_staged_qualified_and_taken_over() {
     let live = Live::new();
     live.publish_sleeper("1.0.0");
     let agent = live.agent("root", SELF_UPDATE);
@@ -84,9 +84,6 @@ fn an_agent_release_is_staged_and_qualified_up_to_ready() {
 
     let build = binary_copy(&live.w, "bankswap-99");
     publish_agent(&live.w, &live.data, &build, "99.0.0", &[]);
-    agent.wait_until("the agent build is ready", || {
-        agent.status()["agent_phase"] == "ready"
-    });
     agent.wait_log("agent update ready version=99.0.0 slot=Slot1");
     let log = agent.log();
     assert_eq!(
@@ -113,15 +110,17 @@ fn an_agent_release_is_staged_and_qualified_up_to_ready() {
     assert_eq!(record["platform"], "linux-x86_64");
     assert_eq!(record["handover_schemas"], serde_json::json!([1]));
 
-    // Staged, not taken over: the running agent, its state and the payload are as before.
+    // Then taken over in place (tests/selfupdate.rs follows that part): the
+    // payload is the same release, the agent state names the slot.
+    agent.wait_until("the new build committed", || {
+        agent.status()["agent_version"] == "99.0.0"
+    });
     let s = agent.status();
-    assert_eq!(s["agent_version"], "0.1.0");
-    assert_eq!(s["agent_pending"]["version"], "99.0.0");
     assert_eq!(s["active_version"], "1.0.0");
     assert!(s["agent_last_error"].is_null(), "{s}");
     let state = agent_state(&agent.root);
     assert_eq!(state["phase"], "committed");
-    assert!(state["active"].is_null());
+    assert_eq!(state["active"], "Slot1");
     assert_eq!(state["slot1_version"], "99.0.0");
 
     // The report carries the agent version; the console's fleet shows it.
@@ -129,7 +128,7 @@ fn an_agent_release_is_staged_and_qualified_up_to_ready() {
     wait_for("the fleet to show the agent version", || {
         let out = run(["console", "fleet", "--data", &data, "--json"]);
         serde_json::from_str::<serde_json::Value>(&out.stdout)
-            .is_ok_and(|fleet| fleet[0]["agent_version"] == "0.1.0")
+            .is_ok_and(|fleet| fleet[0]["agent_version"] == "99.0.0")
     });
     let table = run_ok(["console", "fleet", "--data", &data]);
     let mut lines = table.stdout.lines();
@@ -138,7 +137,7 @@ fn an_agent_release_is_staged_and_qualified_up_to_ready() {
         "{}",
         table.stdout
     );
-    assert!(lines.next().is_some_and(|row| row.contains("0.1.0")));
+    assert!(lines.next().is_some_and(|row| row.contains("99.0.0")));
 }
 
 #[test]

@@ -276,6 +276,8 @@ impl Agent {
             }
             // A payload update that ended may have held an agent release back.
             self.evaluate_held_agent_release();
+            // A qualified agent build takes over once the payload is settled.
+            self.take_over_with_ready_build();
             self.judge_trial().await;
             self.apply_next_health();
             self.save_last_error();

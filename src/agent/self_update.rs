@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bank_layout::{
-    AGENT_BINARY, AGENT_DIR, AgentBuild, AgentPhase, AgentSlots, AgentStageSpec, AgentState,
-    ArchiveFormat, LayoutError, Pending, Phase, SlotId,
+    AGENT_BINARY, AGENT_DIR, AgentAttempt, AgentBuild, AgentPhase, AgentSlots, AgentStageSpec,
+    AgentState, ArchiveFormat, LayoutError, Pending, Phase, SlotId,
 };
 use signing::{
     ArtifactFormat, Expectations, KeyRing, ReleaseError, ReleaseKind, VerifiedRelease,
@@ -36,6 +36,8 @@ use self::selftest::{SelfTestReport, Target};
 use crate::agent::checker::CheckOutcome;
 use crate::agent::core::{Agent, Disk, Mode, wall_wait};
 use crate::agent::fetch::{self, ArtifactStream, Cancel, Checked};
+use crate::agent::handover;
+use crate::agent::reexec::{ExecPurpose, ExecTarget};
 use crate::agent::schedule;
 use crate::agent::staging::STAGE_RETRY;
 use crate::clock;
@@ -454,6 +456,80 @@ impl Agent {
         let pending = slots.state().pending.as_ref()?;
         let wait = wall_wait(self.now(), clock::from_unix(pending.not_before));
         Instant::now().checked_add(wait)
+    }
+
+    /// A qualified build waiting in its slot takes over once no payload update
+    /// is in progress (called after every event): the trial marker is written
+    /// (one write), then this process execs the build in place with the
+    /// hand-over (same pid, the payload untouched). The new image commits
+    /// within `[self_update] grace` or execs this build back. If the exec
+    /// itself fails, this build keeps running and the version is marked bad
+    /// with the reason, in the same write that ends the attempt.
+    pub(super) fn take_over_with_ready_build(&mut self) {
+        if !self.payload_settled() || self.held_rollback.is_some() {
+            return;
+        }
+        let now = clock::unix(self.now());
+        let grace = self.config.self_update.grace;
+        let Some(su) = self.self_update.as_mut() else {
+            return;
+        };
+        if !matches!(su.work, Work::Ready { .. }) {
+            return;
+        }
+        let Work::Ready {
+            slot,
+            version,
+            sequence,
+        } = std::mem::replace(&mut su.work, Work::Idle)
+        else {
+            return;
+        };
+        let Some(slots) = su.slots.as_mut() else {
+            return;
+        };
+        let previous_exe = match std::fs::read_link("/proc/self/exe") {
+            Ok(exe) => exe,
+            Err(e) => {
+                error!(error = %e, "agent update: cannot read /proc/self/exe; not taking over");
+                return;
+            }
+        };
+        let nonce = handover::new_nonce();
+        let attempt = AgentAttempt {
+            version: version.clone(),
+            sequence,
+            slot,
+            from: su.identity.slot,
+            from_version: su.identity.version.clone(),
+            from_exe: previous_exe.clone(),
+            nonce: nonce.clone(),
+            started_at: now,
+            ran: false,
+            tries: 0,
+        };
+        if let Err(e) = slots.begin_attempt(attempt) {
+            error!(error = %e, "agent update: cannot write the trial marker; not taking over");
+            return;
+        }
+        let exe = slots.binary(slot);
+        info!(version, slot = %slot, binary = %exe.display(), "agent update: executing the new build in place");
+        let target = ExecTarget {
+            exe,
+            purpose: ExecPurpose::SelfUpdate {
+                attempt: nonce,
+                grace,
+                previous_exe,
+            },
+        };
+        let err = self.exec_in_place(&target);
+        let reason = format!("agent {version}: could not take over: {err:#}");
+        error!(reason, "agent update failed; this build keeps running");
+        if let Some(slots) = self.self_update.as_mut().and_then(|su| su.slots.as_mut())
+            && let Err(e) = slots.fail_attempt(&reason, true)
+        {
+            error!(error = %e, "could not record the failed agent update");
+        }
     }
 
     /// Whether no payload update is in progress: the core holds the root, it is

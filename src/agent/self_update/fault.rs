@@ -6,6 +6,8 @@
 //! fails while the same bytes running as another version do not. Faults:
 //!
 //! - `self-test-fail`: `--self-test` prints `ok: false` and exits 1.
+//! - `no-commit`: the new image of a self-update never probes itself, so it
+//!   misses its grace and execs the previous build back (read in `reexec.rs`).
 //!
 //! Harmless in production: it can only make an update fail.
 

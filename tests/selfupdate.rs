@@ -1,0 +1,154 @@
+//! Self-update end to end (SPEC §9): an agent release published on the agent
+//! channel is staged, qualified, and taken over **in place** — same pid, the
+//! payload still serving, zero failed requests — then committed; a build that
+//! never proves itself within its grace is replaced by the previous one, marked
+//! bad with the reason, and not tried again.
+
+use std::fs;
+
+use crate::reexec::{
+    agent_pid, binary_copy, bound_port_after, exe_inode, parent_of, payload_pid, start_with_env,
+};
+use crate::selfupdate_stage::{agent_state, count, has_bad, publish_agent};
+use crate::support::live::{AgentProcess, Live, wait_for};
+use crate::support::run_ok;
+use crate::swap::{Load, get, listen_config, publish_hello};
+
+/// Self-update on, with a grace a loaded machine still meets, and a short
+/// self-test bound.
+const SELF_UPDATE: &str =
+    "[self_update]\nenabled = true\ngrace = \"20s\"\nself_test_timeout = \"30s\"\n";
+
+/// A hello-payload agent with self-update on, started with `env`, committed on
+/// 1.0.0 and answering on its `[[listen]]` port.
+fn serving_agent(live: &Live, self_update: &str, env: &[(&str, &str)]) -> (AgentProcess, u16) {
+    publish_hello(live, "1.0.0");
+    let mut agent = live.agent("root", &listen_config(self_update));
+    agent.wait_committed("1.0.0");
+    agent.terminate();
+    let from = agent.log().len();
+    start_with_env(&mut agent, env);
+    let port = bound_port_after(&agent, from);
+    agent.wait_committed("1.0.0");
+    wait_for("hello-payload answering", || get(port).is_ok());
+    (agent, port)
+}
+
+#[test]
+fn an_agent_release_takes_over_in_place_while_the_payload_keeps_serving() {
+    let live = Live::new();
+    let (agent, port) = serving_agent(&live, SELF_UPDATE, &[]);
+    let pid = agent_pid(&agent);
+    let payload = payload_pid(&agent, "1.0.0");
+    let original = exe_inode(pid);
+    let installed = agent.status()["agent_version"].as_str().map(String::from);
+
+    let load = Load::start(port, 2);
+    let build = binary_copy(&live, "bankswap-99");
+    publish_agent(&live.w, &live.data, &build, "99.0.0", &[]);
+    agent.wait_until("the new agent build committed", || {
+        let s = agent.status();
+        s["agent_version"] == "99.0.0" && s["agent_phase"] == "committed"
+    });
+    let (sent, failures, _) = load.finish();
+    assert!(sent > 0, "the load ran");
+    assert!(failures.is_empty(), "{} of {sent} failed", failures.len());
+
+    // The same process, now the slot's image; the payload is its child still.
+    assert_eq!(agent_pid(&agent), pid);
+    let slot_binary = agent.root.join("agent/Slot1/bankswap");
+    assert_eq!(
+        exe_inode(pid),
+        fs::metadata(&slot_binary)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .expect("slot binary"),
+        "the process image is the staged build"
+    );
+    assert_ne!(exe_inode(pid), original);
+    assert_eq!(parent_of(payload), Some(pid), "the payload was adopted");
+    assert_eq!(
+        payload_pid(&agent, "1.0.0"),
+        payload,
+        "no new payload start"
+    );
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("agent version=99.0.0 pid={pid} adopted=1")),
+        "{log}"
+    );
+    assert_eq!(
+        count(&log, "agent update: executing the new build in place"),
+        1
+    );
+    assert!(log.contains("agent self-update: committing the new build"));
+
+    // Committed in the slots; the previous build is kept for rollback.
+    let state = agent_state(&agent.root);
+    assert_eq!(state["active"], "Slot1");
+    assert_eq!(state["phase"], "committed");
+    assert!(state["attempt"].is_null(), "{state}");
+    let s = agent.status();
+    assert_eq!(s["agent_previous_version"].as_str(), installed.as_deref());
+    assert_eq!(s["active_version"], "1.0.0");
+    assert!(build.exists());
+
+    // The console sees the new agent version in the agent's reports.
+    let data = live.data.display().to_string();
+    wait_for("the fleet to show agent 99.0.0", || {
+        let out = run_ok(["console", "fleet", "--data", &data, "--json"]);
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|fleet| fleet[0]["agent_version"] == "99.0.0")
+    });
+}
+
+#[test]
+fn a_build_that_never_commits_is_replaced_by_the_previous_one_and_marked_bad() {
+    let live = Live::new();
+    // The copy published as 99.0.0 skips its self-probe once it runs as 99.0.0,
+    // so it cannot commit within its (short) grace; the same bytes as 0.x do.
+    let (agent, port) = serving_agent(
+        &live,
+        "[self_update]\nenabled = true\ngrace = \"3s\"\nself_test_timeout = \"30s\"\n",
+        &[("BANKSWAP_TEST_AGENT_FAULT", "no-commit@99.0.0")],
+    );
+    let pid = agent_pid(&agent);
+    let payload = payload_pid(&agent, "1.0.0");
+    let original = exe_inode(pid);
+
+    let load = Load::start(port, 2);
+    let build = binary_copy(&live, "bankswap-99");
+    publish_agent(&live.w, &live.data, &build, "99.0.0", &[]);
+    agent.wait_until("99.0.0 marked bad", || has_bad(&agent.status(), "99.0.0"));
+    let (sent, failures, _) = load.finish();
+    assert!(failures.is_empty(), "{} of {sent} failed", failures.len());
+
+    assert_eq!(agent_pid(&agent), pid);
+    assert_eq!(exe_inode(pid), original, "the previous build runs again");
+    assert_eq!(parent_of(payload), Some(pid), "the payload never stopped");
+    let s = agent.status();
+    assert_ne!(s["agent_version"], "99.0.0");
+    assert_eq!(s["agent_phase"], "committed");
+    let reason = s["agent_bad_versions"]
+        .as_array()
+        .and_then(|b| b.iter().find(|v| v["version"] == "99.0.0"))
+        .and_then(|v| v["reason"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("missed its grace"), "{s}");
+    let state = agent_state(&agent.root);
+    assert!(state["attempt"].is_null(), "{state}");
+    assert!(
+        state["active"].is_null(),
+        "still the installed build: {state}"
+    );
+
+    // Not tried again: a check finds the same release and leaves it.
+    run_ok(["check", "--root", &agent.root.display().to_string()]);
+    agent.wait_log("version 99.0.0 was marked bad by this agent");
+    let log = agent.log();
+    assert_eq!(
+        count(&log, "agent update: executing the new build in place"),
+        1,
+        "{log}"
+    );
+}
