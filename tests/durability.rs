@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::support::live::Live;
 use crate::support::{self, World, assert_fails_with, bankswap, run, run_ok, status, tree, wait};
 
 /// Longest wait for a condition (a scratch folder appearing, a lock being held):
@@ -617,4 +618,186 @@ fn published_artifacts_are_0644_under_umask_000() {
         .collect();
     assert_eq!(artifacts.len(), 1, "no temp file left: {artifacts:?}");
     assert_eq!(mode(&artifacts[0]), 0o644);
+}
+
+/// A live agent whose root is on a tmpfs of `size` in its own user and mount
+/// namespace (as [`on_small_tmpfs`]): two runs of `bankswap run --config CONFIG`
+/// one after the other (the test edits the config, then stops the first), their
+/// pids in `OUT/pid1`, `OUT/pid2`. The test reaches the root from outside
+/// through `/proc/PID/root`. Dropping it stops both runs.
+struct AgentOnTmpfs {
+    /// The `sh` that mounted the tmpfs and runs the agents.
+    shell: std::process::Child,
+    /// Where the pids and the log are.
+    out: PathBuf,
+    /// The root's path inside the namespace.
+    root_inside: PathBuf,
+}
+
+impl AgentOnTmpfs {
+    fn start(w: &World, size: &str, config: &Path) -> AgentOnTmpfs {
+        let mnt = w.path("agent-mnt");
+        let out = w.path("agent-out");
+        fs::create_dir_all(&mnt).expect("mnt");
+        fs::create_dir_all(&out).expect("out");
+        let script = format!(
+            r#"set -e
+mount -t tmpfs -o size={size} tmpfs "{mnt}"
+for run in 1 2; do
+  BANKSWAP_LOG=info "{bin}" run --config "{config}" 2>> "{out}/agent.log" &
+  echo $! > "{out}/pid$run"
+  wait $! || true
+done
+"#,
+            mnt = mnt.display(),
+            bin = env!("CARGO_BIN_EXE_bankswap"),
+            config = config.display(),
+            out = out.display(),
+        );
+        let shell = Command::new("unshare")
+            .args(["-Urm", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("unshare runs");
+        AgentOnTmpfs {
+            shell,
+            out,
+            root_inside: mnt.join("root"),
+        }
+    }
+
+    /// The pid of run `n` once it started.
+    fn pid(&self, n: u32) -> i32 {
+        let file = self.out.join(format!("pid{n}"));
+        wait::until(CONDITION_DEADLINE, || {
+            fs::read_to_string(&file).ok()?.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("agent run {n} did not start: {}", self.log()))
+    }
+
+    /// The root as seen from outside the namespace, through agent run `n`.
+    fn root(&self, n: u32) -> PathBuf {
+        let inside = self.root_inside.strip_prefix("/").expect("absolute");
+        Path::new(&format!("/proc/{}/root", self.pid(n))).join(inside)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.out.join("agent.log")).unwrap_or_default()
+    }
+
+    /// `status --json` of run `n` (Null while it does not answer).
+    fn status(&self, n: u32) -> Value {
+        let out = run([
+            "status",
+            "--root",
+            &self.root(n).display().to_string(),
+            "--json",
+        ]);
+        serde_json::from_str(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Waits until run `n`'s status satisfies `done`.
+    fn wait_status(&self, n: u32, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        wait::until(CONDITION_DEADLINE, || {
+            let s = self.status(n);
+            done(&s).then_some(s)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for {what}: {}\n{}",
+                self.status(n),
+                self.log()
+            )
+        })
+    }
+
+    /// SIGTERM to run `n`, if it started.
+    fn stop(&self, n: u32) {
+        if let Some(pid) = fs::read_to_string(self.out.join(format!("pid{n}")))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) of an agent this test started (its pid from its shell).
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+impl Drop for AgentOnTmpfs {
+    fn drop(&mut self) {
+        self.stop(1);
+        self.stop(2);
+        if wait::exit_of(&mut self.shell, CONDITION_DEADLINE).is_none() {
+            let _ = self.shell.kill();
+            let _ = self.shell.wait();
+        }
+    }
+}
+
+/// The agent's side of [`in_place_staging_only_when_allowed`]: on a 12 MiB tmpfs
+/// holding 1.0.0 and 1.1.0 (4 MiB each), an agent refuses to stage 1.2.0 over
+/// the rollback target and says why in `status`; restarted with `[update]
+/// allow_in_place = true`, it logs that the rollback target goes, then installs.
+#[test]
+fn the_agent_stages_in_place_only_when_allowed() {
+    const MIB: usize = 1024 * 1024;
+    let live = Live::new();
+    let publish = |version: &str| {
+        let payload = live.w.payload(version, 4, MIB);
+        live.w.publish(&live.data, &payload, version, &[]);
+    };
+    publish("1.0.0");
+    let config = live.w.path("agent.toml");
+    let write_config = |allow: bool| {
+        let text = format!(
+            "console = \"{console}\"\nroot = \"{root}\"\ntrusted_keys = [\"{key}\"]\npoll_interval = \"1s\"\nmax_delay = \"0s\"\n[health]\ngrace = \"1s\"\n[tls]\nca_certs = [\"{ca}\"]\n[update]\nallow_in_place = {allow}\n",
+            console = live.console.url,
+            root = live.w.path("agent-mnt/root").display(),
+            key = live.w.public("release"),
+            ca = live.ca.ca_pem.display(),
+        );
+        fs::write(&config, text).expect("config");
+    };
+    write_config(false);
+    let agent = AgentOnTmpfs::start(&live.w, "12m", &config);
+    let committed =
+        |v: &'static str| move |s: &Value| s["active_version"] == v && s["phase"] == "committed";
+    agent.wait_status(1, "1.0.0 committed", committed("1.0.0"));
+    publish("1.1.0");
+    agent.wait_status(1, "1.1.0 committed", committed("1.1.0"));
+    publish("1.2.0");
+    let refused = agent.wait_status(1, "the in-place refusal in status", |s| {
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("only in place"))
+    });
+    assert_eq!(refused["last_error_kind"], "staging", "{refused}");
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allow_in_place"),
+        "{refused}"
+    );
+    assert_eq!(refused["active_version"], "1.1.0");
+    assert_eq!(
+        refused["previous_version"], "1.0.0",
+        "the rollback target stays"
+    );
+    assert!(agent.log().contains("only in place"), "{}", agent.log());
+
+    write_config(true);
+    agent.stop(1);
+    agent.wait_status(2, "1.2.0 committed", committed("1.2.0"));
+    let s = agent.status(2);
+    assert_eq!(s["previous_version"], "1.1.0", "{s}");
+    assert!(
+        agent
+            .log()
+            .contains("1.0.0 in the idle bank (the rollback target) is removed first"),
+        "{}",
+        agent.log()
+    );
 }
