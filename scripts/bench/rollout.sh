@@ -70,6 +70,9 @@ wait_rollout() {
   until rollout_state "$1" "$2"; do
     if ((SECONDS >= deadline)); then
       api /v1/rollouts | python3 -c 'import json,sys; r=json.load(sys.stdin)["rollouts"][0]; r["events"]=r["events"][-5:]; print(json.dumps(r, indent=1))' >&2 || true
+      bench_log "simulator events: $(python3 -c 'import collections,json,sys; print(dict(collections.Counter((j["event"], j["version"]) for j in map(json.loads, open(sys.argv[1])))))' "$W/sim.jsonl")"
+      bench_log "simulator stderr: $(tail -3 "$W/sim.log")"
+      bench_log "console log: $(grep -v ' DEBUG ' "$W/console.log" | tail -5)"
       bench_die "timed out after 300s waiting for the $1 rollout to be $2"
     fi
     sleep 0.1
