@@ -66,10 +66,13 @@ r=[r for r in json.load(sys.stdin)['rollouts'] if r['channel']=='stable']
 sys.exit(0 if r and r[0]['version']=='$1' and r[0]['state']=='$2' else 1)"; }
 # wait_rollout VERSION STATE: like bench_wait, but shows the rollout if it never gets there.
 wait_rollout() {
-  local deadline=$((SECONDS + 300))
+  local deadline=$((SECONDS + ${ROLLOUT_LIMIT:-300}))
   until rollout_state "$1" "$2"; do
     if ((SECONDS >= deadline)); then
       api /v1/rollouts | python3 -c 'import json,sys; r=json.load(sys.stdin)["rollouts"][0]; r["events"]=r["events"][-5:]; print(json.dumps(r, indent=1))' >&2 || true
+      bench_log "simulator events: $(python3 -c 'import collections,json,sys; print(dict(collections.Counter((j["event"], j["version"]) for j in map(json.loads, open(sys.argv[1])))))' "$W/sim.jsonl")"
+      bench_log "simulator stderr: $(tail -3 "$W/sim.log"); $(kill -0 "$SIM_PID" 2>/dev/null && echo running || echo 'not running')"
+      bench_log "console log: $(grep -v ' DEBUG ' "$W/console.log" | tail -5)"
       bench_die "timed out after 300s waiting for the $1 rollout to be $2"
     fi
     sleep 0.1

@@ -31,8 +31,16 @@ use crate::report::WireReport;
 /// First pause after a failed check; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
-/// The longest pause between failed checks.
+/// The longest pause between failed checks or reports.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Agents started together, every [`STARTUP_PAUSE`]: a thousand TLS
+/// handshakes at the same instant overflow the console's listen backlog,
+/// which real fleets (started at different times) never do.
+const STARTUP_BATCH: u32 = 50;
+
+/// The pause between two batches of agents starting.
+const STARTUP_PAUSE: Duration = Duration::from_millis(50);
 
 /// Runs the simulated fleet until SIGTERM/SIGINT (or `--for`).
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
@@ -75,15 +83,19 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         trial,
         wait,
         timeouts: Timeouts::default(),
+        stop: CancellationToken::new(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let stop = CancellationToken::new();
+        let stop = fleet.stop.clone();
         let mut agents = Vec::new();
         for n in 0..args.agents {
+            if n > 0 && n % STARTUP_BATCH == 0 {
+                tokio::time::sleep(STARTUP_PAUSE).await;
+            }
             let agent = Agent {
                 id: format!("{}-{n:05}", args.prefix),
                 version: version.clone(),
@@ -153,6 +165,8 @@ struct Fleet {
     wait: Duration,
     /// Request deadlines (the agent's defaults).
     timeouts: Timeouts,
+    /// Cancelled when the fleet stops.
+    stop: CancellationToken,
 }
 
 /// One simulated agent.
@@ -252,7 +266,8 @@ impl Agent {
         }
     }
 
-    /// POSTs the agent's report (retried a few times: the gate needs it).
+    /// POSTs the agent's report, retried with backoff until the console
+    /// takes it (the gate needs it), as long as the fleet runs.
     async fn report(&self, fleet: &Fleet, phase: &str, trial_error: Option<String>) {
         let url = fetch::url(&fleet.console, &format!("agents/{}/report", self.id));
         let body = WireReport {
@@ -267,7 +282,8 @@ impl Agent {
             restarts: None,
             ..WireReport::default()
         };
-        for attempt in 0..5u32 {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
             let sent = fleet
                 .http
                 .post(&url)
@@ -278,7 +294,11 @@ impl Agent {
             if sent.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
-            tokio::time::sleep(FIRST_BACKOFF * (attempt + 1)).await;
+            if fleet.stop.is_cancelled() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

@@ -176,8 +176,10 @@ struct Replaced {
 /// One channel as the engine knows it.
 #[derive(Default)]
 struct Channel {
-    /// ETag and sequence of the current manifest last seen.
+    /// ETag and sequence of the newest current manifest seen (never goes back).
     current: Option<(String, u64)>,
+    /// The highest sequence whose plan was looked for.
+    plan_checked: Option<u64>,
     /// The rollout of the newest plan read (active only for the current sequence).
     rollout: Option<Rollout>,
     /// The agents that asked for this channel's manifest with their identity.
@@ -371,16 +373,17 @@ impl Rollouts {
     /// whose current manifest is `current`. Reads the channel's plan from
     /// disk when the current manifest changed (once per publish).
     pub fn serve(&self, channel: &str, agent: Option<&str>, current: &Release) -> Serve {
-        let stale = {
+        // Decided for the sequence of the very bytes to be served, never for a
+        // channel state another request may just have moved.
+        let sequence = sequence_of(&current.bytes);
+        let needs_plan = {
             let inner = self.lock();
-            inner
-                .channels
-                .get(channel)
-                .and_then(|c| c.current.as_ref())
-                .is_none_or(|(etag, _)| *etag != current.etag)
+            inner.channels.get(channel).is_none_or(|c| {
+                c.rollout.as_ref().map(|r| r.plan.sequence) != Some(sequence)
+                    && c.plan_checked.is_none_or(|checked| checked < sequence)
+            })
         };
-        if stale {
-            let sequence = sequence_of(&current.bytes);
+        if needs_plan {
             self.refresh_channel(channel, Some((current.etag.clone(), sequence)));
         }
         let mut inner = self.lock();
@@ -398,11 +401,10 @@ impl Rollouts {
             entry.members.insert(agent.to_string());
             unsaved_members.push((channel.to_string(), agent.to_string()));
         }
-        let current_sequence = entry.current.as_ref().map(|(_, s)| *s);
         let Some(rollout) = entry
             .rollout
             .as_mut()
-            .filter(|r| Some(r.plan.sequence) == current_sequence)
+            .filter(|r| r.plan.sequence == sequence)
         else {
             return Serve::Current;
         };
@@ -570,6 +572,7 @@ impl Rollouts {
                 current,
                 rollout,
                 members,
+                ..
             } = channel;
             let Some(rollout) = rollout
                 .as_mut()
@@ -623,8 +626,8 @@ impl Rollouts {
                 .rollout
                 .as_ref()
                 .is_some_and(|r| Some(r.plan.sequence) == sequence);
-            if has_plan || (known == sequence && entry.rollout.is_some()) {
-                entry.current = current;
+            if has_plan || (known >= sequence && entry.rollout.is_some()) {
+                entry.advance(&current);
                 return;
             }
             entry.rollout.as_ref().map(|r| Replaced {
@@ -639,7 +642,7 @@ impl Rollouts {
         let mut inner = self.lock();
         let entry = inner.channels.entry(channel.to_string()).or_default();
         let Some(plan) = plan else {
-            entry.current = current;
+            entry.advance(&current);
             return;
         };
         // A plan for a release not (yet, or no longer) current is kept only
@@ -649,14 +652,14 @@ impl Rollouts {
             .as_ref()
             .is_some_and(|r| r.plan.sequence == plan.sequence || Some(plan.sequence) != sequence);
         if superfluous {
-            entry.current = current;
+            entry.advance(&current);
             return;
         }
         drop(inner);
         let mut rollout = self.load_rollout(channel, &dir, plan, replaced);
         let mut inner = self.lock();
         let entry = inner.channels.entry(channel.to_string()).or_default();
-        entry.current = current;
+        entry.advance(&current);
         if entry
             .rollout
             .as_ref()
@@ -790,6 +793,21 @@ impl Rollouts {
 }
 
 impl Channel {
+    /// Records `current` (manifest ETag and sequence) unless a newer one was
+    /// seen: a request that read the file before a publish cannot move the
+    /// channel back. Its plan has been looked for.
+    fn advance(&mut self, current: &Option<(String, u64)>) {
+        let Some((_, sequence)) = current else { return };
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|(_, known)| known <= sequence)
+        {
+            self.current.clone_from(current);
+        }
+        self.plan_checked = self.plan_checked.max(Some(*sequence));
+    }
+
     /// The rollout, if it is for the current release.
     fn active_rollout(&self) -> Option<&Rollout> {
         let current = self.current.as_ref().map(|(_, s)| *s);
