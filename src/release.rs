@@ -140,10 +140,7 @@ pub fn verify_with(
         .version_of(state.active)
         .and_then(|v| semver::Version::parse(v).ok());
     // The one bad-version rule, over the marks as the root stores them.
-    let marked_bad = |version: &semver::Version, sequence: u64| {
-        bank_layout::marked_bad(&state.bad_versions, &version.to_string(), sequence)
-            .map(|mark| mark.sequence)
-    };
+    let marked_bad = marks(&state.bad_versions);
     let release = signing::verify_release(
         manifest,
         signature,
@@ -161,6 +158,17 @@ pub fn verify_with(
     // A payload channel carries payload releases, for this platform or any.
     signing::check_kind_and_platform(&release.manifest, ReleaseKind::Payload, PLATFORM)?;
     Ok(release)
+}
+
+/// The release policy's [`signing::MarkedBad`] question, answered by the one
+/// bad-version rule (`bank_layout::marked_bad`) over `bad_versions` as stored.
+pub fn marks(
+    bad_versions: &[bank_layout::BadVersion],
+) -> impl Fn(&semver::Version, u64) -> Option<u64> + '_ {
+    move |version, sequence| {
+        bank_layout::marked_bad(bad_versions, &version.to_string(), sequence)
+            .map(|mark| mark.sequence)
+    }
 }
 
 /// Everything staging needs from a verified release, owned, so that it can move
@@ -320,6 +328,9 @@ pub fn stage_delta(
     mut plan: StagePlan,
 ) -> Result<BankId, LayoutError> {
     plan.remember_files(index);
+    if let Some(notice) = plan.space_notice(root) {
+        warn!(version = %plan.record.version, "{notice}");
+    }
     let mut progress = Progress::new(&plan.label, index.unpacked_size());
     let result = root.stage_delta(index, plan.spec(), objects, &mut |done| {
         progress.update(done)

@@ -30,7 +30,7 @@ use signing::Manifest;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use crate::agent::fetch::{self, ArtifactStream, Cancel, describe};
+use crate::agent::fetch::{self, ArtifactStream, Cancel, describe, read_capped};
 use crate::config::Timeouts;
 use crate::progress::{Meter, SharedMeter};
 use crate::release::{self, StagePlan, stage_release};
@@ -378,19 +378,6 @@ async fn fetch_index(
             "{url} does not match the manifest: {} bytes with sha256 {actual}, expected {size} bytes with sha256 {sha256}",
             body.len()
         )));
-    }
-    Ok(body)
-}
-
-/// Reads a body, stopping one byte past `limit` so the caller can say "too large".
-async fn read_capped(mut response: reqwest::Response, limit: u64) -> reqwest::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        body.extend_from_slice(&chunk);
-        if body.len() as u64 > limit {
-            body.truncate(limit as usize + 1);
-            break;
-        }
     }
     Ok(body)
 }

@@ -289,7 +289,10 @@ fn ok_status(response: reqwest::Response, url: &str) -> anyhow::Result<reqwest::
 }
 
 /// Reads a body, stopping one byte past `limit` so the caller can report "too large".
-async fn read_capped(mut response: reqwest::Response, limit: u64) -> reqwest::Result<Vec<u8>> {
+pub(super) async fn read_capped(
+    mut response: reqwest::Response,
+    limit: u64,
+) -> reqwest::Result<Vec<u8>> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         body.extend_from_slice(&chunk);

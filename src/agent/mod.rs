@@ -342,6 +342,7 @@ async fn signals(reloader: Reloader) {
         return std::future::pending().await;
     };
     // The handlers exist: a stop signal blocked across an in-place exec is delivered now.
+    reexec::watch_stop_signals();
     reexec::unblock_stop_signals();
     loop {
         tokio::select! {

@@ -17,6 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -162,6 +163,11 @@ impl Agent {
         );
         logging::flush();
         let old_mask = block_stop_signals();
+        if stop_requested() {
+            // Its handler already ran in this image: an exec now would lose it.
+            restore_signal_mask(&old_mask);
+            bail!("the agent is stopping (SIGTERM or SIGINT); not executing");
+        }
         if let Err(e) = inherit::clear_cloexec(&all) {
             restore_signal_mask(&old_mask);
             return Err(
@@ -788,6 +794,31 @@ fn restore_signal_mask(old: &libc::sigset_t) {
     unsafe {
         libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
     }
+}
+
+/// Set by the stop signals' handler itself, at delivery: the core runs on the
+/// one thread that also polls the signal stream, so a stop that came while it
+/// decides to exec is not seen there yet, and would be lost with this image.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Records SIGTERM and SIGINT in [`STOP_REQUESTED`] as they are delivered, beside
+/// tokio's own handlers (signal-hook-registry chains both). Called once the
+/// agent's signal streams exist.
+pub fn watch_stop_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+        let registered = unsafe {
+            signal_hook_registry::register(sig, || STOP_REQUESTED.store(true, Ordering::SeqCst))
+        };
+        if let Err(e) = registered {
+            warn!(signal = sig, error = %e, "cannot watch a stop signal; a stop during an in-place exec may be lost");
+        }
+    }
+}
+
+/// Whether a stop signal was delivered to this image.
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
 }
 
 /// Unblocks [`STOP_SIGNALS`] (blocked across an in-place exec): called once

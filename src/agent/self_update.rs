@@ -312,10 +312,7 @@ pub fn verify_agent(
 ) -> Result<VerifiedRelease, ReleaseError> {
     let running = semver::Version::parse(running).ok();
     // The one bad-version rule, over this agent's own marks.
-    let marked_bad = |version: &semver::Version, sequence: u64| {
-        bank_layout::marked_bad(&state.bad_versions, &version.to_string(), sequence)
-            .map(|mark| mark.sequence)
-    };
+    let marked_bad = crate::release::marks(&state.bad_versions);
     let release = signing::verify_release(
         manifest,
         signature,
@@ -466,7 +463,10 @@ impl Agent {
     /// itself fails, this build keeps running and the version is marked bad
     /// with the reason, in the same write that ends the attempt.
     pub(super) fn take_over_with_ready_build(&mut self) {
-        if !self.payload_settled() || self.held_rollback.is_some() {
+        if !self.payload_settled()
+            || self.held_rollback.is_some()
+            || crate::agent::reexec::stop_requested()
+        {
             return;
         }
         let now = clock::unix(self.now());
@@ -525,8 +525,10 @@ impl Agent {
         let err = self.exec_in_place(&target);
         let reason = format!("agent {version}: could not take over: {err:#}");
         error!(reason, "agent update failed; this build keeps running");
+        // A stop that came first is not the build's fault: tried again at the next start.
+        let mark_bad = !crate::agent::reexec::stop_requested();
         if let Some(slots) = self.self_update.as_mut().and_then(|su| su.slots.as_mut())
-            && let Err(e) = slots.fail_attempt(&reason, true)
+            && let Err(e) = slots.fail_attempt(&reason, mark_bad)
         {
             error!(error = %e, "could not record the failed agent update");
         }

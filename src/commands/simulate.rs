@@ -227,10 +227,7 @@ impl Agent {
                 channel: &fleet.channel,
                 highest_sequence: self.sequence,
                 running_version: Some(&self.version),
-                marked_bad: &|version: &Version, sequence: u64| {
-                    bank_layout::marked_bad(&self.bad, &version.to_string(), sequence)
-                        .map(|mark| mark.sequence)
-                },
+                marked_bad: &crate::release::marks(&self.bad),
                 now: SystemTime::now(),
             };
             verify_release(manifest, signature, &expect)
