@@ -487,8 +487,10 @@ fn a_first_install_failing_its_trial_keeps_running_marked_bad_and_reports_it() {
     wait_for("the restart", || {
         fs::read_to_string(&starts).is_ok_and(|s| s.lines().count() >= 2)
     });
-    let pid = payload_pid(&agent.log(), "1.0.0").expect("pid logged");
-    assert!(alive(pid), "the payload runs");
+    // The restart's `running` line may follow its first output: wait for it.
+    wait_for("the restarted payload running", || {
+        payload_pid(&agent.log(), "1.0.0").is_some_and(alive)
+    });
     wait_for("the error in the fleet", || {
         fleet_entry(&live)["last_error"]
             .as_str()
