@@ -27,6 +27,9 @@ const WINDOW_SHRINK: f64 = 0.8;
 /// See [`WINDOW_SHRINK`].
 const WINDOW_GROW: f64 = 1.05;
 
+/// How long `flock` may take to take the lock on a loaded machine.
+const LOCK_TAKEN: Duration = Duration::from_secs(5);
+
 #[test]
 fn sigkill_during_apply_leaves_one_whole_version() {
     let trials = env_number("BANKSWAP_CRASH_TRIALS").unwrap_or(DEFAULT_TRIALS as u64) as usize;
@@ -169,21 +172,15 @@ fn second_process_on_a_root_is_refused() {
         .args(["sleep", "30"])
         .spawn()
         .expect("flock");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Command::new("flock")
-        .arg("-n")
-        .arg(root.join("lock"))
-        .arg("true")
-        .status()
-        .expect("flock")
-        .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the lock holder never took the lock"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::support::wait::wait_for("the lock holder to take the lock", LOCK_TAKEN, || {
+        !Command::new("flock")
+            .arg("-n")
+            .arg(root.join("lock"))
+            .arg("true")
+            .status()
+            .expect("flock")
+            .success()
+    });
     let out = crate::support::run(["rollback", "--root", &root.display().to_string()]);
     let _ = holder.kill();
     let _ = holder.wait();

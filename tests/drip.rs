@@ -40,6 +40,12 @@ const SLOW_DRIP_PAUSE: Duration = Duration::from_secs(1);
 /// Bytes sent at full speed before a drip starts (so a resume has an offset).
 const DRIP_HEAD: usize = 64;
 
+/// An artifact drip: a head for a resume to start after, then 10 B/s.
+const ARTIFACT_DRIP: Pace = Pace::Drip {
+    pause: DRIP_PAUSE,
+    head: DRIP_HEAD,
+};
+
 /// A paced artifact (`Artifact::Paced`, for tests/progress.rs) comes in
 /// chunks of this many bytes...
 const PACE_CHUNK: usize = 4096;
@@ -47,6 +53,17 @@ const PACE_CHUNK: usize = 4096;
 /// ...with this pause between them: 80 KiB/s, a download of a few seconds
 /// that stays far above any floor rate.
 const PACE_PAUSE: Duration = Duration::from_millis(50);
+
+/// How one answer's body is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pace {
+    /// At full speed.
+    Full,
+    /// `head` bytes at full speed, then one byte every `pause`.
+    Drip { pause: Duration, head: usize },
+    /// [`PACE_CHUNK`] bytes every [`PACE_PAUSE`].
+    Chunked,
+}
 
 /// How the server answers artifact requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -175,7 +192,7 @@ where
             .then(|| value.trim().to_string())
     });
     let file = data.join(path.trim_start_matches('/'));
-    let (drip, status) = {
+    let (pace, status) = {
         let mut plan = plan.lock().unwrap_or_else(PoisonError::into_inner);
         if path.starts_with("/v1/artifacts/") {
             plan.artifact_requests += 1;
@@ -183,19 +200,25 @@ where
                 plan.ranges.push(r.clone());
             }
             match plan.artifact {
-                Artifact::Normal => (None, None),
-                Artifact::DripFirst if plan.artifact_requests == 1 => (Some(DRIP_PAUSE), None),
-                Artifact::DripFirst => (None, None),
-                Artifact::Drip => (Some(DRIP_PAUSE), None),
-                Artifact::Status(s) => (None, Some(s)),
-                Artifact::Paced => (Some(PACE_PAUSE), None),
+                Artifact::Normal => (Pace::Full, None),
+                Artifact::DripFirst if plan.artifact_requests == 1 => (ARTIFACT_DRIP, None),
+                Artifact::DripFirst => (Pace::Full, None),
+                Artifact::Drip => (ARTIFACT_DRIP, None),
+                Artifact::Status(s) => (Pace::Full, Some(s)),
+                Artifact::Paced => (Pace::Chunked, None),
             }
         } else if path.ends_with("release.json") && plan.drip_manifest
             || path.ends_with(".minisig") && plan.drip_signature
         {
-            (Some(SLOW_DRIP_PAUSE), None)
+            (
+                Pace::Drip {
+                    pause: SLOW_DRIP_PAUSE,
+                    head: 0,
+                },
+                None,
+            )
         } else {
-            (None, None)
+            (Pace::Full, None)
         }
     };
     let body = match (status, fs::read(&file)) {
@@ -231,17 +254,16 @@ where
         part.len()
     );
     tls.write_all(answer.as_bytes()).await?;
-    match drip {
-        None => tls.write_all(part).await?,
-        Some(PACE_PAUSE) => {
+    match pace {
+        Pace::Full => tls.write_all(part).await?,
+        Pace::Chunked => {
             for chunk in part.chunks(PACE_CHUNK) {
                 tls.write_all(chunk).await?;
                 tls.flush().await?;
                 tokio::time::sleep(PACE_PAUSE).await;
             }
         }
-        Some(pause) => {
-            let head = if pause == DRIP_PAUSE { DRIP_HEAD } else { 0 };
+        Pace::Drip { pause, head } => {
             tls.write_all(&part[..head.min(part.len())]).await?;
             tls.flush().await?;
             for byte in part.iter().skip(head) {

@@ -7,11 +7,11 @@ use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::World;
 use crate::support::live::{AgentProcess, AgentSettings};
 use crate::support::tls::{TestCa, make_test_ca};
+use crate::support::{World, wait};
 
 /// nginx in the foreground, as one process, with everything under a temp folder.
 pub struct Nginx {
@@ -72,29 +72,34 @@ impl Nginx {
             .stderr(Stdio::piped())
             .spawn()
             .expect("nginx starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
         let error_log = || fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-        loop {
+        let outcome = wait::until(NGINX_START, || {
             if let Some(status) = child.try_wait().expect("nginx status") {
+                return Some(Err(status));
+            }
+            (TcpStream::connect(("127.0.0.1", port)).is_ok() && !error_log().contains("bind()"))
+                .then_some(Ok(()))
+        });
+        match outcome {
+            Some(Ok(())) => Some(Nginx { child, port }),
+            Some(Err(status)) => {
                 let log = error_log();
                 assert!(
                     log.contains("Address already in use"),
                     "nginx exited ({status}): {log}"
                 );
-                return None; // the port was taken meanwhile: try another
+                None // the port was taken meanwhile: try another
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() && !error_log().contains("bind()") {
-                return Some(Nginx { child, port });
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen: {}",
+            None => panic!(
+                "nginx did not listen within {NGINX_START:?}: {}",
                 error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            ),
         }
     }
 }
+
+/// How long nginx may take to listen on a loaded machine.
+const NGINX_START: Duration = Duration::from_secs(10);
 
 /// How many free ports nginx is tried on.
 const BIND_ATTEMPTS: usize = 5;

@@ -31,6 +31,10 @@ pub fn signal(child: &Child, sig: i32) {
 /// How long the console may take to print its address, and to exit on SIGTERM.
 const CONSOLE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long an agent may take to stop after SIGTERM on a loaded machine (it
+/// stops its payload first, within the default 30 s `payload.stop_timeout`).
+const AGENT_STOP: Duration = Duration::from_secs(60);
+
 /// A running `bankswap console serve`, killed when dropped.
 pub struct ConsoleProcess {
     /// The child process.
@@ -276,10 +280,24 @@ impl AgentProcess {
     }
 
     /// Stops with SIGTERM and returns the exit code.
+    /// An agent that outlives [`AGENT_STOP`] after SIGTERM is killed and the
+    /// test fails (unless it is already failing: a panic during a panic would
+    /// hide the first one) with the agent's log, instead of hanging.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
         signal(&child, libc::SIGTERM);
-        child.wait().ok().and_then(|s| s.code())
+        if let Some(status) = wait::exit_of(&mut child, AGENT_STOP) {
+            return status.code();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if !std::thread::panicking() {
+            panic!(
+                "agent still running {AGENT_STOP:?} after SIGTERM: {}",
+                self.log()
+            );
+        }
+        None
     }
 }
 
