@@ -31,7 +31,7 @@ use signing::{
     SecretKey, Signature,
 };
 
-use self::pack::pack_artifact;
+use self::pack::{Packed, pack_artifact};
 use self::upload::Console;
 use crate::channel::ChannelDir;
 use crate::cli::PublishArgs;
@@ -210,6 +210,23 @@ impl Target {
         }
     }
 
+    /// Packs `folder` into the release's archive: into the channel's artifacts
+    /// (`--to`), or beside nothing of the console's and uploaded (`--console`;
+    /// the temporary copy is removed once uploaded).
+    fn pack(&self, folder: &Path) -> anyhow::Result<Packed> {
+        match self {
+            Target::Folder(channel) => pack_artifact(folder, &channel.artifacts()),
+            Target::Console(console) => {
+                let temp = tempfile::tempdir().context("creating a temporary folder")?;
+                let packed = pack_artifact(folder, temp.path())?;
+                console
+                    .upload_artifact(&packed)
+                    .with_context(|| console.failed())?;
+                Ok(packed)
+            }
+        }
+    }
+
     /// Writes (`--to`) or uploads (`--console`) the signed release.
     fn write_release(
         &self,
@@ -236,8 +253,7 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
     else {
         return Err(UsageError::new("--payload, --version and --entrypoint are required").into());
     };
-    let version = semver::Version::parse(version)
-        .map_err(|e| UsageError::new(format!("--version `{version}` is not semver: {e}")))?;
+    let version = semver_flag(version)?;
     let mut words = entrypoint.split_whitespace().map(str::to_string);
     let command = words
         .next()
@@ -263,50 +279,79 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
         ))
         .into());
     }
-    let mut file_index = None;
-    let packed = match target {
-        Target::Folder(channel) => {
-            // The console takes no object uploads yet: the index is written with `--to` only.
-            let delta = channel.artifact(index::DELTA_DIR);
-            file_index = Some(index::write_index(payload, &delta)?);
-            pack_artifact(payload, &channel.artifacts())?
-        }
-        Target::Console(console) => {
-            // Packed beside nothing of the console's: removed once uploaded.
-            let temp = tempfile::tempdir().context("creating a temporary folder")?;
-            let packed = pack_artifact(payload, temp.path())?;
-            console
-                .upload_artifact(&packed)
-                .with_context(|| console.failed())?;
-            packed
-        }
+    // The console takes no object uploads yet: the index is written with `--to` only.
+    let index = match target {
+        Target::Folder(channel) => Some(index::write_index(
+            payload,
+            &channel.artifact(index::DELTA_DIR),
+        )?),
+        Target::Console(_) => None,
     };
-    Ok(Manifest {
-        schema: MANIFEST_SCHEMA,
+    let packed = target.pack(payload)?;
+    Ok(NewRelease {
         kind: ReleaseKind::Payload,
         platform: args.platform.clone(),
         product,
-        channel: args.channel.clone(),
-        sequence: 0,
         version,
-        published_at: SystemTime::UNIX_EPOCH,
-        expires_at: SystemTime::UNIX_EPOCH,
-        artifact: Artifact {
-            path: format!("artifacts/{}", packed.name()),
-            size: packed.size,
-            sha256: packed.sha256,
-            format: ArtifactFormat::TarZst,
-            unpacked_size: Some(packed.unpacked_size),
-            entries: Some(packed.entries),
-        },
         entrypoint: Entrypoint {
             command,
             args: words.collect(),
         },
-        rollout: None,
-        downgrade: false,
-        index: file_index,
-    })
+        index,
+    }
+    .manifest(&args.channel, &packed))
+}
+
+/// What a new release is besides its archive: where payload and agent releases differ.
+struct NewRelease {
+    /// A payload or a build of the agent.
+    kind: ReleaseKind,
+    /// The platform it runs on (required for agent builds).
+    platform: Option<String>,
+    /// The product name agents check.
+    product: String,
+    /// `--version`.
+    version: semver::Version,
+    /// What the agent runs from the unpacked archive.
+    entrypoint: Entrypoint,
+    /// The file index of delta updates (payloads published with `--to`).
+    index: Option<signing::IndexRef>,
+}
+
+impl NewRelease {
+    /// The manifest of this release of `packed` on `channel`; [`run`] sets its
+    /// sequence, times, rollout and downgrade flag before signing.
+    fn manifest(self, channel: &str, packed: &Packed) -> Manifest {
+        Manifest {
+            schema: MANIFEST_SCHEMA,
+            kind: self.kind,
+            platform: self.platform,
+            product: self.product,
+            channel: channel.to_owned(),
+            sequence: 0,
+            version: self.version,
+            published_at: SystemTime::UNIX_EPOCH,
+            expires_at: SystemTime::UNIX_EPOCH,
+            artifact: Artifact {
+                path: format!("artifacts/{}", packed.name()),
+                size: packed.size,
+                sha256: packed.sha256.clone(),
+                format: ArtifactFormat::TarZst,
+                unpacked_size: Some(packed.unpacked_size),
+                entries: Some(packed.entries),
+            },
+            entrypoint: self.entrypoint,
+            rollout: None,
+            downgrade: false,
+            index: self.index,
+        }
+    }
+}
+
+/// `--version V` of a new release, which must be semver.
+fn semver_flag(version: &str) -> Result<semver::Version, UsageError> {
+    semver::Version::parse(version)
+        .map_err(|e| UsageError::new(format!("--version `{version}` is not semver: {e}")))
 }
 
 /// A duration flag, within the bounds a manifest may carry

@@ -2,20 +2,20 @@
 //! (SPEC §9). The file is packed as a one-entry `tar.zst` (`bankswap`, 0755)
 //! with the deterministic packer; the manifest says `"kind": "agent"`, the
 //! product [`AGENT_PRODUCT`] and the platform (from `--platform`, else the ELF
-//! header). Everything else — signing, history, upload — is the payload path.
+//! header). Everything else — packing to the target and uploading
+//! ([`Target::pack`]), the manifest ([`NewRelease`]), signing, history — is the
+//! payload path.
 
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::SystemTime;
 
 use anyhow::Context;
 use bank_layout::{AGENT_BINARY, MAX_AGENT_BINARY_BYTES};
-use signing::{Artifact, ArtifactFormat, Entrypoint, MANIFEST_SCHEMA, Manifest, ReleaseKind};
+use signing::{Entrypoint, Manifest, ReleaseKind};
 
-use super::pack::pack_artifact;
-use super::{Known, Target};
+use super::{Known, NewRelease, Target, semver_flag};
 use crate::agent::self_update::AGENT_PRODUCT;
 use crate::cli::PublishArgs;
 use crate::error::UsageError;
@@ -35,8 +35,7 @@ pub(super) fn fresh(
     let Some(version) = &args.version else {
         return Err(UsageError::new("--agent-binary needs --version").into());
     };
-    let version = semver::Version::parse(version)
-        .map_err(|e| UsageError::new(format!("--version `{version}` is not semver: {e}")))?;
+    let version = semver_flag(version)?;
     if let Some(product) = &known.product
         && product != AGENT_PRODUCT
     {
@@ -53,43 +52,19 @@ pub(super) fn fresh(
     fs::copy(file, &copy).with_context(|| format!("copying {}", file.display()))?;
     fs::set_permissions(&copy, fs::Permissions::from_mode(BINARY_MODE))
         .with_context(|| format!("setting the mode of {}", copy.display()))?;
-    let packed = match target {
-        Target::Folder(channel) => pack_artifact(staging.path(), &channel.artifacts())?,
-        Target::Console(console) => {
-            let temp = tempfile::tempdir().context("creating a temporary folder")?;
-            let packed = pack_artifact(staging.path(), temp.path())?;
-            console
-                .upload_artifact(&packed)
-                .with_context(|| console.failed())?;
-            packed
-        }
-    };
-    Ok(Manifest {
-        schema: MANIFEST_SCHEMA,
+    let packed = target.pack(staging.path())?;
+    Ok(NewRelease {
         kind: ReleaseKind::Agent,
         platform: Some(platform),
-        index: None,
         product: AGENT_PRODUCT.to_owned(),
-        channel: args.channel.clone(),
-        sequence: 0,
         version,
-        published_at: SystemTime::UNIX_EPOCH,
-        expires_at: SystemTime::UNIX_EPOCH,
-        artifact: Artifact {
-            path: format!("artifacts/{}", packed.name()),
-            size: packed.size,
-            sha256: packed.sha256,
-            format: ArtifactFormat::TarZst,
-            unpacked_size: Some(packed.unpacked_size),
-            entries: Some(packed.entries),
-        },
         entrypoint: Entrypoint {
             command: AGENT_BINARY.to_owned(),
             args: Vec::new(),
         },
-        rollout: None,
-        downgrade: false,
-    })
+        index: None,
+    }
+    .manifest(&args.channel, &packed))
 }
 
 /// The platform of the build: `--platform` if given, else its ELF header's. The file
