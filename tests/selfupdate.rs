@@ -6,7 +6,7 @@
 
 use std::fs;
 
-use crate::reexec::{
+use crate::support::selfupdate::{
     agent_pid, binary_copy, bound_port_after, exe_inode, parent_of, payload_pid, start_with_env,
 };
 use crate::selfupdate_stage::{agent_state, count, has_bad, publish_agent};
@@ -44,7 +44,7 @@ fn an_agent_release_takes_over_in_place_while_the_payload_keeps_serving() {
     let installed = agent.status()["agent_version"].as_str().map(String::from);
 
     let load = Load::start(port, 2);
-    let build = binary_copy(&live, "bankswap-99");
+    let build = binary_copy(&live.w, "bankswap-99");
     publish_agent(&live.w, &live.data, &build, "99.0.0", &[]);
     agent.wait_until("the new agent build committed", || {
         let s = agent.status();
@@ -116,7 +116,7 @@ fn a_build_that_never_commits_is_replaced_by_the_previous_one_and_marked_bad() {
     let original = exe_inode(pid);
 
     let load = Load::start(port, 2);
-    let build = binary_copy(&live, "bankswap-99");
+    let build = binary_copy(&live.w, "bankswap-99");
     publish_agent(&live.w, &live.data, &build, "99.0.0", &[]);
     agent.wait_until("99.0.0 marked bad", || has_bad(&agent.status(), "99.0.0"));
     let (sent, failures, _) = load.finish();
