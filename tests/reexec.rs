@@ -15,10 +15,6 @@ use crate::support::selfupdate::{
 use crate::support::{bank_files, run, run_ok};
 use crate::swap::{Load, bound_port, get, listen_config, publish_hello};
 
-
-
-
-
 /// How many agent start lines (`agent version=… pid=<pid> adopted=<n>`) the log has.
 pub(crate) fn starts(agent: &AgentProcess, pid: u32, adopted: usize) -> usize {
     let needle = format!("pid={pid} adopted={adopted}");
@@ -63,7 +59,6 @@ impl StatusLoop {
         self.thread.join().expect("status loop")
     }
 }
-
 
 fn reexec(agent: &AgentProcess, extra: &[&str]) -> crate::support::Run {
     let root = agent.root.display().to_string();
@@ -320,7 +315,6 @@ fn a_self_update_that_answers_commits() {
     assert!(get(port).is_ok());
 }
 
-
 /// Runs the agent under `sh -c '<vars> exec bankswap run …'`, so the
 /// hand-over variables name the agent's own pid (`$$`), as a forged or
 /// garbled hand-over would.
@@ -438,4 +432,3 @@ fn a_forged_or_garbled_hand_over_is_refused_and_the_agent_starts_cold() {
         }
     }
 }
-
