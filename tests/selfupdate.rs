@@ -255,7 +255,11 @@ fn a_release_whose_process_dies_in_its_trial(
     let state = agent_state(&agent.root);
     assert!(state["attempt"].is_null(), "{state}");
     assert!(state["active"].is_null(), "the installed build: {state}");
-    // One whole payload version runs again, the restarted agent's child.
+    // One whole payload version runs again, the restarted agent's child (its
+    // running line may come after the status answers).
+    agent.wait_until("the restarted agent's payload start", || {
+        agent.log()[from..].contains("running version=1.0.0 ")
+    });
     let restarted = payload_pid(&agent, "1.0.0");
     assert_ne!(restarted, payload);
     assert_eq!(parent_of(restarted), Some(new_pid));
