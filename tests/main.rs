@@ -34,6 +34,7 @@ mod rollout;
 mod root_hint;
 mod rotation;
 mod selfupdate;
+mod selfupdate_crash;
 mod selfupdate_stage;
 mod static_host;
 mod support;

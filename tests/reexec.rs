@@ -6,52 +6,14 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::support::live::{AgentProcess, Live, wait_for};
-use crate::support::{bank_files, bankswap, run, run_ok};
+use crate::support::selfupdate::{
+    agent_pid, binary_copy, bound_port_after, exe_inode, parent_of, payload_pid, start_with_env,
+};
+use crate::support::{bank_files, run, run_ok};
 use crate::swap::{Load, bound_port, get, listen_config, publish_hello};
-
-/// The agent's pid.
-pub(crate) fn agent_pid(agent: &AgentProcess) -> u32 {
-    agent.child.as_ref().expect("agent running").id()
-}
-
-/// The inode of `/proc/PID/exe`: which file the process image was exec'd from.
-pub(crate) fn exe_inode(pid: u32) -> u64 {
-    fs::metadata(format!("/proc/{pid}/exe"))
-        .expect("/proc/PID/exe")
-        .ino()
-}
-
-/// `/proc/PID/stat` field 4, the parent pid.
-pub(crate) fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// The pid of the last `running version=<version>` line.
-pub(crate) fn payload_pid(agent: &AgentProcess, version: &str) -> u32 {
-    let needle = format!("running version={version} ");
-    agent.wait_log(&needle);
-    let log = agent.log();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains(&needle))
-        .expect("running line");
-    line.split("pid=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in `{line}`"))
-}
 
 /// How many agent start lines (`agent version=… pid=<pid> adopted=<n>`) the log has.
 pub(crate) fn starts(agent: &AgentProcess, pid: u32, adopted: usize) -> usize {
@@ -98,15 +60,6 @@ impl StatusLoop {
     }
 }
 
-/// A copy of the test binary: the same program as a different file, so the
-/// exec is visible in `/proc/PID/exe`.
-pub(crate) fn binary_copy(live: &Live, name: &str) -> PathBuf {
-    let copy = live.w.path(name);
-    fs::copy(env!("CARGO_BIN_EXE_bankswap"), &copy).expect("copy the binary");
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod");
-    copy
-}
-
 fn reexec(agent: &AgentProcess, extra: &[&str]) -> crate::support::Run {
     let root = agent.root.display().to_string();
     let mut args = vec!["agent", "reexec", "--root", &root];
@@ -144,7 +97,7 @@ fn reexec_under_load_keeps_the_payload_and_fails_no_request() {
     let payload = payload_pid(&agent, "1.0.0");
     let original = exe_inode(pid);
     assert_eq!(starts(&agent, pid, 0), 1, "a cold start logs adopted=0");
-    let copy = binary_copy(&live, "bankswap-copy");
+    let copy = binary_copy(&live.w, "bankswap-copy");
 
     let load = Load::start(port, 4);
     // Status requests all along are answered, by the old image or the new one.
@@ -302,14 +255,15 @@ fn a_self_update_that_misses_its_grace_execs_the_previous_build_back() {
     // Restart with the test switch that makes a new image skip its self-probe.
     agent.terminate();
     let before = agent.log().len();
-    start_with_env(&mut agent, &[("BANKSWAP_TEST_SKIP_SELF_PROBE", "1")]);
+    let no_commit = format!("no-commit@{}", env!("CARGO_PKG_VERSION"));
+    start_with_env(&mut agent, &[("BANKSWAP_TEST_AGENT_FAULT", &no_commit)]);
     let port = bound_port_after(&agent, before);
     agent.wait_committed("1.0.0");
     wait_for("hello-payload answering", || get(port).is_ok());
     let pid = agent_pid(&agent);
     let payload = payload_pid(&agent, "1.0.0");
     let original = exe_inode(pid);
-    let copy = binary_copy(&live, "bankswap-new");
+    let copy = binary_copy(&live.w, "bankswap-new");
 
     let load = Load::start(port, 2);
     reexec_ok(
@@ -345,7 +299,7 @@ fn a_self_update_that_answers_commits() {
     let live = Live::new();
     let (agent, port) = serving(&live, "");
     let pid = agent_pid(&agent);
-    let copy = binary_copy(&live, "bankswap-new");
+    let copy = binary_copy(&live.w, "bankswap-new");
     reexec_ok(
         &agent,
         &[
@@ -359,26 +313,6 @@ fn a_self_update_that_answers_commits() {
     assert_eq!(exe_inode(pid), fs::metadata(&copy).unwrap().ino());
     assert!(!agent.log().contains("agent trial failed"));
     assert!(get(port).is_ok());
-}
-
-/// Restarts `agent` with extra environment variables.
-pub(crate) fn start_with_env(agent: &mut AgentProcess, env: &[(&str, &str)]) {
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&agent.log)
-        .expect("log");
-    let mut command = bankswap();
-    command
-        .args(["run", "--config"])
-        .arg(&agent.config)
-        .env("BANKSWAP_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    agent.child = Some(command.spawn().expect("agent starts"));
 }
 
 /// Runs the agent under `sh -c '<vars> exec bankswap run …'`, so the
@@ -497,23 +431,4 @@ fn a_forged_or_garbled_hand_over_is_refused_and_the_agent_starts_cold() {
             assert_eq!(now.get(key), then.get(key), "state.json {key}");
         }
     }
-}
-
-/// The port of the `listening name=http` line logged after byte `from`.
-pub(crate) fn bound_port_after(agent: &AgentProcess, from: usize) -> u16 {
-    agent.wait_until("a listening line", || {
-        agent.log()[from..].contains("listening name=http")
-    });
-    let log = agent.log()[from..].to_string();
-    let line = log
-        .lines()
-        .find(|l| l.contains("listening name=http"))
-        .expect("listening line")
-        .to_string();
-    line.split("bound=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("no bound port in `{line}`"))
 }

@@ -10,19 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::support::live::{Live, wait_for};
+use crate::support::selfupdate::binary_copy;
 use crate::support::{World, run, run_ok};
 
 /// Trial settings that keep tests short, and self-update on.
 const SELF_UPDATE: &str =
     "[health]\ngrace = \"1s\"\n[self_update]\nenabled = true\nself_test_timeout = \"30s\"\n";
-
-/// A copy of the binary under test: the "new build" (same bytes, published under
-/// a higher version).
-fn binary_copy(w: &World, name: &str) -> PathBuf {
-    let path = w.path(name);
-    fs::copy(env!("CARGO_BIN_EXE_bankswap"), &path).expect("copy the binary");
-    path
-}
 
 /// A shell script standing in for a build.
 fn script(w: &World, name: &str, body: &str) -> PathBuf {

@@ -33,17 +33,12 @@ use crate::agent::handover::{
     TrialState,
 };
 use crate::agent::inherit::{self, FdRef};
+use crate::agent::self_update::fault;
 use crate::agent::trial::Trial;
 use crate::agent::verdict::Evidence;
 use crate::control::{self, Request};
 use crate::supervisor::{Payload, mono};
 use crate::{clock, logging};
-
-/// Test-only switch, read only here: when set (to anything), a new image on a
-/// self-update never probes its own control socket, so it misses its grace
-/// and execs the previous build back. Harmless in production: it can only
-/// make a self-update fail.
-const TEST_SKIP_SELF_PROBE: &str = "BANKSWAP_TEST_SKIP_SELF_PROBE";
 
 /// Signals blocked across the exec: `execve` resets their handlers to the
 /// default (terminate), so a `systemctl stop` landing before the new image
@@ -365,6 +360,12 @@ impl Agent {
     /// afresh), restores the trial and backoff, and logs the start line.
     pub(super) fn adopt(&mut self, plan: AdoptPlan) {
         let h = plan.handover;
+        if let Purpose::SelfUpdate { attempt, .. } = &h.purpose {
+            // From here on a death of this process is this build's fault (the
+            // next start marks it bad): it validated the hand-over and runs.
+            hooks::note_ran(self.slots(), attempt);
+            fault::exit_at_once(&self.identity.version);
+        }
         crate::supervisor::set_next_generation(h.next_notify_generation);
         self.restarts = crate::agent::generation::Restarts::from_handover(&h.restarts);
         self.console_up = h.console_up;
@@ -474,7 +475,6 @@ impl Agent {
                 previous_exe,
                 deadline_mono_ms,
             } => {
-                hooks::note_ran(self.slots(), &attempt);
                 // A generation it could not adopt fails the new build: its trial
                 // ends at once (the next event), by going back.
                 let deadline = match &not_adopted {
@@ -488,6 +488,8 @@ impl Agent {
                     probe: None,
                     failed: not_adopted,
                 });
+                fault::crash_after_adopt(&self.identity.version);
+                fault::stop_at("before-commit", &self.identity.version);
                 self.start_self_probe();
             }
             Purpose::Bounce { attempt, reason } => {
@@ -514,9 +516,7 @@ impl Agent {
         if trial.failed.is_some() {
             return; // going back anyway
         }
-        if std::env::var_os(TEST_SKIP_SELF_PROBE).is_some()
-            || crate::agent::self_update::fault::armed("no-commit", Some(&self.identity.version))
-        {
+        if fault::armed("no-commit", Some(&self.identity.version)) {
             warn!("a test switch is set: not probing the control socket");
             return;
         }

@@ -508,6 +508,7 @@ impl Agent {
             ran: false,
             tries: 0,
         };
+        fault::stop_at("before-replace", &version);
         if let Err(e) = slots.begin_attempt(attempt) {
             error!(error = %e, "agent update: cannot write the trial marker; not taking over");
             return;
@@ -522,6 +523,7 @@ impl Agent {
                 previous_exe,
             },
         };
+        fault::stop_at("before-exec", &version);
         let err = self.exec_in_place(&target);
         let reason = format!("agent {version}: could not take over: {err:#}");
         error!(reason, "agent update failed; this build keeps running");

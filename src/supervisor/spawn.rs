@@ -44,7 +44,7 @@ const AGENT_PROTOCOL_VARS: [&str; 12] = [
     "BANKSWAP_HANDOVER_FDS",
     "BANKSWAP_HANDOVER_NONCE",
     "BANKSWAP_HANDOVER_BOUNCE",
-    "BANKSWAP_TEST_SKIP_SELF_PROBE",
+    "BANKSWAP_TEST_AGENT_FAULT",
 ];
 
 /// Builds the command for `spec`, handing over `listeners` and `notify_socket`.

@@ -319,6 +319,7 @@ impl Snapshot {
 }
 pub mod https;
 pub mod live;
+pub mod selfupdate;
 pub mod tls;
 pub mod wait;
 
