@@ -141,6 +141,18 @@ pub enum Command {
         #[command(flatten)]
         root: RootArgs,
     },
+    /// Start the payload again from the active bank with the running config:
+    /// a reloaded `[payload]` env and user and `[[listen]]` sockets apply.
+    /// With sockets the old generation serves until the new one is ready.
+    #[command(
+        name = "restart-payload",
+        after_help = "Examples:\n  systemctl reload bankswap && bankswap restart-payload\n  bankswap restart-payload --root ./root"
+    )]
+    RestartPayload {
+        /// Where the root comes from.
+        #[command(flatten)]
+        root: RootArgs,
+    },
     /// The console: serves releases, holds requests for push, records fleet reports.
     Console {
         /// What the console does.
