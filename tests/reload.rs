@@ -650,3 +650,61 @@ fn restart_payload_without_an_agent_says_so() {
         out.stderr
     );
 }
+
+#[test]
+fn a_listen_set_reloaded_then_handed_over_by_an_in_place_exec_is_the_new_one_and_reloads_on() {
+    let live = Live::new();
+    let (agent, port, old_pid) = serving_hello(&live);
+    let api = live.w.path("api.sock");
+    let listen = format!(
+        "{HTTP_LISTEN}[[listen]]\nname = \"api\"\naddress = \"{}\"\n",
+        api.display()
+    );
+    let first = reload_listen(&agent, &listen);
+
+    let root = agent.root.display().to_string();
+    let out = run(["agent", "reexec", "--root", &root]);
+    assert!(
+        out.code == 0 && out.stdout.contains("re-executed in place"),
+        "reexec: {}{}\n{}",
+        out.stdout,
+        out.stderr,
+        agent.log()
+    );
+    agent.wait_log("listening (inherited) name=api");
+    // The new image knows which config address each inherited socket came
+    // from: a reload that drops `api` keeps `http` (`127.0.0.1:0`) on its port.
+    let config = fs::read_to_string(&agent.config).expect("config");
+    fs::write(&agent.config, config.replace(&listen, HTTP_LISTEN)).expect("write");
+    let from = agent.log().len();
+    signal(agent.child.as_ref().expect("agent runs"), libc::SIGHUP);
+    let mut second = Value::Null;
+    agent.wait_until("the second reload", || {
+        second = agent.status()["reload"].clone();
+        !second.is_null() && second != first
+    });
+    assert_eq!(second["outcome"], "applied", "{second}");
+    assert_eq!(
+        second["next_swap"],
+        serde_json::json!(["[[listen]]"]),
+        "{second}"
+    );
+    let log = agent.log()[from..].to_string();
+    assert!(log.contains("kept=http added=\"\" retired=api"), "{log}");
+    assert_eq!(
+        running_pid(&agent, "1.0.0"),
+        old_pid,
+        "the payload was adopted"
+    );
+
+    let new_pid = restart_payload_ok(&agent, old_pid);
+    assert_eq!(
+        start_env(new_pid, "LISTEN_FDNAMES").as_deref(),
+        Some("http")
+    );
+    wait_for("the old generation drained", || !alive(old_pid));
+    assert_eq!(get(port).as_deref(), Ok("hello from 1.0.0"));
+    wait_for("the retired api socket closed", || {
+        UnixStream::connect(&api).is_err()
+    });
+}
