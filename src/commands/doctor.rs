@@ -601,6 +601,35 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_far_from_the_consoles_date_fails_with_the_fix() {
+        let date = |t: SystemTime| reqwest::header::HeaderValue::from_str(&httpdate_of(t)).unwrap();
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let problem = |outcome: Outcome| match outcome {
+            Err(p) => format!("{}; {}", p.what, p.fix),
+            Ok(line) => panic!("passed: {line}"),
+        };
+        let behind = problem(check_clock(Some(&date(now + hour))));
+        assert!(behind.contains("behind the console"), "{behind}");
+        assert!(behind.contains("timedatectl"), "{behind}");
+        let ahead = problem(check_clock(Some(&date(now - hour))));
+        assert!(ahead.contains("ahead of the console"), "{ahead}");
+        assert!(check_clock(Some(&date(now))).is_ok());
+        assert!(check_clock(None).is_ok(), "no Date: not compared");
+    }
+
+    /// `t` as an IMF-fixdate, through the same RFC 3339 text `parse_http_date` reads.
+    fn httpdate_of(t: SystemTime) -> String {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let text = humantime::format_rfc3339_seconds(t).to_string();
+        let (y, m, d, time) = (&text[0..4], &text[5..7], &text[8..10], &text[11..19]);
+        let month = MONTHS[m.parse::<usize>().unwrap() - 1];
+        format!("Mon, {d} {month} {y} {time} GMT")
+    }
+
+    #[test]
     fn host_and_port_of_urls() {
         assert_eq!(
             host_port("https://127.0.0.1:8443/x"),
