@@ -474,12 +474,8 @@ fn a_listen_socket_added_on_sighup_is_handed_over_at_restart_payload_and_the_kep
     assert!(UnixStream::connect(&api).is_ok(), "{reload}");
     assert_eq!(running_pid(&agent, "1.0.0"), old_pid);
     assert_eq!(start_env(old_pid, "LISTEN_FDS").as_deref(), Some("1"));
-    let log = agent.log();
-    assert!(
-        log.contains(
-            "reload: [[listen]] sockets ready for the next payload start kept=http added=api"
-        ),
-        "{log}"
+    agent.wait_log(
+        "reload: [[listen]] sockets ready for the next payload start kept=http added=api",
     );
 
     let new_pid = restart_payload_ok(&agent, old_pid);
@@ -601,6 +597,8 @@ fn a_listen_port_in_use_refuses_the_reload_and_nothing_changes() {
         error.contains("[[listen]]") && error.contains(&address) && error.contains("in use"),
         "{reload}"
     );
+    // Status is set by the core; the line is logged once the reloader hears back.
+    s.agent.wait_log("reload refused");
     let line = s
         .agent
         .log()
@@ -689,8 +687,9 @@ fn a_listen_set_reloaded_then_handed_over_by_an_in_place_exec_is_the_new_one_and
         serde_json::json!(["[[listen]]"]),
         "{second}"
     );
-    let log = agent.log()[from..].to_string();
-    assert!(log.contains("kept=http added=\"\" retired=api"), "{log}");
+    agent.wait_until("the kept and retired sockets logged", || {
+        agent.log()[from..].contains("kept=http added=\"\" retired=api")
+    });
     assert_eq!(
         running_pid(&agent, "1.0.0"),
         old_pid,
