@@ -714,7 +714,6 @@ mod tests {
             control_fd: 4,
             listeners: vec![InheritedListener {
                 name: "http".into(),
-                address: None,
                 fd: 5,
                 bound: BoundState::Tcp {
                     addr: "127.0.0.1:8080".parse().unwrap(),

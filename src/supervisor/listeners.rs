@@ -8,7 +8,7 @@
 //! reload), and the ones dropped are *retired*: kept open, their socket files
 //! kept, until the generations started before the reload have stopped.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -267,11 +267,6 @@ pub struct InheritedListener {
     pub fd: RawFd,
     /// What it is bound to.
     pub bound: BoundState,
-    /// The address as configured, so that a later reload keeps the socket of
-    /// an address it still lists (absent from older images: the bound address
-    /// stands in).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
 }
 
 /// A listener's local end, as handed over.
@@ -301,7 +296,6 @@ impl Listeners {
             .iter()
             .map(|s| InheritedListener {
                 name: s.name.clone(),
-                address: Some(s.address.clone()),
                 fd: s.fd.as_raw_fd(),
                 bound: match &s.bound {
                     Bound::Tcp(addr) => BoundState::Tcp { addr: *addr },
@@ -316,9 +310,15 @@ impl Listeners {
     }
 
     /// Takes over the sockets handed over by the previous agent image: each
-    /// must be a listening socket bound where the hand-over says.
+    /// must be a listening socket bound where the hand-over says. `config` is
+    /// the `[[listen]]` of the config file the previous image ran: a socket
+    /// whose entry (by name) still describes where it is bound takes that
+    /// entry's address, so that a later reload keeps it (a TCP port 0 matches
+    /// any port). The hand-over format itself stays as it was, so that an
+    /// older build can still take it.
     pub fn from_inherited(
         inherited: Vec<(InheritedListener, OwnedFd)>,
+        config: &[ListenConfig],
     ) -> Result<Listeners, SupervisorError> {
         if inherited.len() > MAX_LISTENERS {
             return Err(SupervisorError::TooManyListeners {
@@ -362,9 +362,13 @@ impl Listeners {
                 }
             };
             tracing::info!(name = %listener.name, %bound, "listening (inherited)");
+            let address = config
+                .iter()
+                .find(|l| l.name == listener.name && describes(&l.address, &bound))
+                .map_or_else(|| bound.to_string(), |l| l.address.clone());
             sockets.push(Listener {
                 name: listener.name,
-                address: listener.address.unwrap_or_else(|| bound.to_string()),
+                address,
                 fd,
                 bound,
             });
@@ -373,6 +377,20 @@ impl Listeners {
             sockets,
             retired: Vec::new(),
         })
+    }
+}
+
+/// True when the configured `address` names where `bound` is (a TCP port 0
+/// matches any port).
+fn describes(address: &str, bound: &Bound) -> bool {
+    match bound {
+        Bound::Unix { path, .. } => is_socket_path(address) && Path::new(address) == path,
+        Bound::Tcp(addr) => {
+            !is_socket_path(address)
+                && address.to_socket_addrs().is_ok_and(|mut all| {
+                    all.any(|a| a.ip() == addr.ip() && (a.port() == 0 || a.port() == addr.port()))
+                })
+        }
     }
 }
 
