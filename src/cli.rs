@@ -141,6 +141,18 @@ pub enum Command {
         #[command(flatten)]
         root: RootArgs,
     },
+    /// Start the payload again from the active bank with the running config:
+    /// a reloaded `[payload]` env and user and `[[listen]]` sockets apply.
+    /// With sockets the old generation serves until the new one is ready.
+    #[command(
+        name = "restart-payload",
+        after_help = "Examples:\n  systemctl reload bankswap && bankswap restart-payload\n  bankswap restart-payload --root ./root"
+    )]
+    RestartPayload {
+        /// Where the root comes from.
+        #[command(flatten)]
+        root: RootArgs,
+    },
     /// The console: serves releases, holds requests for push, records fleet reports.
     Console {
         /// What the console does.
@@ -279,6 +291,9 @@ pub enum ConsoleCommand {
         command: TokenCommand,
     },
     /// List enrolled agents, or revoke or forget one.
+    #[command(
+        after_help = "Examples:\n  bankswap console agents --data /srv/console-data\n  bankswap console agents --data /srv/console-data --stale-after 1h"
+    )]
     Agents(AgentsArgs),
     /// Make or withdraw a named admin token.
     AdminToken {
@@ -288,7 +303,7 @@ pub enum ConsoleCommand {
     },
     /// Show, pause, resume or abort the rollout in waves of a channel (`publish --waves`).
     #[command(
-        after_help = "Examples:\n  bankswap console rollout status --console https://console.example.com --token-file token\n  bankswap console rollout pause stable --console https://console.example.com --token-file token\n  bankswap console rollout abort stable --rollback --console https://console.example.com --token-file token\n  bankswap console rollout status --data /srv/console-data"
+        after_help = "Examples:\n  bankswap console rollout status --console https://console.example.com --token-file token\n  bankswap console rollout pause stable --console https://console.example.com --token-file token\n  bankswap console rollout resume stable --console https://console.example.com --token-file token\n  bankswap console rollout abort stable --rollback --console https://console.example.com --token-file token\n  bankswap console rollout status --data /srv/console-data"
     )]
     Rollout(RolloutArgs),
     /// Enroll this agent with a console (what `run` does with `enrollment_token_file`).
@@ -317,6 +332,9 @@ pub enum ConsoleCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Print a new enrollment token (stored hashed in the console database).
+    #[command(
+        after_help = "Examples:\n  bankswap console token create --data /srv/console-data > token\n  bankswap console token create --data ./data --expires 7d --uses 50"
+    )]
     Create {
         /// The console data folder.
         #[arg(long, value_name = "DIR")]
@@ -402,11 +420,17 @@ pub struct AgentsArgs {
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
     /// Refuse the agent's certificates from its next request on.
+    #[command(
+        after_help = "Example:\n  bankswap console agents --data /srv/console-data revoke 3f2a9c"
+    )]
     Revoke {
         /// The agent id.
         id: String,
     },
     /// Remove the agent (and its latest report); it may enroll again with a new token.
+    #[command(
+        after_help = "Example:\n  bankswap console agents --data /srv/console-data forget 3f2a9c"
+    )]
     Forget {
         /// The agent id.
         id: String,
@@ -417,6 +441,9 @@ pub enum AgentsCommand {
 #[derive(Debug, Subcommand)]
 pub enum AdminTokenCommand {
     /// Print a new admin token named NAME (stored hashed).
+    #[command(
+        after_help = "Example:\n  bankswap console admin-token create --data /srv/console-data alice > alice.token"
+    )]
     Create {
         /// The token's name (who holds it).
         name: String,
@@ -425,6 +452,9 @@ pub enum AdminTokenCommand {
         data: PathBuf,
     },
     /// Withdraw the admin token named NAME.
+    #[command(
+        after_help = "Example:\n  bankswap console admin-token revoke --data /srv/console-data alice"
+    )]
     Revoke {
         /// The token's name.
         name: String,
@@ -710,10 +740,56 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Every command an operator can run shows usage examples in its `--help`,
+    /// or its parent's examples show it (a command that only groups others has
+    /// none of its own).
+    #[test]
+    fn every_visible_command_has_examples() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let parent_help = command
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            for sub in command.get_subcommands() {
+                if sub.is_hide_set() || sub.get_name() == "help" {
+                    continue;
+                }
+                let path = format!("{path} {}", sub.get_name());
+                let runs_itself = sub.get_subcommands().all(|s| s.get_name() == "help")
+                    || sub
+                        .get_arguments()
+                        .any(|a| !a.is_global_set() && a.get_id() != "help");
+                let examples = sub
+                    .get_after_help()
+                    .is_some_and(|h| h.to_string().contains("Example"))
+                    || parent_help.contains(&format!("{path} "));
+                if runs_itself && !examples {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "bankswap", &mut missing);
+        assert!(missing.is_empty(), "no examples in --help: {missing:?}");
+    }
+
+    #[test]
+    fn version_names_the_commit_and_the_target() {
+        let version = Cli::command().render_version();
+        assert!(
+            version.starts_with(&format!("bankswap {} (commit ", env!("CARGO_PKG_VERSION"))),
+            "{version}"
+        );
+        assert!(version.contains(env!("BANKSWAP_BUILD_TARGET")), "{version}");
+        let commit = env!("BANKSWAP_GIT_COMMIT");
+        assert!(!commit.is_empty() && version.contains(commit), "{version}");
+    }
+
     #[test]
     fn root_flags_name_the_default_config() {
         let mut command = Cli::command();
-        for name in ["status", "check", "rollback"] {
+        for name in ["status", "check", "rollback", "restart-payload"] {
             let sub = command.find_subcommand_mut(name).expect(name);
             let help = sub.render_long_help().to_string();
             assert!(

@@ -570,10 +570,12 @@ pub struct ReloadPlan {
     pub now: Vec<&'static str>,
     /// `[health]`: judges the next trial (a trial under way keeps its rules).
     pub next_trial: Vec<&'static str>,
-    /// `[payload]`: used when the payload next starts (the next swap).
+    /// `[payload]` and `[[listen]]`: used when the payload next starts (the
+    /// next swap, or `bankswap restart-payload`); the running generation keeps
+    /// its environment, user and sockets until then.
     pub next_swap: Vec<&'static str>,
-    /// Kept until the agent restarts: the sockets are bound once, so that no
-    /// connection is ever refused; the root and the channel are its identity.
+    /// Kept until the agent restarts: the root and the channel are its
+    /// identity, and the token and self-update settings are read at start.
     pub restart: Vec<&'static str>,
 }
 
@@ -611,13 +613,10 @@ impl AgentConfig {
         note(now, self.timeouts != new.timeouts, "[timeouts]");
         note(now, self.update != new.update, "[update]");
         note(&mut plan.next_trial, self.health != new.health, "[health]");
-        note(
-            &mut plan.next_swap,
-            self.payload != new.payload,
-            "[payload]",
-        );
+        let next_swap = &mut plan.next_swap;
+        note(next_swap, self.payload != new.payload, "[payload]");
+        note(next_swap, self.listen != new.listen, "[[listen]]");
         let restart = &mut plan.restart;
-        note(restart, self.listen != new.listen, "[[listen]]");
         note(restart, self.root != new.root, "root");
         note(restart, self.channel != new.channel, "channel");
         note(
@@ -638,7 +637,6 @@ impl AgentConfig {
     /// waits for a restart of the agent (see [`ReloadPlan::restart`]).
     pub fn reloaded(&self, new: AgentConfig) -> AgentConfig {
         AgentConfig {
-            listen: self.listen.clone(),
             root: self.root.clone(),
             channel: self.channel.clone(),
             enrollment_token_file: self.enrollment_token_file.clone(),
@@ -983,12 +981,12 @@ mod tests {
         let plan = old.reload_plan(&new);
         assert_eq!(plan.now, ["poll_interval"]);
         assert_eq!(plan.next_trial, ["[health]"]);
-        assert_eq!(plan.next_swap, ["[payload]"]);
-        assert_eq!(plan.restart, ["[[listen]]", "channel"]);
+        assert_eq!(plan.next_swap, ["[payload]", "[[listen]]"]);
+        assert_eq!(plan.restart, ["channel"]);
         let running = old.reloaded(new);
         assert_eq!(running.poll_interval, Duration::from_secs(1));
         assert_eq!(running.channel, "stable");
-        assert!(running.listen.is_empty());
+        assert_eq!(running.listen.len(), 1);
         assert_eq!(running.payload.env.len(), 1);
     }
 

@@ -234,6 +234,28 @@ fn unreachable_console_fails_tcp() {
 }
 
 #[test]
+fn unknown_console_host_fails_dns() {
+    let w = World::new();
+    let config = config(
+        &w,
+        "https://no-such-host.invalid:8443",
+        None,
+        &w.public("release"),
+    );
+    init(&config);
+    let out = doctor(&config);
+    assert_check_fails(&out, "dns", "no-such-host.invalid");
+    // Without an address, TCP is not tried.
+    assert!(
+        !out.stdout
+            .lines()
+            .any(|l| l[6.min(l.len())..].starts_with("tcp:")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn bad_key_file_fails_trusted_keys() {
     let w = World::new();
     let bad = w.path("bad.pub");

@@ -1,8 +1,10 @@
 //! The Debian package (SPEC §12): built once from the binary under test with
 //! `scripts/package.sh --no-build`, unpacked with `dpkg-deb -x`, and checked
 //! path by path; its unit passes `systemd-analyze verify` and scores at most
-//! 5.0 in `systemd-analyze security --offline=yes`; and it installs, upgrades,
-//! removes and purges in a scratch root with `dpkg --root`.
+//! 5.0 in `systemd-analyze security --offline=yes`; and it installs,
+//! reinstalls, upgrades to a bumped version (repacked with `dpkg-deb`), removes
+//! and purges in a scratch root with `dpkg --root`, as a non-root-capable user
+//! would (`--force-not-root --force-script-chrootless`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -226,6 +228,41 @@ fn shipped_unit_verifies_and_scores_at_most_five() {
     );
 }
 
+/// The built package repacked as `version` (uncompressed: only dpkg reads it),
+/// into `dir`: an upgrade without a second build.
+fn bumped_version(built: &Built, dir: &Path, version: &str) -> PathBuf {
+    let tree = dir.join("bumped");
+    let (ok, text) = output(
+        Command::new("dpkg-deb")
+            .arg("-R")
+            .arg(&built.deb)
+            .arg(&tree),
+    );
+    assert!(ok, "dpkg-deb -R: {text}");
+    let control = tree.join("DEBIAN/control");
+    let text = fs::read_to_string(&control).expect("control");
+    let old = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .expect("a Version field")
+        .to_string();
+    fs::write(
+        &control,
+        text.replace(&format!("Version: {old}"), &format!("Version: {version}")),
+    )
+    .expect("control");
+    let deb = dir.join(format!("bankswap_{version}.deb"));
+    let (ok, text) = output(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Znone", "-b"])
+            .arg(&tree)
+            .arg(&deb),
+    );
+    assert!(ok, "dpkg-deb -b: {text}");
+    fs::remove_dir_all(&tree).expect("clean up");
+    deb
+}
+
 /// `dpkg --root=R` with chrootless maintainer scripts (R has no shell of its own).
 fn dpkg(root: &Path, args: &[&str], deb: Option<&Path>) -> String {
     let mut command = Command::new("dpkg");
@@ -267,12 +304,40 @@ fn installs_upgrades_removes_and_purges_in_a_scratch_root_keeping_config_and_roo
     let data = root.join("var/lib/bankswap/state.json");
     fs::write(&data, "{}").expect("data");
 
-    // Upgrade (the same version again runs the upgrade paths of the scripts).
+    // The operator edits the shipped conffile too.
+    let example = root.join("etc/bankswap/agent.toml.example");
+    let edited = format!(
+        "{}# edited by the operator\n",
+        fs::read_to_string(&example).expect("example")
+    );
+    fs::write(&example, &edited).expect("edit the conffile");
+
+    // Reinstall (the same version again runs the upgrade paths of the scripts).
     dpkg(root, &["--install"], Some(&built.deb));
+    assert!(
+        config.is_file() && data.is_file(),
+        "the reinstall lost config or data"
+    );
+
+    // A real upgrade, to a bumped version: no prompt, the edited conffile,
+    // the config and the root all stay.
+    let bumped = bumped_version(built, scratch.path(), "99.0.0-1");
+    dpkg(root, &["--install"], Some(&bumped));
+    let status = fs::read_to_string(root.join("var/lib/dpkg/status")).expect("dpkg status");
+    assert!(
+        status.contains("Version: 99.0.0-1"),
+        "not upgraded:\n{status}"
+    );
+    assert_eq!(
+        fs::read_to_string(&example).expect("example"),
+        edited,
+        "the upgrade replaced the edited conffile"
+    );
     assert!(
         config.is_file() && data.is_file(),
         "the upgrade lost config or data"
     );
+    assert!(root.join("usr/bin/bankswap").is_file());
 
     dpkg(root, &["--remove", "bankswap"], None);
     assert!(

@@ -279,7 +279,7 @@ impl Agent {
             // A qualified agent build takes over once the payload is settled.
             self.take_over_with_ready_build();
             self.judge_trial().await;
-            self.apply_next_health();
+            self.settle_reload();
             self.save_last_error();
             self.publish_status();
         }

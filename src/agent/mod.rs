@@ -166,7 +166,7 @@ fn production_world(
             for note in recoveries {
                 warn!(root = %config.root.display(), "recovered: {note}");
             }
-            let listeners = Listeners::from_inherited(fds.listeners)
+            let listeners = Listeners::from_inherited(fds.listeners, &config.listen)
                 .context("taking over the inherited [[listen]] sockets")?;
             (root, listeners, Some(fds.control))
         }

@@ -7,10 +7,16 @@
 //! be: the core takes the trusted keys, the console URL, delays and the
 //! payload and health settings; this side swaps the HTTPS client, the log
 //! format and syslog target, and the checker's console, poll interval and
-//! timeouts. `[health]` judges the next trial, `[payload]` is used when the
-//! payload next starts (the next swap), and `[[listen]]`, `root`, `channel`
-//! and `enrollment_token_file` wait for a restart of the agent; the log and
+//! timeouts. `[health]` judges the next trial; `[payload]` (env, user) and
+//! `[[listen]]` are used when the payload next starts (the next swap, or
+//! `bankswap restart-payload`); `root`, `channel`, `[self_update]` and
+//! `enrollment_token_file` wait for a restart of the agent; the log and
 //! `status` say which. systemd hears `RELOADING=1` before and `READY=1` after.
+//!
+//! A changed `[[listen]]` is bound during the reload, so a port in use refuses
+//! the reload (nothing changes); an address still listed keeps its socket.
+//! The sockets dropped stay open for the generations started before the
+//! reload and are closed once none of those runs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::agent::checker::CheckerSettings;
 use crate::agent::clients::Clients;
-use crate::agent::core::{Agent, Mode};
+use crate::agent::core::{Agent, Generation, Mode};
 use crate::agent::fetch::ClientSetup;
 use crate::clock;
 use crate::config::{AgentConfig, HealthConfig, ReloadPlan};
@@ -32,8 +38,9 @@ use crate::sd_notify::Notifier;
 pub struct ReloadRequest {
     /// The checked config, or the one-line reason it was refused.
     pub config: Result<Box<AgentConfig>, String>,
-    /// What the core applied (none when refused).
-    pub reply: oneshot::Sender<Option<ReloadPlan>>,
+    /// What the core applied, or why it refused the config (a `[[listen]]`
+    /// socket that cannot be bound).
+    pub reply: oneshot::Sender<Result<ReloadPlan, String>>,
 }
 
 /// The core's memory of reloads.
@@ -43,6 +50,9 @@ pub struct ReloadState {
     last: Option<ReloadReport>,
     /// `[health]` from a reload during a trial: it judges the next one.
     next_health: Option<HealthConfig>,
+    /// The pids of the generations that run with `[[listen]]` sockets a
+    /// reload retired: those sockets close once none of them runs.
+    retired_for: Vec<u32>,
 }
 
 /// A config that passed every check, with what it was checked with.
@@ -93,8 +103,15 @@ impl Reloader {
             client,
             syslog,
         } = checked;
-        let Some(plan) = self.tell_core(Ok(Box::new(new.clone()))).await else {
-            return; // the core has stopped: the agent is stopping
+        let plan = match self.tell_core(Ok(Box::new(new.clone()))).await {
+            Some(Ok(plan)) => plan,
+            Some(Err(e)) => {
+                error!(config, error = %e, "reload refused; keeping the running config");
+                self.notifier
+                    .send(&format!("READY=1\nSTATUS=reload refused: {}", one_line(&e)));
+                return;
+            }
+            None => return, // the core has stopped: the agent is stopping
         };
         logging::apply(new.log.format, syslog);
         if let Err(e) = self.clients.set_setup(client) {
@@ -121,7 +138,10 @@ impl Reloader {
             "reload applied"
         );
         if !plan.next_swap.is_empty() {
-            info!(keys = %plan.next_swap.join(", "), "reload: applies at the next swap (when the payload next starts)");
+            info!(
+                keys = %plan.next_swap.join(", "),
+                "reload: applies at the next swap or `bankswap restart-payload` (when the payload next starts); the running payload keeps the old values"
+            );
         }
         if !plan.restart.is_empty() {
             warn!(
@@ -153,10 +173,14 @@ impl Reloader {
         })
     }
 
-    async fn tell_core(&self, config: Result<Box<AgentConfig>, String>) -> Option<ReloadPlan> {
+    /// The core's answer; `None` when the core has stopped.
+    async fn tell_core(
+        &self,
+        config: Result<Box<AgentConfig>, String>,
+    ) -> Option<Result<ReloadPlan, String>> {
         let (reply, answer) = oneshot::channel();
         self.core.send(ReloadRequest { config, reply }).await.ok()?;
-        answer.await.ok().flatten()
+        answer.await.ok()
     }
 }
 
@@ -165,21 +189,55 @@ impl Agent {
     pub(super) fn on_reload(&mut self, request: ReloadRequest) {
         let at = clock::rfc3339(self.now());
         let previous = self.reload.last.take().unwrap_or_default();
-        let new = match request.config {
-            Err(error) => {
-                self.reload.last = Some(ReloadReport {
+        let applied = request.config.and_then(|new| self.apply_reload(*new));
+        self.reload.last = Some(match &applied {
+            Ok(plan) => {
+                let names = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect();
+                ReloadReport {
                     at,
-                    outcome: "refused".into(),
-                    error: Some(error),
-                    ..previous
-                });
-                let _ = request.reply.send(None);
-                return;
+                    outcome: "applied".into(),
+                    error: None,
+                    applied: names(&plan.now),
+                    next_trial: names(&plan.next_trial),
+                    next_swap: names(&plan.next_swap),
+                    restart: names(&plan.restart),
+                }
             }
-            Ok(new) => new,
-        };
+            Err(error) => ReloadReport {
+                at,
+                outcome: "refused".into(),
+                error: Some(error.clone()),
+                ..previous
+            },
+        });
+        if applied.is_ok() {
+            // New keys may accept the manifest the old ones refused.
+            self.evaluate_latest();
+        }
+        let _ = request.reply.send(applied);
+    }
+
+    /// Applies `new` to what the core owns; a `[[listen]]` socket that cannot
+    /// be bound refuses it whole, before anything changed.
+    fn apply_reload(&mut self, new: AgentConfig) -> Result<ReloadPlan, String> {
         let plan = self.config.reload_plan(&new);
-        let mut running = self.config.reloaded(*new);
+        if self.config.listen != new.listen {
+            let older = self.generation_pids();
+            let change = self
+                .listeners
+                .reconfigure(&new.listen)
+                .map_err(|e| format!("[[listen]]: {e}"))?;
+            info!(
+                kept = %change.kept.join(", "),
+                added = %change.added.join(", "),
+                retired = %change.retired.join(", "),
+                "reload: [[listen]] sockets ready for the next payload start"
+            );
+            if !change.retired.is_empty() {
+                self.reload.retired_for.extend(older);
+            }
+        }
+        let mut running = self.config.reloaded(new);
         if matches!(self.mode, Mode::Trial(_)) && running.health != self.config.health {
             // The trial under way is judged by the rules it started with.
             self.reload.next_health = Some(std::mem::replace(
@@ -193,23 +251,43 @@ impl Agent {
             self.console.clone_from(console);
         }
         self.config = running;
-        let names = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect();
-        self.reload.last = Some(ReloadReport {
-            at,
-            outcome: "applied".into(),
-            error: None,
-            applied: names(&plan.now),
-            next_trial: names(&plan.next_trial),
-            next_swap: names(&plan.next_swap),
-            restart: names(&plan.restart),
-        });
-        // New keys may accept the manifest the old ones refused.
-        self.evaluate_latest();
-        let _ = request.reply.send(Some(plan));
+        Ok(plan)
+    }
+
+    /// The pids of every running generation (the active one and any draining).
+    fn generation_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        if let Generation::Running(p) = &self.current {
+            pids.push(p.pid());
+        }
+        match &self.mode {
+            Mode::Steady {
+                draining: Some((p, _)),
+            } => pids.push(p.pid()),
+            Mode::Trial(trial) => pids.extend(trial.draining.as_ref().map(|p| p.pid())),
+            Mode::Steady { draining: None } => {}
+        }
+        pids
+    }
+
+    /// After each event: `[health]` waiting for the trial's end, and the
+    /// `[[listen]]` sockets a reload retired, closed once no generation
+    /// started before that reload runs.
+    pub(super) fn settle_reload(&mut self) {
+        self.apply_next_health();
+        if !self.listeners.has_retired() {
+            return;
+        }
+        let running = self.generation_pids();
+        if self.reload.retired_for.iter().any(|p| running.contains(p)) {
+            return;
+        }
+        self.reload.retired_for.clear();
+        self.listeners.release_retired();
     }
 
     /// Once no trial runs, `[health]` from a reload during one takes over.
-    pub(super) fn apply_next_health(&mut self) {
+    fn apply_next_health(&mut self) {
         if matches!(self.mode, Mode::Trial(_)) {
             return;
         }

@@ -1,4 +1,4 @@
-//! `bankswap check`, and the client side shared by `status` and `rollback`
+//! `bankswap check`, `bankswap restart-payload`, and the client side shared by `status` and `rollback`
 //! when an agent is running on the root.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +22,18 @@ pub fn check(args: &RootArgs) -> anyhow::Result<()> {
                 control::socket_path(&dir).display()
             ))
         }),
+    }
+}
+
+/// `bankswap restart-payload`: asks the running agent to start the payload
+/// again with its running config (overlapped like a swap).
+pub fn restart_payload(args: &RootArgs) -> anyhow::Result<()> {
+    let dir = setup::root_only(args)?;
+    match control::request(&dir, Request::RestartPayload)? {
+        Some(response) => print_response(&dir, &response),
+        None => {
+            crate::commands::status::require_initialised(&dir).and_then(|()| Err(no_agent(&dir)))
+        }
     }
 }
 

@@ -35,6 +35,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Console { command } => crate::console::manage(command),
         Command::Run { config } => crate::agent::run(&config),
         Command::Check { root } => control::check(&root),
+        Command::RestartPayload { root } => control::restart_payload(&root),
         Command::Agent {
             command:
                 AgentCommand::Reexec {

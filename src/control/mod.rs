@@ -26,6 +26,10 @@ pub enum Request {
     Rollback,
     /// Check for a release now.
     Check,
+    /// Start the active bank's payload again with the running config (a
+    /// reloaded `[payload]` and `[[listen]]` apply), overlapped like a swap.
+    #[serde(rename = "restart-payload")]
+    RestartPayload,
     /// Exec `binary` (default: the running executable) in place, handing over
     /// the running payload. On success the connection ends with the old image.
     Reexec {

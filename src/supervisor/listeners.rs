@@ -1,10 +1,16 @@
-//! The `[[listen]]` sockets: bound once when the agent starts and kept open for
-//! its whole life, so connections wait in the kernel's backlog while one
-//! payload generation replaces another, and no payload needs the privilege to
-//! bind.
+//! The `[[listen]]` sockets: bound when the agent starts and kept open for its
+//! whole life, so connections wait in the kernel's backlog while one payload
+//! generation replaces another, and no payload needs the privilege to bind.
+//!
+//! A reload may change the set ([`Listeners::reconfigure`]): a socket whose
+//! configured address stays keeps its fd (and so its port and its queued
+//! connections), new ones are bound at once (a taken port refuses the whole
+//! reload), and the ones dropped are *retired*: kept open, their socket files
+//! kept, until the generations started before the reload have stopped.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -28,8 +34,11 @@ const MAX_NAME_LEN: usize = 255;
 /// The agent never accepts on them, so it does not care.
 #[derive(Debug)]
 pub struct Listeners {
-    /// The sockets, in config order: the payload gets them as fds 3, 4, …
+    /// The sockets, in config order: the next payload generation gets them as fds 3, 4, …
     sockets: Vec<Listener>,
+    /// Sockets a reload dropped: only older generations use them; closed by
+    /// [`Listeners::release_retired`].
+    retired: Vec<Listener>,
 }
 
 /// One bound, listening socket.
@@ -37,6 +46,9 @@ pub struct Listeners {
 struct Listener {
     /// The name given in `LISTEN_FDNAMES`.
     name: String,
+    /// The address as configured (`host:port` or a path): a reload keeps the
+    /// socket of an address it still lists.
+    address: String,
     /// The socket: listening, blocking, close-on-exec in the agent.
     fd: OwnedFd,
     /// What it is bound to.
@@ -57,19 +69,101 @@ impl Listeners {
         let mut sockets = Vec::with_capacity(config.len());
         for listen in config {
             check_name(&listen.name)?;
-            let (fd, bound) = if is_socket_path(&listen.address) {
-                socket::bind_unix(Path::new(&listen.address), listen.mode)?
-            } else {
-                socket::bind_tcp(&listen.address)?
-            };
-            tracing::info!(name = %listen.name, address = %listen.address, %bound, "listening");
-            sockets.push(Listener {
-                name: listen.name.clone(),
-                fd,
-                bound,
+            sockets.push(bind_one(listen)?);
+        }
+        Ok(Listeners {
+            sockets,
+            retired: Vec::new(),
+        })
+    }
+
+    /// Switches to the sockets of `config` for the generations started from
+    /// now on: an address listed before keeps its socket (renamed if its name
+    /// changed; a Unix socket takes the new `mode`), a new one is bound, and
+    /// the ones no longer listed are retired. When any socket cannot be bound
+    /// (a port in use), nothing changes and the error names it.
+    pub fn reconfigure(
+        &mut self,
+        config: &[ListenConfig],
+    ) -> Result<ListenChange, SupervisorError> {
+        if config.len() > MAX_LISTENERS {
+            return Err(SupervisorError::TooManyListeners {
+                count: config.len(),
+                max: MAX_LISTENERS,
             });
         }
-        Ok(Listeners { sockets })
+        // First everything that can fail, touching nothing of the running set.
+        let mut taken = vec![false; self.sockets.len()];
+        let mut plan = Vec::with_capacity(config.len());
+        for listen in config {
+            check_name(&listen.name)?;
+            let kept = self
+                .sockets
+                .iter()
+                .enumerate()
+                .position(|(i, s)| !taken[i] && s.address == listen.address);
+            match kept {
+                Some(i) => {
+                    taken[i] = true;
+                    plan.push(Slot::Kept(i));
+                }
+                None => plan.push(Slot::New(Box::new(bind_one(listen)?))),
+            }
+        }
+        for (listen, slot) in config.iter().zip(&plan) {
+            if let (Slot::Kept(i), Some(mode)) = (slot, listen.mode)
+                && let Bound::Unix { path, .. } = &self.sockets[*i].bound
+            {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
+                    |source| SupervisorError::Chmod {
+                        path: path.clone(),
+                        mode,
+                        source,
+                    },
+                )?;
+            }
+        }
+        let mut change = ListenChange::default();
+        let mut old: Vec<Option<Listener>> = std::mem::take(&mut self.sockets)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for (listen, slot) in config.iter().zip(plan) {
+            let listener = match slot {
+                Slot::Kept(i) => {
+                    let Some(mut listener) = old[i].take() else {
+                        continue; // each index is taken once (`taken` above)
+                    };
+                    listener.name.clone_from(&listen.name);
+                    change.kept.push(listen.name.clone());
+                    listener
+                }
+                Slot::New(listener) => {
+                    change.added.push(listen.name.clone());
+                    *listener
+                }
+            };
+            self.sockets.push(listener);
+        }
+        for listener in old.into_iter().flatten() {
+            tracing::info!(name = %listener.name, bound = %listener.bound, "retired: open until the older generations stop");
+            change.retired.push(listener.name.clone());
+            self.retired.push(listener);
+        }
+        Ok(change)
+    }
+
+    /// True when sockets retired by a reload are still open.
+    pub fn has_retired(&self) -> bool {
+        !self.retired.is_empty()
+    }
+
+    /// Closes the retired sockets (and removes their socket files): call once
+    /// no generation started before the reload runs.
+    pub fn release_retired(&mut self) {
+        for listener in self.retired.drain(..) {
+            tracing::info!(name = %listener.name, bound = %listener.bound, "closed the retired socket");
+        }
     }
 
     /// No sockets: the payload binds its own.
@@ -80,6 +174,7 @@ impl Listeners {
     pub fn none() -> Listeners {
         Listeners {
             sockets: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -125,6 +220,41 @@ impl Listeners {
         let names: Vec<&str> = self.sockets.iter().map(|s| s.name.as_str()).collect();
         names.join(":")
     }
+}
+
+/// What [`Listeners::reconfigure`] did, by `[[listen]]` name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListenChange {
+    /// Kept their socket (same fd, same port).
+    pub kept: Vec<String>,
+    /// Bound now.
+    pub added: Vec<String>,
+    /// No longer handed to new generations.
+    pub retired: Vec<String>,
+}
+
+/// Where one socket of a reconfigured set comes from.
+enum Slot {
+    /// The running set's socket at this index.
+    Kept(usize),
+    /// Bound for this reload.
+    New(Box<Listener>),
+}
+
+/// Binds one configured socket.
+fn bind_one(listen: &ListenConfig) -> Result<Listener, SupervisorError> {
+    let (fd, bound) = if is_socket_path(&listen.address) {
+        socket::bind_unix(Path::new(&listen.address), listen.mode)?
+    } else {
+        socket::bind_tcp(&listen.address)?
+    };
+    tracing::info!(name = %listen.name, address = %listen.address, %bound, "listening");
+    Ok(Listener {
+        name: listen.name.clone(),
+        address: listen.address.clone(),
+        fd,
+        bound,
+    })
 }
 
 /// One listener as handed from one agent image to the next.
@@ -180,9 +310,15 @@ impl Listeners {
     }
 
     /// Takes over the sockets handed over by the previous agent image: each
-    /// must be a listening socket bound where the hand-over says.
+    /// must be a listening socket bound where the hand-over says. `config` is
+    /// the `[[listen]]` of the config file the previous image ran: a socket
+    /// whose entry (by name) still describes where it is bound takes that
+    /// entry's address, so that a later reload keeps it (a TCP port 0 matches
+    /// any port). The hand-over format itself stays as it was, so that an
+    /// older build can still take it.
     pub fn from_inherited(
         inherited: Vec<(InheritedListener, OwnedFd)>,
+        config: &[ListenConfig],
     ) -> Result<Listeners, SupervisorError> {
         if inherited.len() > MAX_LISTENERS {
             return Err(SupervisorError::TooManyListeners {
@@ -226,13 +362,35 @@ impl Listeners {
                 }
             };
             tracing::info!(name = %listener.name, %bound, "listening (inherited)");
+            let address = config
+                .iter()
+                .find(|l| l.name == listener.name && describes(&l.address, &bound))
+                .map_or_else(|| bound.to_string(), |l| l.address.clone());
             sockets.push(Listener {
                 name: listener.name,
+                address,
                 fd,
                 bound,
             });
         }
-        Ok(Listeners { sockets })
+        Ok(Listeners {
+            sockets,
+            retired: Vec::new(),
+        })
+    }
+}
+
+/// True when the configured `address` names where `bound` is (a TCP port 0
+/// matches any port).
+fn describes(address: &str, bound: &Bound) -> bool {
+    match bound {
+        Bound::Unix { path, .. } => is_socket_path(address) && Path::new(address) == path,
+        Bound::Tcp(addr) => {
+            !is_socket_path(address)
+                && address.to_socket_addrs().is_ok_and(|mut all| {
+                    all.any(|a| a.ip() == addr.ip() && (a.port() == 0 || a.port() == addr.port()))
+                })
+        }
     }
 }
 
@@ -318,5 +476,53 @@ mod tests {
             err,
             SupervisorError::TooManyListeners { count: 65, max: 64 }
         ));
+    }
+
+    #[test]
+    fn reconfigure_keeps_listed_addresses_binds_new_ones_and_retires_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sock");
+        let old_unix = path.display().to_string();
+        let mut listeners = Listeners::bind(&[
+            listen("http", "127.0.0.1:0", None),
+            listen("old", &old_unix, None),
+        ])
+        .unwrap();
+        let http_fd = listeners.fds().next().unwrap().as_raw_fd();
+        let port = listeners.tcp_local_addr("http").unwrap();
+
+        // A port in use refuses the whole change: the set stays as it was.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = taken.local_addr().unwrap().to_string();
+        let err = listeners
+            .reconfigure(&[
+                listen("web", "127.0.0.1:0", None),
+                listen("busy", &busy, None),
+            ])
+            .unwrap_err();
+        assert!(matches!(err, SupervisorError::Bind { ref address, .. } if *address == busy));
+        assert_eq!(listeners.names(), "http:old");
+        assert!(!listeners.has_retired());
+
+        let change = listeners
+            .reconfigure(&[
+                listen("web", "127.0.0.1:0", None),
+                listen("extra", "127.0.0.1:0", None),
+            ])
+            .unwrap();
+        assert_eq!(change.kept, ["web"]);
+        assert_eq!(change.added, ["extra"]);
+        assert_eq!(change.retired, ["old"]);
+        assert_eq!(listeners.names(), "web:extra");
+        // The kept socket is the same fd on the same port.
+        assert_eq!(listeners.fds().next().unwrap().as_raw_fd(), http_fd);
+        assert_eq!(listeners.tcp_local_addr("web"), Some(port));
+        assert_ne!(listeners.tcp_local_addr("extra"), Some(port));
+        // Retired: still listening (older generations use it) until released.
+        assert!(listeners.has_retired());
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        listeners.release_retired();
+        assert!(!listeners.has_retired());
+        assert!(!path.exists(), "the retired socket file is removed");
     }
 }
