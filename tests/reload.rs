@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::reexec::payload_pid as running_pid;
 use crate::support::live::{AgentProcess, AgentSettings, ConsoleProcess, Live, signal, wait_for};
+use crate::support::selfupdate::payload_pid as running_pid;
 use crate::support::tls::{TestCa, make_test_ca};
 use crate::support::{World, run, run_ok};
 use crate::swap::{Load, bound_port, get, listen_config, publish_hello};
