@@ -1,7 +1,12 @@
 //! Unit tests of the rollout engine: admission, waves, halt, pause, abort
 //! over a data folder with two releases and a plan.
 
+use std::path::Path;
+
 use super::*;
+use crate::channel::ChannelDir;
+use crate::console::push::{MAX_MANIFEST_BYTES, read_release};
+use crate::console::rollout::PLAN_FILE;
 
 /// A data folder with releases 1 (1.0.0) and 2 (2.0.0, current) and a plan for 2.
 fn data_with_plan(waves: Vec<u8>) -> tempfile::TempDir {
