@@ -22,6 +22,9 @@ pub enum ActionError {
         /// The states it applies to.
         applies: &'static str,
     },
+    /// A channel suspension that cannot be done (already, not, or not saved).
+    #[error("{0}")]
+    Suspension(String),
 }
 
 /// An admin action.

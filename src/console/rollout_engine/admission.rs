@@ -34,12 +34,14 @@ impl Rollouts {
         let Inner {
             channels,
             unsaved_members,
+            suspended,
             ..
         } = &mut *inner;
+        let suspended = suspended.contains_key(channel);
         let entry = channels.entry(channel.to_string()).or_default();
-        let newcomer = agent.filter(|a| !entry.members.contains(*a));
-        if let Some(agent) = newcomer {
-            entry.members.insert(agent.to_string());
+        if let Some(agent) = agent
+            && entry.meet(agent)
+        {
             unsaved_members.push((channel.to_string(), agent.to_string()));
         }
         let Some(rollout) = entry
@@ -49,17 +51,14 @@ impl Rollouts {
         else {
             return Serve::Current;
         };
-        if let Some(agent) = newcomer
-            && matches!(
-                rollout.status.state,
-                RolloutState::Paused | RolloutState::Halted
-            )
-        {
-            rollout.latecomers.insert(agent.to_string());
-        }
+        // Aborted, or on a suspended channel, only the agents that took the
+        // release keep it (serving them the older one would change nothing:
+        // they refuse it as not newer); everyone else waits.
+        let took_it = reports_sequence.is_some_and(|s| s >= rollout.plan.sequence);
         let admitted = match rollout.status.state {
             RolloutState::Complete => true,
-            RolloutState::Aborted => reports_sequence.is_some_and(|s| s >= rollout.plan.sequence),
+            RolloutState::Aborted => took_it,
+            _ if suspended => took_it,
             _ => agent.is_some_and(|a| rollout.admits(a)),
         };
         if admitted {
@@ -73,6 +72,25 @@ impl Rollouts {
 }
 
 impl Channel {
+    /// Counts `agent` in the channel's known fleet (the agents a wave's
+    /// share is taken of); true if it is new. An agent first met while the
+    /// rollout is paused or halted is a latecomer: not admitted, whatever its
+    /// hash, until the rollout is resumed.
+    pub(super) fn meet(&mut self, agent: &str) -> bool {
+        if !self.members.insert(agent.to_string()) {
+            return false;
+        }
+        if let Some(rollout) = self.rollout.as_mut()
+            && matches!(
+                rollout.status.state,
+                RolloutState::Paused | RolloutState::Halted
+            )
+        {
+            rollout.latecomers.insert(agent.to_string());
+        }
+        true
+    }
+
     /// Records `current` (manifest ETag and sequence) unless a newer one was
     /// seen: a request that read the file before a publish cannot move the
     /// channel back. Its plan has been looked for.

@@ -27,22 +27,8 @@ impl Rollouts {
         members: Vec<(String, String)>,
     ) -> Rollouts {
         let engine = Rollouts::new(data);
-        {
-            let mut inner = engine.lock();
-            for entry in reports {
-                inner
-                    .reports
-                    .insert(entry.agent_id.clone(), report_of(entry));
-            }
-            for (channel, agent) in members {
-                inner
-                    .channels
-                    .entry(channel)
-                    .or_default()
-                    .members
-                    .insert(agent);
-            }
-        }
+        engine.lock().load(members, reports);
+        engine.load_suspended();
         engine.refresh_all();
         engine
     }

@@ -25,15 +25,21 @@ impl Rollout {
         self.dirty = true;
     }
 
-    /// One run of the gate; true if admissions changed.
+    /// One run of the gate; true if admissions changed. On a `suspended`
+    /// channel a running rollout is held as if paused (no wave opens, no
+    /// share grows), but failures still halt it.
     pub(super) fn evaluate(
         &mut self,
         channel: &str,
         members: &HashSet<String>,
         reports: &HashMap<String, AgentReport>,
         now: u64,
+        suspended: bool,
     ) -> bool {
-        let state = self.status.state;
+        let (state, held) = match self.status.state {
+            RolloutState::Running if suspended => (RolloutState::Paused, "channel suspended"),
+            state => (state, "paused"),
+        };
         if !matches!(state, RolloutState::Running | RolloutState::Paused) {
             return false;
         }
@@ -83,13 +89,13 @@ impl Rollout {
         self.gate = Some(match (&gate, state) {
             (Gate::Wait(why), _) => why.clone(),
             (Gate::Open(next), RolloutState::Paused) => format!(
-                "paused: the open wave met its success threshold; wave {}% stays shut until resumed",
+                "{held}: the open wave met its success threshold; wave {}% stays shut until resumed",
                 self.plan.waves.get(*next).copied().unwrap_or(100)
             ),
             (Gate::Complete, RolloutState::Paused) => {
-                "paused: the last wave met its success threshold".to_string()
+                format!("{held}: the last wave met its success threshold")
             }
-            (Gate::Overdue(why), RolloutState::Paused) => format!("paused: {why}"),
+            (Gate::Overdue(why), RolloutState::Paused) => format!("{held}: {why}"),
             (Gate::Open(_) | Gate::Complete | Gate::Halt(_) | Gate::Overdue(_), _) => String::new(),
         })
         .filter(|text| !text.is_empty());

@@ -23,16 +23,18 @@
 //! The parts: `admission.rs` (who is served what, the admission rule),
 //! `gates.rs` (one run of the gate per rollout), `actions.rs` (pause, resume,
 //! abort), `view.rs` (the JSON), `disk.rs` (loading plans and releases,
-//! saving the state), `task.rs` (the gate task).
+//! saving the state), `suspend.rs` (suspended channels), `task.rs` (the
+//! gate task).
 
 mod actions;
 mod admission;
 mod disk;
 mod gates;
+mod suspend;
 mod task;
 mod view;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -69,6 +71,9 @@ const MAX_CAUSE_CHARS: usize = 200;
 
 /// The folder of the engine's state files, in the data folder.
 const STATE_DIR: &str = "rollouts";
+
+/// The suspended channels, in [`STATE_DIR`] (`{"stable": {"by", "at"}}`).
+const SUSPENDED_FILE: &str = "suspended-channels.json";
 
 /// Where a rollout stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,7 +194,8 @@ struct Channel {
     plan_checked: Option<u64>,
     /// The rollout of the newest plan read (active only for the current sequence).
     rollout: Option<Rollout>,
-    /// The agents that asked for this channel's manifest with their identity.
+    /// The channel's known fleet: the agents that asked for its manifest with
+    /// their identity, or whose latest report names it.
     members: HashSet<String>,
 }
 
@@ -202,6 +208,67 @@ struct Inner {
     reports: HashMap<String, AgentReport>,
     /// Channel memberships not yet written to the database.
     unsaved_members: Vec<(String, String)>,
+    /// The suspended channels (persisted in [`SUSPENDED_FILE`]).
+    suspended: BTreeMap<String, Suspension>,
+}
+
+/// Why a channel admits nobody (`console channel suspend`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    /// The admin who suspended it.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+impl Inner {
+    /// Loads what the fleet database holds: the channels' agents met by
+    /// their manifest requests, then every stored report (a report names the
+    /// channel its agent follows now, so it comes last).
+    fn load(&mut self, members: Vec<(String, String)>, reports: &[FleetEntry]) {
+        for (channel, agent) in members {
+            self.channels
+                .entry(channel)
+                .or_default()
+                .members
+                .insert(agent);
+        }
+        for entry in reports {
+            self.know(entry);
+        }
+    }
+
+    /// Keeps an agent's latest report, and counts the agent in the known
+    /// fleet of the channel the report names (and in no other: it moved).
+    ///
+    /// The known fleet is every agent that reported a channel or asked for
+    /// its manifest, not only those that asked since the release: a wave's
+    /// share is taken of it, so a 1 % wave opened while some agents have not
+    /// asked yet still admits 1 % of the fleet, not 1 % of the first askers
+    /// plus whoever hashes below them. (The registry of enrolled agents names
+    /// no channel: an agent enrolled that never reported is met at its first
+    /// request.) A report is taken from whoever may ask for a manifest under
+    /// the same id, so this lets nobody new move a threshold.
+    fn know(&mut self, entry: &FleetEntry) {
+        self.reports
+            .insert(entry.agent_id.clone(), report_of(entry));
+        let Some(channel) = entry
+            .channel
+            .as_deref()
+            .filter(|c| crate::config::check_channel(c).is_ok())
+        else {
+            return;
+        };
+        for (name, other) in &mut self.channels {
+            if name != channel {
+                other.members.remove(&entry.agent_id);
+            }
+        }
+        self.channels
+            .entry(channel.to_string())
+            .or_default()
+            .meet(&entry.agent_id);
+    }
 }
 
 /// Which manifest an agent gets.
@@ -261,19 +328,19 @@ impl Rollouts {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Notes an agent's new report.
+    /// Notes an agent's new report (and the channel it names: see [`Inner::know`]).
     pub fn note_report(&self, entry: &FleetEntry) {
-        let mut inner = self.lock();
-        inner
-            .reports
-            .insert(entry.agent_id.clone(), report_of(entry));
+        self.lock().know(entry);
     }
 
     /// Runs the gate of every active rollout at `now`; true if admissions changed.
     pub fn evaluate(&self, now: u64) -> bool {
         let mut inner = self.lock();
         let Inner {
-            channels, reports, ..
+            channels,
+            reports,
+            suspended,
+            ..
         } = &mut *inner;
         let mut changed = false;
         for (name, channel) in channels.iter_mut() {
@@ -289,7 +356,8 @@ impl Rollouts {
             else {
                 continue;
             };
-            changed |= rollout.evaluate(name, members, reports, now);
+            let suspended = suspended.contains_key(name);
+            changed |= rollout.evaluate(name, members, reports, now, suspended);
         }
         changed
     }

@@ -8,7 +8,6 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::disk::report_of;
 use super::{EVALUATE_PERIOD, REFRESH_PERIOD, Rollouts, now_ms};
 use crate::console::store::Store;
 
@@ -17,31 +16,16 @@ impl Rollouts {
     /// and starts the gate task; it ends when `stop` is cancelled.
     pub async fn start(data: &Path, store: Store, stop: CancellationToken) -> Rollouts {
         let engine = Rollouts::new(data);
-        match store.list().await {
-            Ok(entries) => {
-                let mut inner = engine.lock();
-                for entry in &entries {
-                    inner
-                        .reports
-                        .insert(entry.agent_id.clone(), report_of(entry));
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot read the fleet for rollouts"),
-        }
-        match store.members().await {
-            Ok(members) => {
-                let mut inner = engine.lock();
-                for (channel, agent) in members {
-                    inner
-                        .channels
-                        .entry(channel)
-                        .or_default()
-                        .members
-                        .insert(agent);
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot read the channels' agents"),
-        }
+        let reports = store.list().await.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the fleet for rollouts");
+            Vec::new()
+        });
+        let members = store.members().await.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the channels' agents");
+            Vec::new()
+        });
+        engine.lock().load(members, &reports);
+        engine.load_suspended();
         engine.refresh_all_blocking().await;
         let task = engine.clone();
         tokio::spawn(async move { task.run(store, stop).await });

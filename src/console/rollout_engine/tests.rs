@@ -6,7 +6,7 @@ use std::path::Path;
 use super::*;
 use crate::channel::ChannelDir;
 use crate::console::push::{MAX_MANIFEST_BYTES, read_release};
-use crate::console::rollout::PLAN_FILE;
+use crate::console::rollout::{PLAN_FILE, admission_hash};
 
 /// A data folder with releases 1 (1.0.0) and 2 (2.0.0, current) and a plan for 2.
 fn data_with_plan(waves: Vec<u8>) -> tempfile::TempDir {
@@ -141,4 +141,124 @@ fn a_failed_trial_halts_and_a_paused_or_halted_rollout_admits_nobody_new() {
             Serve::Previous(_)
         ));
     }
+}
+
+/// A report of `agent` on `channel`, running 1.0.0 (sequence 1).
+fn reported(engine: &Rollouts, agent: &str, channel: &str) {
+    engine.note_report(&FleetEntry {
+        agent_id: agent.into(),
+        version: Some("1.0.0".into()),
+        phase: Some("committed".into()),
+        sequence: Some(1),
+        channel: Some(channel.into()),
+        ..FleetEntry::default()
+    });
+}
+
+/// The admission threshold of a wave of `percent` over `fleet` for release
+/// 2, computed here from the rule itself: above the `ceil(percent × fleet)`
+/// lowest admission hashes, and above the lowest `percent` of the hash space.
+fn expected_threshold(fleet: &[String], percent: u64) -> u64 {
+    let mut hashes: Vec<u64> = fleet.iter().map(|a| admission_hash(a, 2)).collect();
+    hashes.sort_unstable();
+    let needed = (fleet.len() as u64 * percent).div_ceil(100) as usize;
+    let by_rank = hashes[needed - 1] + 1;
+    let by_share = (u128::from(u64::MAX) * u128::from(percent) / 100) as u64;
+    by_rank.max(by_share)
+}
+
+/// The agents of `fleet` hashing below `threshold`, sorted.
+fn below(fleet: &[String], threshold: u64) -> Vec<String> {
+    let mut wave: Vec<String> = fleet
+        .iter()
+        .filter(|a| admission_hash(a, 2) < threshold)
+        .cloned()
+        .collect();
+    wave.sort();
+    wave
+}
+
+/// Regression (issue 12, "first wave drift"): the known fleet used to be only
+/// the agents that had asked for the manifest, so a wave opened while the
+/// fleet was still being met admitted a share of the first few askers, and
+/// every later agent hashing below them too. Time is the `now` handed to
+/// `evaluate` (the engine reads no clock of its own there).
+#[test]
+fn a_wave_admits_its_share_of_the_reporting_fleet_whoever_asked_first() {
+    let data = data_with_plan(vec![1, 100]);
+    let engine = Rollouts::new(data.path());
+    let current = current(data.path());
+    let fleet: Vec<String> = (0..40).map(|i| format!("agent-{i:05}")).collect();
+    for a in &fleet {
+        reported(&engine, a, "stable");
+    }
+    let first = expected_threshold(&fleet, 1);
+    let expected = below(&fleet, first);
+    let admitted = |engine: &Rollouts, agents: &[String]| {
+        let mut wave: Vec<String> = agents
+            .iter()
+            .filter(|a| matches!(engine.serve("stable", Some(a), &current), Serve::Current))
+            .cloned()
+            .collect();
+        wave.sort();
+        wave
+    };
+    // Three agents ask first (the plan loads with the first), the gate runs,
+    // then the others ask.
+    let start = now_ms();
+    for a in &fleet[..3] {
+        engine.serve("stable", Some(a), &current);
+    }
+    assert!(!engine.evaluate(start), "the wave's share is already right");
+    assert_eq!(admitted(&engine, &fleet), expected);
+    assert!(!engine.evaluate(start + 1_000));
+    assert_eq!(
+        admitted(&engine, &fleet),
+        expected,
+        "asking did not widen it"
+    );
+    let view = engine.view_of("stable").unwrap();
+    assert_eq!(view.agents, 40);
+    assert_eq!(view.waves[0].admitted as usize, expected.len());
+    // An agent whose report names another channel left this one's fleet.
+    let leaving = fleet.iter().find(|a| !expected.contains(a)).unwrap();
+    reported(&engine, leaving, "beta");
+    assert_eq!(engine.view_of("stable").unwrap().agents, 39);
+    // Agents met later get their share of the grown fleet.
+    let mut known: Vec<String> = fleet.iter().filter(|a| *a != leaving).cloned().collect();
+    known.extend((40..161).map(|i| format!("agent-{i:05}")));
+    for a in &known[39..] {
+        reported(&engine, a, "stable");
+    }
+    engine.evaluate(start + 2_000);
+    // A threshold never shrinks: the grown fleet's, or the first one.
+    let grown = below(&known, expected_threshold(&known, 1).max(first));
+    assert!(expected.iter().all(|a| grown.contains(a)));
+    assert_eq!(admitted(&engine, &known), grown);
+    assert_eq!(engine.view_of("stable").unwrap().agents, 160);
+}
+
+#[test]
+fn an_agent_first_reported_while_paused_waits_for_resume() {
+    let data = data_with_plan(vec![50, 100]);
+    let engine = Rollouts::new(data.path());
+    let current = current(data.path());
+    engine.serve("stable", Some("agent-first"), &current);
+    engine.act("stable", Action::Pause, "test").unwrap();
+    let late: Vec<String> = (0..10).map(|i| format!("late-{i}")).collect();
+    for a in &late {
+        reported(&engine, a, "stable");
+    }
+    engine.evaluate(now_ms());
+    assert!(
+        late.iter()
+            .all(|a| !matches!(engine.serve("stable", Some(a), &current), Serve::Current))
+    );
+    engine.act("stable", Action::Resume, "test").unwrap();
+    engine.evaluate(now_ms());
+    assert!(
+        late.iter()
+            .any(|a| matches!(engine.serve("stable", Some(a), &current), Serve::Current)),
+        "half of the fleet is admitted once resumed"
+    );
 }

@@ -18,11 +18,16 @@ impl Rollouts {
                 let rollout = channel.rollout.as_ref()?;
                 let active =
                     channel.current.as_ref().map(|(_, s)| *s) == Some(rollout.plan.sequence);
-                Some(rollout.view(name, active, &channel.members, &inner.reports))
+                let mut view = rollout.view(name, active, &channel.members, &inner.reports);
+                view.suspended = inner.suspended.get(name).cloned();
+                Some(view)
             })
             .collect();
         rollouts.sort_by(|a, b| a.channel.cmp(&b.channel));
-        RolloutsView { rollouts }
+        RolloutsView {
+            rollouts,
+            suspended: inner.suspended.clone(),
+        }
     }
 
     /// One channel's rollout view, if it has one.
@@ -93,6 +98,7 @@ impl Rollout {
             previous_version: self.status.previous_version.clone(),
             state: self.status.state.as_str().to_string(),
             halt_reason: self.status.halt_reason.clone(),
+            suspended: None,
             success: self.plan.success,
             halt_on: self.plan.halt_on,
             soak_secs: self.plan.soak_secs,
