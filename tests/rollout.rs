@@ -674,3 +674,95 @@ fn publish_waves_to_a_console_uploads_the_plan_and_the_signed_rollback() {
         bad.stderr
     );
 }
+
+#[test]
+fn a_suspended_channel_admits_nobody_until_resumed_and_the_suspension_is_kept_on_disk() {
+    let fleet = Fleet::start();
+    let sim = fleet.simulate("held", 20, &[]);
+    let channel_command = |action: &str| {
+        run([
+            "console",
+            "channel",
+            action,
+            "stable",
+            "--console",
+            &fleet.console.url,
+            "--token-file",
+            &fleet.token_file.display().to_string(),
+            "--ca-cert",
+            &fleet.ca.ca_pem.display().to_string(),
+        ])
+    };
+    // Admins only, as the rollout actions.
+    let anonymous = fleet
+        .http
+        .post(&fleet.console.url_of("/v1/suspensions/stable/suspend"), "");
+    assert_eq!(anonymous.status, 401);
+    let suspended = channel_command("suspend");
+    assert_eq!(suspended.code, 0, "{}", suspended.stderr);
+    assert!(
+        suspended.stdout.contains("channel stable suspended by"),
+        "{}",
+        suspended.stdout
+    );
+    let again = channel_command("suspend");
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("already suspended"),
+        "{}",
+        again.stderr
+    );
+
+    fleet.publish_waves("2.0.0", "50%,100%");
+    let rollout = fleet.wait_rollout("the rollout of 2.0.0", |r| r["version"] == "2.0.0");
+    assert!(rollout["suspended"]["by"].is_string(), "{rollout:#}");
+    assert!(
+        fleet.get("/v1/rollouts")["suspended"]["stable"].is_object(),
+        "listed with the suspensions"
+    );
+    // Every agent of the fleet, half of which the wave's hash admits, is
+    // served 1.0.0: nobody is admitted.
+    for i in 0..20 {
+        let id = format!("held-{i:05}");
+        let served = fleet.http.get(
+            &fleet
+                .console
+                .url_of(&format!("/v1/channels/stable/release.json?agent_id={id}")),
+            &[],
+        );
+        assert_eq!(served.json()["version"], "1.0.0", "{id}");
+    }
+    let status = fleet.rollout_command(&["status", "stable"]);
+    assert!(
+        status.stdout.contains("channel suspended by"),
+        "{}",
+        status.stdout
+    );
+    // Kept on disk: a console reading its data folder again sees it.
+    let offline = run_ok([
+        "console",
+        "rollout",
+        "status",
+        "--data",
+        &fleet.data.display().to_string(),
+    ]);
+    assert!(
+        offline.stdout.contains("channel suspended by"),
+        "{}",
+        offline.stdout
+    );
+    assert_eq!(sim.count("received", "2.0.0"), 0);
+
+    let resumed = channel_command("resume");
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(resumed.stdout.contains("resumed"), "{}", resumed.stdout);
+    let done = fleet.wait_rollout("the rollout to complete once resumed", |r| {
+        r["state"] == "complete"
+    });
+    assert!(done["suspended"].is_null(), "{done:#}");
+    // Suspended before the rollout existed: only the resume is its event.
+    assert!(events(&done).contains("channel resumed by"), "{done:#}");
+    wait_for("every agent committed 2.0.0", || {
+        sim.count("committed", "2.0.0") == 20
+    });
+}
