@@ -7,28 +7,27 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::support::https::Http;
-use crate::support::live::{AgentProcess, AgentSettings, ConsoleProcess, wait_for};
-use crate::support::tls::{TestCa, make_test_ca};
-use crate::support::{World, bankswap, run, run_ok};
+use crate::support::console::AdminConsole;
+use crate::support::live::{AgentProcess, AgentSettings, wait_for};
+use crate::support::{bankswap, run, run_ok};
 
 /// The `--admin-token-file` token.
 const TOKEN: &str = "the-admin-token-of-the-rollout-tests";
 
 /// A console over a data folder holding release 1.0.0 (sequence 1).
-struct Fleet {
-    world: World,
-    data: PathBuf,
-    ca: TestCa,
-    token_file: PathBuf,
-    console: ConsoleProcess,
-    http: Http,
+struct Fleet(AdminConsole);
+
+impl std::ops::Deref for Fleet {
+    type Target = AdminConsole;
+
+    fn deref(&self) -> &AdminConsole {
+        &self.0
+    }
 }
 
 /// A running `simulate-agents` and the JSON lines it printed.
@@ -104,35 +103,7 @@ impl Drop for Simulated {
 
 impl Fleet {
     fn start() -> Fleet {
-        let world = World::new();
-        let ca = make_test_ca(&world.path("tls"));
-        let data = world.path("console");
-        let payload = world.payload("1.0.0", 2, 100);
-        world.publish(&data, &payload, "1.0.0", &[]);
-        let token_file = world.path("admin-token");
-        fs::write(&token_file, format!("{TOKEN}\n")).expect("as set up");
-        let console = ConsoleProcess::start_with(
-            &data,
-            &ca,
-            "127.0.0.1:0",
-            &world.path("console.log"),
-            &[
-                "--admin-token-file",
-                &token_file.display().to_string(),
-                "--trust",
-                &world.public("release"),
-                "--allow-anonymous-reports",
-            ],
-        );
-        let http = Http::new(&ca);
-        Fleet {
-            world,
-            data,
-            ca,
-            token_file,
-            console,
-            http,
-        }
+        Fleet(AdminConsole::start(TOKEN))
     }
 
     /// Starts `n` simulated agents running 1.0.0 (sequence 1); `fail` lists versions whose trial fails.
