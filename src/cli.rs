@@ -306,6 +306,11 @@ pub enum ConsoleCommand {
         after_help = "Examples:\n  bankswap console rollout status --console https://console.example.com --token-file token\n  bankswap console rollout pause stable --console https://console.example.com --token-file token\n  bankswap console rollout resume stable --console https://console.example.com --token-file token\n  bankswap console rollout abort stable --rollback --console https://console.example.com --token-file token\n  bankswap console rollout status --data /srv/console-data"
     )]
     Rollout(RolloutArgs),
+    /// Suspend a channel's admissions while the payload's services are reconfigured, or resume them.
+    #[command(
+        after_help = "Examples:\n  bankswap console channel suspend stable --console https://console.example.com --token-file token\n  bankswap console channel resume stable --console https://console.example.com --token-file token"
+    )]
+    Channel(ChannelArgs),
     /// Enroll this agent with a console (what `run` does with `enrollment_token_file`).
     #[command(hide = true)]
     Enroll(EnrollArgs),
@@ -369,6 +374,41 @@ pub struct RolloutArgs {
     /// Print JSON (the objects of `GET /v1/rollouts`).
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// `bankswap console channel ...`.
+#[derive(Debug, Args)]
+pub struct ChannelArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ChannelCommand,
+    /// The running console.
+    #[arg(long, value_name = "URL", global = true)]
+    pub console: Option<String>,
+    /// A file whose first line is an admin token (else BANKSWAP_TOKEN).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for --console.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// Print JSON (the object of `GET /v1/rollouts`).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `bankswap console channel suspend|resume`.
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Admit nobody new on the channel (agents that took the release keep it) until resumed.
+    Suspend {
+        /// The channel.
+        channel: String,
+    },
+    /// Lift the suspension: the rollout admits again.
+    Resume {
+        /// The channel.
+        channel: String,
+    },
 }
 
 /// `bankswap console rollout status|pause|resume|abort`.

@@ -3,56 +3,30 @@
 //! forms need the session's CSRF token, and wrong logins are rate limited.
 
 use std::fs;
-use std::path::PathBuf;
 
 use reqwest::Method;
 
+use crate::support::console::AdminConsole;
 use crate::support::https::{Http, Reply};
-use crate::support::live::ConsoleProcess;
-use crate::support::tls::{TestCa, make_test_ca};
-use crate::support::{World, assert_fails_with, run, run_ok};
+use crate::support::{assert_fails_with, run, run_ok};
 
 /// The `--admin-token-file` token.
 const TOKEN: &str = "the-admin-token-of-the-tests-42";
 
-struct Admin {
-    world: World,
-    data: PathBuf,
-    ca: TestCa,
-    token_file: PathBuf,
-    console: ConsoleProcess,
-    http: Http,
+/// The console of these stories (shared with tests/rollout.rs).
+struct Admin(AdminConsole);
+
+impl std::ops::Deref for Admin {
+    type Target = AdminConsole;
+
+    fn deref(&self) -> &AdminConsole {
+        &self.0
+    }
 }
 
 impl Admin {
     fn start() -> Admin {
-        let world = World::new();
-        let ca = make_test_ca(&world.path("tls"));
-        let data = world.path("console");
-        let payload = world.payload("1.0.0", 2, 100);
-        world.publish(&data, &payload, "1.0.0", &[]);
-        let token_file = world.path("admin-token");
-        fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
-        let console = ConsoleProcess::start_with(
-            &data,
-            &ca,
-            "127.0.0.1:0",
-            &world.path("console.log"),
-            &[
-                "--admin-token-file",
-                &token_file.display().to_string(),
-                "--allow-anonymous-reports",
-            ],
-        );
-        let http = Http::new(&ca);
-        Admin {
-            world,
-            data,
-            ca,
-            token_file,
-            console,
-            http,
-        }
+        Admin(AdminConsole::start(TOKEN))
     }
 
     fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {

@@ -390,6 +390,125 @@ fn the_fleet_page_shows_the_fleet_live_and_filters_sorts_and_escapes_it() {
     drop(steady);
 }
 
+/// The pause and resume buttons against a real console with a real rollout
+/// in progress (ten simulated agents, `bankswap simulate-agents`), checked
+/// through `/v1/rollouts` rather than through what the page says.
+#[test]
+fn the_pause_and_resume_buttons_act_on_a_real_rollout() {
+    let Some(chromium) = find_chromium() else {
+        println!("fleet_page: SKIPPED: no `chromium` on PATH");
+        return;
+    };
+    let world = World::new();
+    let ca = make_test_ca(&world.path("tls"));
+    let data = world.path("console-data");
+    let token_file = world.path("admin-token");
+    fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    let payload = world.payload("1.0.0", 2, 100);
+    world.publish(&data, &payload, "1.0.0", &[]);
+    let console = ConsoleProcess::start_with(
+        &data,
+        &ca,
+        "127.0.0.1:0",
+        &world.path("console.log"),
+        &[
+            "--allow-anonymous-reports",
+            "--admin-token-file",
+            &token_file.display().to_string(),
+        ],
+    );
+    let mut simulated = KillOnDrop(
+        crate::support::bankswap()
+            .args(["simulate-agents", "--console", &console.url, "--ca-cert"])
+            .arg(&ca.ca_pem)
+            .args(["--trust", &world.public("release")])
+            .args(["--agents", "10", "--prefix", "page"])
+            .args(["--version", "1.0.0", "--sequence", "1", "--wait", "20s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("simulate-agents"),
+    );
+    let http = Http::new(&ca);
+    let get = |path: &str| -> Value {
+        http.send(
+            reqwest::Method::GET,
+            &console.url_of(path),
+            Some(TOKEN),
+            b"",
+        )
+        .json()
+    };
+    wait_for("ten simulated agents reporting", || {
+        get("/v1/fleet").as_array().is_some_and(|a| a.len() == 10)
+    });
+    // A long soak: the rollout stays running (wave 10 %) while the test clicks.
+    let next = world.payload("2.0.0", 2, 100);
+    world.publish(
+        &data,
+        &next,
+        "2.0.0",
+        &["--waves", "10%,100%", "--soak", "10m"],
+    );
+    let state = |get: &dyn Fn(&str) -> Value| {
+        get("/v1/rollouts")["rollouts"][0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    wait_for("the rollout running", || state(&get) == "running");
+
+    let mut browser = Browser::start(&chromium, &world.path("chromium"));
+    browser.size(1280, 900, false);
+    browser.navigate(&console.url_of("/"));
+    browser.wait(
+        "the login form",
+        "!!document.querySelector('input[name=token]')",
+    );
+    browser.eval(&format!(
+        "document.querySelector('input[name=token]').value = {}; document.querySelector('form').submit(); true",
+        json!(TOKEN)
+    ));
+    browser.wait(
+        "the running rollout on the page",
+        "!!document.querySelector('.channel[data-channel=\"stable\"] button.rollout-pause')",
+    );
+    browser.eval("document.querySelector('.channel[data-channel=\"stable\"] button.rollout-pause').click(); true");
+    wait_for("the console's rollout paused by the button", || {
+        state(&get) == "paused"
+    });
+    browser.wait(
+        "the resume button",
+        "!!document.querySelector('.channel[data-channel=\"stable\"] button.rollout-resume')",
+    );
+    let paused = get("/v1/rollouts")["rollouts"][0].clone();
+    assert!(
+        paused["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("paused by")))),
+        "{paused:#}"
+    );
+    browser.eval("document.querySelector('.channel[data-channel=\"stable\"] button.rollout-resume').click(); true");
+    wait_for("the console's rollout resumed by the button", || {
+        state(&get) == "running"
+    });
+    let errors = browser.eval("window.__pageErrors");
+    assert_eq!(errors, json!([]), "script errors or CSP violations");
+    let _ = simulated.0.kill();
+}
+
+/// A child process killed when the test ends, whatever happens.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `/v1/rollouts` answer in the agreed shape: a running rollout on stable,
 /// a halted one on beta whose reason is hostile text, and one on a channel
 /// with nothing but its name (every other field missing).

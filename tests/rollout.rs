@@ -7,28 +7,27 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::support::https::Http;
-use crate::support::live::{AgentProcess, AgentSettings, ConsoleProcess, wait_for};
-use crate::support::tls::{TestCa, make_test_ca};
-use crate::support::{World, bankswap, run, run_ok};
+use crate::support::console::AdminConsole;
+use crate::support::live::{AgentProcess, AgentSettings, wait_for};
+use crate::support::{bankswap, run, run_ok};
 
 /// The `--admin-token-file` token.
 const TOKEN: &str = "the-admin-token-of-the-rollout-tests";
 
 /// A console over a data folder holding release 1.0.0 (sequence 1).
-struct Fleet {
-    world: World,
-    data: PathBuf,
-    ca: TestCa,
-    token_file: PathBuf,
-    console: ConsoleProcess,
-    http: Http,
+struct Fleet(AdminConsole);
+
+impl std::ops::Deref for Fleet {
+    type Target = AdminConsole;
+
+    fn deref(&self) -> &AdminConsole {
+        &self.0
+    }
 }
 
 /// A running `simulate-agents` and the JSON lines it printed.
@@ -49,6 +48,52 @@ impl Simulated {
     }
 }
 
+impl Simulated {
+    /// The agents that had a line of `event` for `version`, sorted.
+    fn agents(&self, event: &str, version: &str) -> Vec<String> {
+        let mut agents: Vec<String> = self
+            .lines
+            .lock()
+            .expect("as set up")
+            .iter()
+            .filter(|l| l["event"] == event && l["version"] == version)
+            .filter_map(|l| l["agent"].as_str().map(String::from))
+            .collect();
+        agents.sort();
+        agents
+    }
+}
+
+/// The admission hash of SPEC §11, computed here independently of the
+/// console: the first 8 bytes of SHA-256 over `id`, `:` and the sequence.
+fn admission_hash(agent: &str, sequence: u64) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(agent.as_bytes())
+        .chain_update(b":")
+        .chain_update(sequence.to_be_bytes())
+        .finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// The agents `prefix-00000` .. of a simulated fleet of `n` that a first
+/// wave of `percent` admits for release `sequence`: the `ceil(percent × n)`
+/// lowest hashes, and any in the lowest `percent` of the hash space.
+fn first_wave(prefix: &str, n: u32, percent: u64, sequence: u64) -> Vec<String> {
+    let fleet: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:05}")).collect();
+    let mut hashes: Vec<u64> = fleet.iter().map(|a| admission_hash(a, sequence)).collect();
+    hashes.sort_unstable();
+    let needed = (u64::from(n) * percent).div_ceil(100) as usize;
+    let by_share = (u128::from(u64::MAX) * u128::from(percent) / 100) as u64;
+    let threshold = (hashes[needed - 1] + 1).max(by_share);
+    let mut wave: Vec<String> = fleet
+        .into_iter()
+        .filter(|a| admission_hash(a, sequence) < threshold)
+        .collect();
+    wave.sort();
+    wave
+}
+
 impl Drop for Simulated {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -58,35 +103,7 @@ impl Drop for Simulated {
 
 impl Fleet {
     fn start() -> Fleet {
-        let world = World::new();
-        let ca = make_test_ca(&world.path("tls"));
-        let data = world.path("console");
-        let payload = world.payload("1.0.0", 2, 100);
-        world.publish(&data, &payload, "1.0.0", &[]);
-        let token_file = world.path("admin-token");
-        fs::write(&token_file, format!("{TOKEN}\n")).expect("as set up");
-        let console = ConsoleProcess::start_with(
-            &data,
-            &ca,
-            "127.0.0.1:0",
-            &world.path("console.log"),
-            &[
-                "--admin-token-file",
-                &token_file.display().to_string(),
-                "--trust",
-                &world.public("release"),
-                "--allow-anonymous-reports",
-            ],
-        );
-        let http = Http::new(&ca);
-        Fleet {
-            world,
-            data,
-            ca,
-            token_file,
-            console,
-            http,
-        }
+        Fleet(AdminConsole::start(TOKEN))
     }
 
     /// Starts `n` simulated agents running 1.0.0 (sequence 1); `fail` lists versions whose trial fails.
@@ -234,10 +251,8 @@ fn a_good_release_opens_wave_after_wave_and_reaches_the_whole_fleet() {
         .map(|w| w["admitted"].as_u64().expect("as set up"))
         .collect();
     assert_eq!(waves.len(), 4);
-    assert!(
-        waves[0] >= 1 && waves[0] < 5,
-        "the 1 % wave is small: {waves:?}"
-    );
+    let first = first_wave("good", 50, 1, 2);
+    assert_eq!(waves[0], first.len() as u64, "the 1 % wave: {first:?}");
     let log = events(&done);
     for wave in [
         "wave 10% opened",
@@ -266,11 +281,15 @@ fn a_release_that_fails_its_trial_halts_after_the_first_wave_and_aborts_into_the
     let sim = fleet.simulate("bad", 50, &["2.0.0"]);
     fleet.publish_waves("2.0.0", "1%,10%,50%,100%");
     let halted = fleet.wait_rollout("the rollout to halt", |r| r["state"] == "halted");
-    // The first wave is small: one agent when the console knows the whole fleet
-    // as the plan opens; a few more (never the 10 % wave's 5+) when agents are
-    // still being met then (a loaded machine) — issue 12 keeps that open.
-    let first = halted["waves"][0]["admitted"].as_u64().expect("as set up");
-    assert!((1..=5).contains(&first), "{halted:#}");
+    // The first wave is exactly the agents the hash admits of the reporting
+    // fleet, however many had asked for the manifest when the plan opened.
+    assert_eq!(halted["sequence"], 2);
+    let wave = first_wave("bad", 50, 1, 2);
+    let first = wave.len() as u64;
+    assert_eq!(
+        halted["waves"][0]["admitted"], first,
+        "{wave:?}: {halted:#}"
+    );
     assert_eq!(halted["waves"][0]["failed"].as_u64(), Some(first));
     assert_eq!(halted["waves"][1]["admitted"], 0);
     let reason = halted["halt_reason"].as_str().expect("as set up");
@@ -289,8 +308,11 @@ fn a_release_that_fails_its_trial_halts_after_the_first_wave_and_aborts_into_the
         fleet.console.stderr().contains("rollout halted"),
         "an event in the console log"
     );
-    // Only the first wave ever got the release.
-    assert_eq!(sim.count("received", "2.0.0") as u64, first);
+    // Only the first wave's agents ever got the release, and every one tried it.
+    assert_eq!(sim.agents("received", "2.0.0"), wave);
+    wait_for("every first-wave agent to report its rollback", || {
+        sim.agents("failed", "2.0.0") == wave
+    });
     let status = fleet.rollout_command(&["status", "stable"]);
     assert!(
         status
@@ -319,7 +341,7 @@ fn a_release_that_fails_its_trial_halts_after_the_first_wave_and_aborts_into_the
         (Some("1.0.0"), Some(3), Some(true))
     );
     // The agents that tried 2.0.0 stay back; nobody else ever got it.
-    assert_eq!(sim.count("received", "2.0.0") as u64, first);
+    assert_eq!(sim.agents("received", "2.0.0"), wave);
     assert_eq!(sim.count("committed", "2.0.0"), 0);
 }
 
@@ -622,4 +644,96 @@ fn publish_waves_to_a_console_uploads_the_plan_and_the_signed_rollback() {
         "{}",
         bad.stderr
     );
+}
+
+#[test]
+fn a_suspended_channel_admits_nobody_until_resumed_and_the_suspension_is_kept_on_disk() {
+    let fleet = Fleet::start();
+    let sim = fleet.simulate("held", 20, &[]);
+    let channel_command = |action: &str| {
+        run([
+            "console",
+            "channel",
+            action,
+            "stable",
+            "--console",
+            &fleet.console.url,
+            "--token-file",
+            &fleet.token_file.display().to_string(),
+            "--ca-cert",
+            &fleet.ca.ca_pem.display().to_string(),
+        ])
+    };
+    // Admins only, as the rollout actions.
+    let anonymous = fleet
+        .http
+        .post(&fleet.console.url_of("/v1/suspensions/stable/suspend"), "");
+    assert_eq!(anonymous.status, 401);
+    let suspended = channel_command("suspend");
+    assert_eq!(suspended.code, 0, "{}", suspended.stderr);
+    assert!(
+        suspended.stdout.contains("channel stable suspended by"),
+        "{}",
+        suspended.stdout
+    );
+    let again = channel_command("suspend");
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("already suspended"),
+        "{}",
+        again.stderr
+    );
+
+    fleet.publish_waves("2.0.0", "50%,100%");
+    let rollout = fleet.wait_rollout("the rollout of 2.0.0", |r| r["version"] == "2.0.0");
+    assert!(rollout["suspended"]["by"].is_string(), "{rollout:#}");
+    assert!(
+        fleet.get("/v1/rollouts")["suspended"]["stable"].is_object(),
+        "listed with the suspensions"
+    );
+    // Every agent of the fleet, half of which the wave's hash admits, is
+    // served 1.0.0: nobody is admitted.
+    for i in 0..20 {
+        let id = format!("held-{i:05}");
+        let served = fleet.http.get(
+            &fleet
+                .console
+                .url_of(&format!("/v1/channels/stable/release.json?agent_id={id}")),
+            &[],
+        );
+        assert_eq!(served.json()["version"], "1.0.0", "{id}");
+    }
+    let status = fleet.rollout_command(&["status", "stable"]);
+    assert!(
+        status.stdout.contains("channel suspended by"),
+        "{}",
+        status.stdout
+    );
+    // Kept on disk: a console reading its data folder again sees it.
+    let offline = run_ok([
+        "console",
+        "rollout",
+        "status",
+        "--data",
+        &fleet.data.display().to_string(),
+    ]);
+    assert!(
+        offline.stdout.contains("channel suspended by"),
+        "{}",
+        offline.stdout
+    );
+    assert_eq!(sim.count("received", "2.0.0"), 0);
+
+    let resumed = channel_command("resume");
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(resumed.stdout.contains("resumed"), "{}", resumed.stdout);
+    let done = fleet.wait_rollout("the rollout to complete once resumed", |r| {
+        r["state"] == "complete"
+    });
+    assert!(done["suspended"].is_null(), "{done:#}");
+    // Suspended before the rollout existed: only the resume is its event.
+    assert!(events(&done).contains("channel resumed by"), "{done:#}");
+    wait_for("every agent committed 2.0.0", || {
+        sim.count("committed", "2.0.0") == 20
+    });
 }

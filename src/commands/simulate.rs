@@ -277,6 +277,7 @@ impl Agent {
             previous_version: None,
             sequence: Some(self.sequence),
             restarts: None,
+            channel: Some(fleet.channel.clone()),
             ..WireReport::default()
         };
         let mut backoff = FIRST_BACKOFF;

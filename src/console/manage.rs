@@ -31,6 +31,7 @@ pub fn manage(command: ConsoleCommand) -> anyhow::Result<()> {
         ConsoleCommand::Enroll(args) => crate::identity::enroll_command(&args),
         ConsoleCommand::Renew(args) => crate::identity::renew_command(&args),
         ConsoleCommand::Rollout(args) => super::rollout_cli::run(&args),
+        ConsoleCommand::Channel(args) => super::rollout_cli::run_channel(&args),
         ConsoleCommand::Serve(_) | ConsoleCommand::Fleet(_) | ConsoleCommand::Cert { .. } => {
             Err(UsageError::new("not a management command").into())
         }

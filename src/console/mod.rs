@@ -17,7 +17,7 @@
 //! - `auth.rs`: admin tokens, the login form, sessions, CSRF, failed-login limits.
 //! - `manage.rs`: `console token|agents|admin-token` on a data folder.
 //! - `rollout.rs`: rollouts in waves, the pure part (plan, report reading, admission hash,
-//!   the gate); `rollout_engine.rs`: who gets which manifest, the gate task, persistence;
+//!   the gate); `rollout_engine/`: who gets which manifest, the gate task, persistence;
 //!   `rollout_http.rs`: `/v1/rollouts` and the plan/rollback uploads; `rollout_view.rs`: its JSON; `rollout_cli.rs`:
 //!   `console rollout status|pause|resume|abort`.
 //!

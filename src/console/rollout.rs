@@ -6,7 +6,7 @@
 //! every rule is tested here over plain values.
 //!
 //! The engine that feeds the gate and serves the manifests is
-//! `rollout_engine.rs`; the HTTP routes are `rollout_http.rs`; the command
+//! `rollout_engine/`; the HTTP routes are `rollout_http.rs`; the command
 //! line is `rollout_cli.rs`.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! `bankswap console rollout status|pause|resume|abort CHANNEL` (SPEC §11):
+//! `bankswap console rollout status|pause|resume|abort CHANNEL` and
+//! `console channel suspend|resume CHANNEL` (SPEC §11):
 //! asks a running console (`--console URL`, with an admin token from
 //! `--token-file` or `BANKSWAP_TOKEN`), or, for `status` only, reads a console
 //! data folder (`--data DIR`) as the console would.
@@ -12,7 +13,7 @@ use super::rollout::percent_text;
 use super::rollout_engine::Rollouts;
 use super::rollout_view::{RolloutView, RolloutsView};
 use super::store::{self, FLEET_DB};
-use crate::cli::{RolloutArgs, RolloutCommand};
+use crate::cli::{ChannelArgs, ChannelCommand, RolloutArgs, RolloutCommand};
 use crate::error::UsageError;
 
 /// A console that has not answered in this long is reported as down.
@@ -59,7 +60,10 @@ pub fn run(args: &RolloutArgs) -> anyhow::Result<()> {
     if args.json {
         let body = match (&channel, views.as_slice()) {
             (Some(_), [one]) => serde_json::to_string_pretty(one)?,
-            _ => serde_json::to_string_pretty(&RolloutsView { rollouts: views })?,
+            _ => serde_json::to_string_pretty(&RolloutsView {
+                rollouts: views,
+                suspended: Default::default(),
+            })?,
         };
         println!("{body}");
     } else if views.is_empty() {
@@ -80,42 +84,8 @@ fn ask(
     action: Option<&str>,
     rollback: bool,
 ) -> anyhow::Result<Vec<RolloutView>> {
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(UsageError::new(format!(
-            "--console `{url}` must be an https:// (or http://) URL"
-        ))
-        .into());
-    }
-    let token = match &args.token_file {
-        Some(file) => super::read_token_file(file, "--token-file")?,
-        None => match std::env::var(TOKEN_ENV) {
-            Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
-            _ => {
-                return Err(UsageError::new(format!(
-                    "console rollout needs the admin token: --token-file FILE or {TOKEN_ENV}"
-                ))
-                .into());
-            }
-        },
-    };
-    let mut client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .timeout(REQUEST_TIMEOUT);
-    if let Some(path) = &args.ca_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
-        for cert in certs {
-            client = client.add_root_certificate(cert);
-        }
-    }
-    let client = client.build().context("setting up the HTTPS client")?;
-    let base = url.trim_end_matches('/');
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let (client, token, base, runtime) =
+        connect(url, args.token_file.as_deref(), args.ca_cert.as_deref())?;
     runtime.block_on(async {
         if let (Some(action), Some(channel)) = (action, channel) {
             let mut target = format!("{base}/v1/rollouts/{channel}/{action}");
@@ -134,6 +104,80 @@ fn ask(
             .with_context(|| format!("reading the rollouts from {target}"))?;
         Ok(views.rollouts)
     })
+}
+
+/// The HTTPS client, the admin token and the base URL of `url`, and a runtime to ask with.
+fn connect(
+    url: &str,
+    token_file: Option<&Path>,
+    ca_cert: Option<&Path>,
+) -> anyhow::Result<(reqwest::Client, String, String, tokio::runtime::Runtime)> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(UsageError::new(format!(
+            "--console `{url}` must be an https:// (or http://) URL"
+        ))
+        .into());
+    }
+    let token = match token_file {
+        Some(file) => super::read_token_file(file, "--token-file")?,
+        None => match std::env::var(TOKEN_ENV) {
+            Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+            _ => {
+                return Err(UsageError::new(format!(
+                    "this command needs the admin token: --token-file FILE or {TOKEN_ENV}"
+                ))
+                .into());
+            }
+        },
+    };
+    let mut client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(REQUEST_TIMEOUT);
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path)
+            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
+        for cert in certs {
+            client = client.add_root_certificate(cert);
+        }
+    }
+    let client = client.build().context("setting up the HTTPS client")?;
+    let base = url.trim_end_matches('/');
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok((client, token, base.to_string(), runtime))
+}
+
+/// Runs `console channel suspend|resume CHANNEL`.
+pub fn run_channel(args: &ChannelArgs) -> anyhow::Result<()> {
+    let (channel, action) = match &args.command {
+        ChannelCommand::Suspend { channel } => (channel, "suspend"),
+        ChannelCommand::Resume { channel } => (channel, "resume"),
+    };
+    crate::config::check_channel(channel).map_err(UsageError::new)?;
+    let Some(url) = &args.console else {
+        return Err(UsageError::new("give --console URL (and its admin token)").into());
+    };
+    let (client, token, base, runtime) =
+        connect(url, args.token_file.as_deref(), args.ca_cert.as_deref())?;
+    let target = format!("{base}/v1/suspensions/{channel}/{action}");
+    let body = runtime.block_on(send(client.post(&target).bearer_auth(&token), &target))?;
+    let views: RolloutsView =
+        serde_json::from_slice(&body).with_context(|| format!("reading the answer of {target}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else if let Some(suspension) = views.suspended.get(channel.as_str()) {
+        println!(
+            "channel {channel} suspended by {} at {}: nobody new is admitted",
+            suspension.by, suspension.at
+        );
+    } else {
+        println!("channel {channel} resumed: its rollout admits again");
+    }
+    Ok(())
 }
 
 /// The body of a 2xx answer, or the console's one-line refusal.
@@ -196,6 +240,12 @@ fn text(view: &RolloutView) -> String {
             " (no longer the current release)"
         },
     );
+    if let Some(suspension) = &view.suspended {
+        out.push_str(&format!(
+            "  channel suspended by {} at {}: nobody new is admitted until `console channel resume`\n",
+            suspension.by, suspension.at
+        ));
+    }
     if let Some(reason) = &view.halt_reason {
         out.push_str(&format!("  halted because: {reason}\n"));
     }

@@ -6,6 +6,8 @@
 //! POST /v1/rollouts/{channel}/{pause|resume|abort}   an action; `rollback=true` (form field or
 //!                                                    query) with abort publishes the prepared rollback;
 //!                                                    a session needs its CSRF token (`csrf=`)
+//! POST /v1/suspensions/{channel}/{suspend|resume}    suspend a channel's admissions, or lift it
+//!                                                    (admins, as the actions; answers /v1/rollouts)
 //! PUT  /v1/admin/channels/{channel}/rollout          a plan (bearer, uploads enabled)
 //! PUT  /v1/admin/channels/{channel}/rollback         a prepared signed rollback {"manifest", "signature"}
 //! ```
@@ -104,9 +106,9 @@ pub async fn act(
         .rollouts
         .act(&channel, action, &user.name)
         .map_err(|e| match e {
-            ActionError::NoRollout(_) | ActionError::WrongState { .. } => {
-                AdminError::Refused(e.to_string())
-            }
+            ActionError::NoRollout(_)
+            | ActionError::WrongState { .. }
+            | ActionError::Suspension(_) => AdminError::Refused(e.to_string()),
         })?;
     info!(admin = %user.name, channel = %channel, action = action.as_str(), rollback, "rollout action");
     // An action is on disk before it is answered.
@@ -125,14 +127,62 @@ pub async fn act(
             view = updated;
         }
     }
-    let wants_json = headers
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
-    if user.csrf.is_some() && !wants_json {
+    if user.csrf.is_some() && !wants_json(&headers) {
         return Ok((StatusCode::SEE_OTHER, [(LOCATION, "/".to_string())]).into_response());
     }
     Ok(Json(view).into_response())
+}
+
+/// `POST /v1/suspensions/{channel}/{suspend|resume}` (`console channel
+/// suspend|resume`): answers every rollout with the suspensions (JSON), or
+/// 303 to `/` for a browser form.
+pub async fn suspend(
+    State(state): State<AppState>,
+    Extension(user): Extension<AdminUser>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Result<Response, AdminError> {
+    let form = form.map(|Form(f)| f).unwrap_or_default();
+    check_csrf_value(&user, &form.csrf)?;
+    let Ok(Path((channel, action))) = path else {
+        return Err(AdminError::BadRequest("bad channel action URL".into()));
+    };
+    let channel = channel_of(Ok(Path(channel)))?;
+    let on = match action.as_str() {
+        "suspend" => true,
+        "resume" => false,
+        _ => {
+            return Err(AdminError::BadRequest(format!(
+                "no channel action `{action}` (suspend, resume)"
+            )));
+        }
+    };
+    let rollouts = state.rollouts.clone();
+    let by = user.name.clone();
+    let name = channel.clone();
+    tokio::task::spawn_blocking(move || {
+        rollouts.refresh_all();
+        rollouts.suspend(&name, on, &by)
+    })
+    .await
+    .map_err(|e| AdminError::internal("cannot suspend the channel", e))?
+    .map_err(|e| AdminError::Refused(e.to_string()))?;
+    info!(admin = %user.name, channel = %channel, suspended = on, "channel suspension");
+    let rollouts = state.rollouts.clone();
+    let _ = tokio::task::spawn_blocking(move || rollouts.save_dirty_blocking()).await;
+    if user.csrf.is_some() && !wants_json(&headers) {
+        return Ok((StatusCode::SEE_OTHER, [(LOCATION, "/".to_string())]).into_response());
+    }
+    Ok(Json(state.rollouts.view()).into_response())
+}
+
+/// Whether the request asks for JSON (a script), not a page (a form).
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
 }
 
 /// Publishes the channel's prepared rollback, re-verified like an upload.

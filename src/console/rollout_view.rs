@@ -1,15 +1,20 @@
 //! The JSON of rollouts (`GET /v1/rollouts`, `console rollout status --json`):
 //! a contract the fleet page is built against, so names only ever get added.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use super::rollout_engine::Event;
+use super::rollout_engine::{Event, Suspension};
 
 /// `GET /v1/rollouts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutsView {
     /// One per channel with a rollout, by channel name.
     pub rollouts: Vec<RolloutView>,
+    /// The suspended channels (`console channel suspend`), with or without a rollout.
+    #[serde(default)]
+    pub suspended: BTreeMap<String, Suspension>,
 }
 
 /// One channel's rollout, as the page and `console rollout status` show it.
@@ -27,6 +32,9 @@ pub struct RolloutView {
     pub state: String,
     /// Why it halted, with the causes the agents reported.
     pub halt_reason: Option<String>,
+    /// Set while its channel is suspended: nobody new is admitted.
+    #[serde(default)]
+    pub suspended: Option<Suspension>,
     /// The success threshold (0-1).
     pub success: f64,
     /// The halt threshold (0-1).

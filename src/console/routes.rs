@@ -15,6 +15,7 @@
 //! POST /v1/agents/{agent_id}/report                   an agent's report (reports.rs)
 //! GET  /v1/fleet                                      the latest report of every agent (reports.rs; admins only)
 //! GET  /v1/rollouts, POST /v1/rollouts/{channel}/{pause|resume|abort}   rollouts (rollout_http.rs; admins only)
+//! POST /v1/suspensions/{channel}/{suspend|resume}   channel suspension (rollout_http.rs; admins only)
 //! PUT  /v1/admin/channels/{channel}/{rollout|rollback}  a plan, a prepared signed rollback (rollout_http.rs)
 //! *    /v1/admin/...                                  uploads from `publish --console` (admin.rs)
 //! POST /v1/enroll, /v1/renew; GET /v1/identity         agent certificates (identity.rs)
@@ -114,6 +115,10 @@ pub fn router(state: AppState) -> Router {
         .route("/agents/{agent_id}/{action}", post(auth::agent_action))
         .route("/v1/rollouts", get(rollout_http::list))
         .route("/v1/rollouts/{channel}/{action}", post(rollout_http::act))
+        .route(
+            "/v1/suspensions/{channel}/{action}",
+            post(rollout_http::suspend),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

@@ -317,6 +317,7 @@ impl Snapshot {
         }
     }
 }
+pub mod console;
 pub mod https;
 pub mod live;
 pub mod selfupdate;

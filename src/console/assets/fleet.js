@@ -286,6 +286,10 @@
       el("span", { text: " " + release(r) }),
     ]);
     const parts = [head];
+    if (r.suspended && typeof r.suspended === "object") {
+      parts.push(el("div", { class: "suspended", role: "status", text: "Channel suspended by " + str(r.suspended.by) +
+        " since " + str(r.suspended.at) + ": nobody new is admitted (console channel resume)" }));
+    }
     if (state === "halted" || r.halt_reason) {
       parts.push(el("div", { class: "halt", role: "alert", text: "Halted: " + (str(r.halt_reason) || "no reason given") }));
     }
