@@ -11,7 +11,7 @@
 //! `--agent-binary FILE` publishes a build of bankswap itself (`agent.rs`).
 //!
 //! `pack.rs` is the deterministic packer; `upload.rs` the console client;
-//! `index.rs` the file index and objects of delta updates (written with `--to`).
+//! `index.rs` the file index and objects of delta updates (written or uploaded).
 //! `waves.rs` the rollout plan and prepared rollback of `--waves` (SPEC §11).
 
 mod agent;
@@ -263,13 +263,11 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
         ))
         .into());
     }
-    let mut file_index = None;
-    let packed = match target {
+    let (packed, file_index) = match target {
         Target::Folder(channel) => {
-            // The console takes no object uploads yet: the index is written with `--to` only.
             let delta = channel.artifact(index::DELTA_DIR);
-            file_index = Some(index::write_index(payload, &delta)?);
-            pack_artifact(payload, &channel.artifacts())?
+            let file_index = index::write_index(payload, &delta)?;
+            (pack_artifact(payload, &channel.artifacts())?, file_index)
         }
         Target::Console(console) => {
             // Packed beside nothing of the console's: removed once uploaded.
@@ -278,7 +276,7 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
             console
                 .upload_artifact(&packed)
                 .with_context(|| console.failed())?;
-            packed
+            (packed, upload_file_index(console, payload, temp.path())?)
         }
     };
     Ok(Manifest {
@@ -305,8 +303,27 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
         },
         rollout: None,
         downgrade: false,
-        index: file_index,
+        index: Some(file_index),
     })
+}
+
+/// The file index and objects of `payload` (issue 14), written under `temp`
+/// and uploaded to `console`: the console serves delta updates as a folder does.
+fn upload_file_index(
+    console: &Console,
+    payload: &Path,
+    temp: &Path,
+) -> anyhow::Result<signing::IndexRef> {
+    let delta = temp.join(index::DELTA_DIR);
+    let pointer = index::write_index(payload, &delta)?;
+    let (sent, objects) =
+        index::upload_index(console, &delta, &pointer).with_context(|| console.failed())?;
+    tracing::info!(
+        sent,
+        objects,
+        "uploaded {sent} of {objects} delta objects (the console had the rest)"
+    );
+    Ok(pointer)
 }
 
 /// A duration flag, within the bounds a manifest may carry
