@@ -20,6 +20,7 @@ use signing::{
 };
 use tracing::{info, warn};
 
+use crate::agent::delta_fetch;
 use crate::channel::ChannelDir;
 use crate::clock;
 use crate::keyring;
@@ -374,10 +375,14 @@ pub fn stage_bundle(
             version,
             objects = delta.fetch.len(),
             reused = delta.reused_files,
-            "staged {version} via delta: read {} object bytes, the artifact has {}",
-            delta.fetch_bytes,
-            manifest.artifact.size
+            "staged {version} from {} reused files and {} objects",
+            delta.reused_files,
+            delta.fetch.len()
         );
+        // The same record as online: "downloaded" is what was read from the bundle.
+        let read = pointer.size.saturating_add(delta.fetch_bytes);
+        let staged = delta_fetch::outcome(&version, read, manifest.artifact.size, None);
+        delta_fetch::record_staging(root.dir(), &staged);
         return Ok(bank);
     };
     if let Some(pointer) = index {
@@ -388,7 +393,14 @@ pub fn stage_bundle(
             }
         }
     }
-    stage_release(root, artifact_file, plan)
+    let (version, size) = (plan.version().to_owned(), plan.artifact_size());
+    let bank = stage_release(root, artifact_file, plan)?;
+    let why = "the bundle carries the full artifact".to_owned();
+    delta_fetch::record_staging(
+        root.dir(),
+        &delta_fetch::outcome(&version, size, size, Some(why)),
+    );
+    Ok(bank)
 }
 
 /// Reads the file index at `path`, which must be the one `pointer` (signed) names.

@@ -80,6 +80,29 @@ pub struct StatusReport {
     /// The last self-update error (another platform, a failed self-test, ...).
     #[serde(default)]
     pub agent_last_error: Option<String>,
+    /// How the last release was staged (issue 14): by delta or in full, and
+    /// the bytes that saved. Kept in the root, so it outlives a restart and
+    /// an offline `apply` shows it too.
+    #[serde(default)]
+    pub last_staging: Option<LastStaging>,
+}
+
+/// How a release was staged: `status`'s `last_staging`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastStaging {
+    /// The version staged.
+    pub version: String,
+    /// `delta` (the changed files' objects) or `full` (the whole artifact).
+    pub path: String,
+    /// Bytes downloaded for it: the index, the objects and, in full, the
+    /// artifact (offline: read from the bundle).
+    pub downloaded_bytes: u64,
+    /// The full artifact's size.
+    pub full_bytes: u64,
+    /// `full_bytes - downloaded_bytes`, or 0 when that is negative.
+    pub saved_bytes: u64,
+    /// Why the full artifact was taken (null for a delta).
+    pub reason: Option<String>,
 }
 
 /// The agent's client certificate.
@@ -196,6 +219,7 @@ impl StatusReport {
             agent_pending: None,
             agent_bad_versions: Vec::new(),
             agent_last_error: None,
+            last_staging: None,
         }
     }
 
@@ -222,6 +246,18 @@ impl StatusReport {
             );
             if let Some(g) = &p.progress {
                 println!("staging:    {}", crate::progress::describe(g));
+            }
+        }
+        if let Some(l) = &self.last_staging {
+            match &l.reason {
+                None => println!(
+                    "staged:     {} via {}: downloaded {} of {} bytes, saved {}",
+                    l.version, l.path, l.downloaded_bytes, l.full_bytes, l.saved_bytes
+                ),
+                Some(why) => println!(
+                    "staged:     {} via {}: downloaded {} of {} bytes ({why})",
+                    l.version, l.path, l.downloaded_bytes, l.full_bytes
+                ),
             }
         }
         if let Some(t) = &self.last_check {

@@ -218,6 +218,12 @@ fn an_agent_fetches_only_the_changed_objects_from_a_static_host() {
     assert_eq!(object_bytes, changed_bytes);
     assert_eq!(total, changed_bytes + index_bytes, "{requests:?}");
     let full = v2_manifest["artifact"]["size"].as_u64().expect("size");
+    // Done means (issue 14): at most 1.2x the compressed changed files on the
+    // wire over HTTPS, by the host's log and by the agent's own counter.
+    assert!(
+        total * 10 <= changed_bytes * 12,
+        "{total} bytes on the wire for {changed_bytes} bytes of changed objects"
+    );
     assert!(
         total * 5 < full,
         "{total} bytes on the wire for a {full}-byte artifact"
@@ -226,9 +232,31 @@ fn an_agent_fetches_only_the_changed_objects_from_a_static_host() {
     let log = host.agent.log();
     assert!(
         log.contains(&format!(
-            "staged 2.0.0 via delta: fetched {changed_bytes} of {full} bytes"
-        )),
+            "staged 2.0.0 via delta: downloaded {total} of {full} bytes, saved {}",
+            full - total
+        )) && log.contains(&format!("path=\"delta\" downloaded={total} full={full}")),
         "{log}"
+    );
+    let last = &host.agent.status()["last_staging"];
+    assert_eq!(
+        *last,
+        serde_json::json!({
+            "version": "2.0.0", "path": "delta", "downloaded_bytes": total,
+            "full_bytes": full, "saved_bytes": full - total, "reason": null,
+        })
+    );
+    let text = run_ok([
+        "status",
+        "--root",
+        &host.w.path("root").display().to_string(),
+    ])
+    .stdout;
+    assert!(
+        text.contains(&format!(
+            "staged:     2.0.0 via delta: downloaded {total} of {full} bytes, saved {}",
+            full - total
+        )),
+        "{text}"
     );
     let root = host.w.path("root");
     let active = status(&root)["active_bank"]
@@ -259,6 +287,17 @@ fn past_the_ratio_the_agent_downloads_the_full_artifact() {
         log.contains("staging 2.0.0 via the full artifact") && log.contains("delta_max_ratio"),
         "{log}"
     );
+    let last = &host.agent.status()["last_staging"];
+    let index_bytes = v2_manifest["index"]["size"].as_u64().expect("index size");
+    let full = v2_manifest["artifact"]["size"].as_u64().expect("size");
+    assert_eq!(last["path"], "full", "{last}");
+    assert_eq!(last["downloaded_bytes"], full + index_bytes, "{last}");
+    assert_eq!(last["saved_bytes"], 0, "{last}");
+    let reason = last["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("above [update] delta_max_ratio 0.001"),
+        "{reason}"
+    );
     let root = host.w.path("root");
     let active = status(&root)["active_bank"]
         .as_str()
@@ -269,35 +308,81 @@ fn past_the_ratio_the_agent_downloads_the_full_artifact() {
 }
 
 #[test]
-fn a_missing_object_fails_the_staging_and_keeps_both_banks() {
+fn a_missing_object_falls_back_to_the_full_artifact() {
     let host = Host::start("");
-    let banks = |root: &Path| (bank_files(root, "Bank1"), bank_files(root, "Bank2"));
-    let root = host.w.path("root");
-    let before = banks(&root);
     // Published, then one changed object lost on the host.
     let v1_manifest = host.v1_manifest.clone();
+    let before = served(&host.w.path("nginx")).len();
     host.w.publish(&host.data, &host.v2, "2.0.0", &[]);
-    let (changed, _) = changed_objects(&host.data, &v1_manifest, &manifest(&host.data));
+    let v2_manifest = manifest(&host.data);
+    let (changed, _) = changed_objects(&host.data, &v1_manifest, &v2_manifest);
     let object = host
         .data
         .join(format!("v1/delta/objects/{}.zst", changed[0]));
     fs::remove_file(&object).expect("remove object");
-    host.agent.wait_until("the staging fails", || {
-        host.agent.status()["last_error"]
-            .as_str()
-            .is_some_and(|m| m.contains("404"))
-    });
-    let message = host.agent.status()["last_error"]
-        .as_str()
-        .expect("message")
-        .to_owned();
+    host.agent.wait_committed("2.0.0");
+    let requests = served(&host.w.path("nginx")).split_off(before);
     assert!(
-        message.contains(&format!("fetching object {} failed", changed[0]))
-            && !message.contains('\n'),
-        "{message}"
+        requests.iter().any(
+            |(path, status, _)| path.ends_with(&format!("{}.zst", changed[0])) && *status == 404
+        ),
+        "the object was asked for: {requests:?}"
     );
-    assert_eq!(banks(&root), before, "both banks untouched");
-    assert_eq!(host.agent.status()["active_version"], "1.0.0");
+    let artifact = v2_manifest["artifact"]["path"].as_str().expect("artifact");
+    assert!(
+        requests
+            .iter()
+            .any(|(path, status, _)| path.ends_with(artifact) && *status == 200),
+        "then the full artifact: {requests:?}"
+    );
+    let log = host.agent.log();
+    let why = format!("object {} is unavailable", changed[0]);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("staged 2.0.0 via the full artifact") && l.contains(&why)),
+        "{log}"
+    );
+    let last = &host.agent.status()["last_staging"];
+    assert_eq!(last["path"], "full", "{last}");
+    let reason = last["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains(&why) && reason.contains("404") && !reason.contains('\n'),
+        "{reason}"
+    );
+    assert!(host.agent.status()["last_error"].is_null());
+    let root = host.w.path("root");
+    let active = status(&root)["active_bank"]
+        .as_str()
+        .expect("bank")
+        .to_owned();
+    assert_eq!(bank_files(&root, &active), host.full_install_files());
+    assert!(!root.join(".staging").exists(), "no scratch folder left");
+}
+
+#[test]
+fn a_host_without_the_index_serves_the_full_artifact() {
+    let host = Host::start("");
+    host.w.publish(&host.data, &host.v2, "2.0.0", &[]);
+    let index = host.data.join("v1").join(
+        manifest(&host.data)["index"]["path"]
+            .as_str()
+            .expect("index"),
+    );
+    fs::remove_file(&index).expect("remove index");
+    host.agent.wait_committed("2.0.0");
+    let last = &host.agent.status()["last_staging"];
+    assert_eq!(last["path"], "full", "{last}");
+    let reason = last["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("no file index: ") && reason.contains("404"),
+        "{reason}"
+    );
+    let root = host.w.path("root");
+    let active = status(&root)["active_bank"]
+        .as_str()
+        .expect("bank")
+        .to_owned();
+    assert_eq!(bank_files(&root, &active), host.full_install_files());
 }
 
 /// Offline: v1 and v2 in a bundle, a root running v1 installed from it.
@@ -384,6 +469,22 @@ fn offline_apply_stages_by_delta_and_equals_the_full_install() {
     let out = o.w.apply(&o.root, &o.data);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(bank_files(&o.root, "Bank2"), bank_files(&fresh, "Bank1"));
+    // The same record as online: status says the delta and what it saved.
+    let m = manifest(&o.data);
+    let full = m["artifact"]["size"].as_u64().expect("size");
+    let last = &status(&o.root)["last_staging"];
+    assert_eq!(last["path"], "delta", "{last}");
+    assert_eq!(last["version"], "2.0.0", "{last}");
+    let read = last["downloaded_bytes"].as_u64().expect("downloaded");
+    assert!(read > 0 && read * 5 < full, "{last}");
+    assert_eq!(last["saved_bytes"], full - read, "{last}");
+    // And the full install says it took the full artifact, and why.
+    let last = &status(&fresh)["last_staging"];
+    assert_eq!(last["path"], "full", "{last}");
+    assert_eq!(
+        last["reason"], "the bundle carries the full artifact",
+        "{last}"
+    );
     // And rollback returns to v1, whose bank the delta only read.
     run_ok(["rollback", "--root", &o.root.display().to_string()]);
     assert_eq!(status(&o.root)["active_version"], "1.0.0");
@@ -477,23 +578,84 @@ fn a_signed_index_with_a_duplicate_entry_is_refused() {
     o.apply_fails_and_rollback_works("is listed twice");
 }
 
+/// The admin token of the console that takes `publish --console` uploads.
+const TOKEN: &str = "delta-admin-token-0123456789";
+
+/// `publish --console` of `payload` as `version` to `live`'s console.
+fn publish_to_console(
+    live: &crate::support::live::Live,
+    token_file: &Path,
+    payload: &Path,
+    version: &str,
+) {
+    let out = crate::support::run([
+        "publish",
+        "--key",
+        &live.w.secret("release"),
+        "--payload",
+        &payload.display().to_string(),
+        "--version",
+        version,
+        "--entrypoint",
+        "bin/app --serve",
+        "--console",
+        &live.console.url,
+        "--ca-cert",
+        &live.ca.ca_pem.display().to_string(),
+        "--token-file",
+        &token_file.display().to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}\nconsole: {}", live.console.stderr());
+}
+
 #[test]
 fn the_console_serves_indexes_and_objects_with_range_and_agents_stage_deltas_from_it() {
-    let live = crate::support::live::Live::new();
+    let w = World::new();
+    let token_file = w.path("admin-token");
+    fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let data = w.path("console-data");
+    fs::create_dir_all(&data).expect("data");
+    let ca = make_test_ca(&w.path("tls"));
+    let args = [
+        "--allow-anonymous-reports".to_owned(),
+        "--admin-token-file".to_owned(),
+        token_file.display().to_string(),
+        "--trust".to_owned(),
+        w.public("release"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let console = crate::support::live::ConsoleProcess::start_with(
+        &data,
+        &ca,
+        "127.0.0.1:0",
+        &w.path("console.log"),
+        &args,
+    );
+    let live = crate::support::live::Live {
+        w,
+        data,
+        ca,
+        console,
+    };
     let (v1, v2) = payloads(&live.w);
-    live.w.publish(&live.data, &v1, "1.0.0", &[]);
+    // Both releases uploaded with `publish --console`: the index and objects too.
+    publish_to_console(&live, &token_file, &v1, "1.0.0");
     let agent = live.agent("root", "[health]\ngrace = \"1s\"\n");
     agent.wait_committed("1.0.0");
     let v1_manifest = manifest(&live.data);
-    live.w.publish(&live.data, &v2, "2.0.0", &[]);
+    assert!(v1_manifest["index"]["path"].is_string(), "{v1_manifest}");
+    publish_to_console(&live, &token_file, &v2, "2.0.0");
     agent.wait_committed("2.0.0");
+    assert_eq!(agent.status()["last_staging"]["path"], "delta");
     let v2_manifest = manifest(&live.data);
     let (changed, changed_bytes) = changed_objects(&live.data, &v1_manifest, &v2_manifest);
     let full = v2_manifest["artifact"]["size"].as_u64().expect("size");
+    let index_bytes = v2_manifest["index"]["size"].as_u64().expect("index size");
     let log = agent.log();
     assert!(
         log.contains(&format!(
-            "staged 2.0.0 via delta: fetched {changed_bytes} of {full} bytes"
+            "staged 2.0.0 via delta: downloaded {} of {full} bytes",
+            changed_bytes + index_bytes
         )),
         "{log}"
     );
@@ -526,6 +688,27 @@ fn the_console_serves_indexes_and_objects_with_range_and_agents_stage_deltas_fro
         let reply = http.get(&live.console.url_of(&format!("/v1/delta/{bad}")), &[]);
         assert_eq!(reply.status, 404, "{bad}");
     }
+    // Uploads are the admin's, and checked: an object must unpack to its name.
+    let stored = fs::read_dir(live.data.join("v1/delta/objects"))
+        .expect("objects")
+        .count();
+    let forged = live
+        .console
+        .url_of(&format!("/v1/admin/delta/objects/{}.zst", "a".repeat(64)));
+    let zst = zstd::encode_all(&b"other bytes"[..], 3).expect("zstd");
+    let reply = http.send(reqwest::Method::PUT, &forged, Some(TOKEN), &zst);
+    assert_eq!(reply.status, 422, "{:?}", reply.body);
+    let reply = http.send(reqwest::Method::PUT, &forged, Some("wrong"), &zst);
+    assert_eq!(reply.status, 401);
+    let reply = http.send(reqwest::Method::PUT, &forged, Some(TOKEN), b"not zstd");
+    assert_eq!(reply.status, 422);
+    assert_eq!(
+        fs::read_dir(live.data.join("v1/delta/objects"))
+            .expect("objects")
+            .count(),
+        stored,
+        "nothing stored"
+    );
 }
 
 #[test]

@@ -14,12 +14,18 @@
 //! none), when the running bank's record has no per-file digests (a bank this
 //! agent did not stage with an index), when the objects add up to more than
 //! `[update] delta_max_ratio` of the artifact, or when one object is larger
-//! than [`MAX_OBJECT_IN_MEMORY`].
+//! than [`MAX_OBJECT_IN_MEMORY`]; and, after trying, when an object cannot
+//! be fetched (a 404, a host that keeps failing): the scratch tree goes and
+//! the full artifact is staged instead. The way taken, the bytes downloaded
+//! and why are logged and kept in the root ([`LAST_STAGING_FILE`]) for
+//! `status`'s `last_staging`; offline `apply` records the same.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Cursor, Read};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bank_layout::{BankId, Index, LayoutError, ObjectSource, Root, WantedObject};
 use bytes::Bytes;
@@ -34,6 +40,7 @@ use crate::agent::fetch::{self, ArtifactStream, Cancel, describe, read_capped};
 use crate::config::Timeouts;
 use crate::progress::{Meter, SharedMeter};
 use crate::release::{self, StagePlan, stage_release};
+use crate::report::LastStaging;
 
 /// Objects requested at once over the keep-alive client: enough to hide a
 /// round trip per small file, few enough to be polite to a static host.
@@ -51,10 +58,80 @@ pub const MAX_OBJECT_IN_MEMORY: u64 = 16 * 1024 * 1024;
 /// connection is resumed with `Range`, an answer like 404 is final at once.
 const OBJECT_TRIES: u32 = 3;
 
+/// The file in the root that keeps how the last release was staged
+/// (`status`'s `last_staging`), written once a staging succeeded.
+pub const LAST_STAGING_FILE: &str = "last-staging.json";
+
+/// The largest [`LAST_STAGING_FILE`] read: a version, numbers and a reason.
+const MAX_LAST_STAGING_BYTES: u64 = 64 * 1024;
+
+/// How `version` was staged: `reason` is `None` for a delta, why for the full artifact.
+pub fn outcome(
+    version: &str,
+    downloaded_bytes: u64,
+    full_bytes: u64,
+    reason: Option<String>,
+) -> LastStaging {
+    LastStaging {
+        version: version.to_owned(),
+        path: if reason.is_some() { "full" } else { "delta" }.to_owned(),
+        downloaded_bytes,
+        full_bytes,
+        saved_bytes: full_bytes.saturating_sub(downloaded_bytes),
+        reason,
+    }
+}
+
+/// Logs how a release was staged (logfmt fields `path`, `downloaded`,
+/// `full`, `saved`, `reason`) and keeps it in `root` for `status`. A failed
+/// write is logged only: the staging itself succeeded.
+pub fn record_staging(root: &Path, staged: &LastStaging) {
+    let version = staged.version.as_str();
+    let (downloaded, full, saved) = (
+        staged.downloaded_bytes,
+        staged.full_bytes,
+        staged.saved_bytes,
+    );
+    match &staged.reason {
+        None => info!(
+            version,
+            path = "delta",
+            downloaded,
+            full,
+            saved,
+            "staged {version} via delta: downloaded {downloaded} of {full} bytes, saved {saved}"
+        ),
+        Some(reason) => info!(
+            version,
+            path = "full",
+            downloaded,
+            full,
+            saved,
+            reason = %reason,
+            "staged {version} via the full artifact: downloaded {downloaded} of {full} bytes"
+        ),
+    }
+    let written = serde_json::to_vec(staged)
+        .map_err(io::Error::other)
+        .and_then(|bytes| bank_layout::write_atomic(&root.join(LAST_STAGING_FILE), &bytes));
+    if let Err(e) = written {
+        warn!(error = %e, "cannot keep how the release was staged for status");
+    }
+}
+
+/// How the last release was staged into `root`, if one was since this was kept.
+pub fn last_staging(root: &Path) -> Option<LastStaging> {
+    let mut bytes = Vec::new();
+    File::open(root.join(LAST_STAGING_FILE))
+        .and_then(|f| f.take(MAX_LAST_STAGING_BYTES).read_to_end(&mut bytes))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// How a release's bytes come in: the full artifact stream, or a delta.
 pub enum Download {
-    /// The full artifact (no index, or delta updates off).
-    Full(ArtifactStream),
+    /// The full artifact (no index, or delta updates off: why).
+    Full(ArtifactStream, String),
     /// The index first, then objects or, if not worth it, the full artifact.
     Delta(Box<DeltaStaging>),
 }
@@ -71,9 +148,17 @@ impl Download {
         max_ratio: f64,
     ) -> (Download, Cancel) {
         let size = manifest.artifact.size;
-        let Some(index) = manifest.index.as_ref().filter(|_| max_ratio > 0.0) else {
+        let why = match &manifest.index {
+            None => Some("the release has no file index".to_owned()),
+            Some(_) if max_ratio <= 0.0 => {
+                Some("delta updates are off ([update] delta_max_ratio = 0)".to_owned())
+            }
+            Some(_) => None,
+        };
+        let (Some(index), None) = (manifest.index.as_ref(), why.as_ref()) else {
             let (stream, cancel) = ArtifactStream::open(clients, url, size, timeouts);
-            return (Download::Full(stream), cancel);
+            let why = why.unwrap_or_default();
+            return (Download::Full(stream, why), cancel);
         };
         let index_url = if index.path.starts_with("https://") {
             index.path.clone()
@@ -91,6 +176,8 @@ impl Download {
         let pump_http = clients.borrow().clone();
         let pump_timeouts = timeouts.clone();
         let (index_size, index_sha) = (index.size, index.sha256.clone());
+        let wire = Arc::new(AtomicU64::new(0));
+        let pump_wire = wire.clone();
         let pump = tokio::spawn(async move {
             let fetched = fetch_index(
                 &pump_http,
@@ -100,6 +187,9 @@ impl Download {
                 &pump_timeouts,
             )
             .await;
+            if let Ok(body) = &fetched {
+                pump_wire.fetch_add(body.len() as u64, Ordering::Relaxed);
+            }
             let ok = fetched.is_ok();
             if index_tx.send(fetched).is_err() || !ok {
                 return;
@@ -112,6 +202,7 @@ impl Download {
                     wanted,
                     &pump_timeouts,
                     &objects_tx,
+                    &pump_wire,
                 )
                 .await;
             }
@@ -130,16 +221,24 @@ impl Download {
             url,
             size,
             timeouts,
+            wire,
         };
         (Download::Delta(Box::new(delta)), cancel)
     }
 
-    /// Stages the release on the staging thread, the one way or the other.
+    /// Stages the release on the staging thread, the one way or the other,
+    /// and says (log, [`LAST_STAGING_FILE`]) which and what it saved.
     pub fn stage(self, root: &mut Root, plan: StagePlan) -> Result<BankId, LayoutError> {
-        match self {
-            Download::Full(stream) => stage_release(root, stream, plan),
-            Download::Delta(delta) => delta.stage(root, plan),
-        }
+        let (bank, staged) = match self {
+            Download::Full(stream, why) => {
+                let (version, size) = (plan.version().to_owned(), plan.artifact_size());
+                let bank = stage_release(root, stream, plan)?;
+                (bank, outcome(&version, size, size, Some(why)))
+            }
+            Download::Delta(delta) => delta.stage(root, plan)?,
+        };
+        record_staging(root.dir(), &staged);
+        Ok(bank)
     }
 }
 
@@ -174,11 +273,19 @@ pub struct DeltaStaging {
     timeouts: Timeouts,
     /// Bytes fetched, for `status` (the objects' total once chosen).
     meter: SharedMeter,
+    /// Bytes received for the index and the objects (resumes included), for
+    /// the log and `last_staging`.
+    wire: Arc<AtomicU64>,
 }
 
 impl DeltaStaging {
-    /// Waits for the index, chooses, and stages (on the staging thread).
-    fn stage(self, root: &mut Root, mut plan: StagePlan) -> Result<BankId, LayoutError> {
+    /// Waits for the index, chooses, and stages (on the staging thread);
+    /// returns the bank and how it was staged.
+    fn stage(
+        self,
+        root: &mut Root,
+        mut plan: StagePlan,
+    ) -> Result<(BankId, LastStaging), LayoutError> {
         let DeltaStaging {
             index,
             wanted,
@@ -190,23 +297,31 @@ impl DeltaStaging {
             size,
             timeouts,
             meter,
+            wire,
         } = self;
+        let version = plan.version().to_owned();
         let full_meter = meter.clone();
-        let full = |root: &mut Root, plan: StagePlan| {
+        let full_cancelled = cancelled.clone();
+        let full_wire = wire.clone();
+        let full = |root: &mut Root, plan: StagePlan, why: String| {
+            info!(version = plan.version(), reason = %why, "staging {} via the full artifact: {why}", plan.version());
+            if let Ok(mut m) = full_meter.lock() {
+                *m = Meter::new(size);
+            }
             let (stream, _own_cancel) =
                 ArtifactStream::open_metered(clients, url, size, timeouts, full_meter);
             let stream = Cancellable {
                 inner: stream,
-                cancelled: cancelled.clone(),
+                cancelled: full_cancelled,
             };
-            stage_release(root, stream, plan)
+            let bank = stage_release(root, stream, plan)?;
+            let downloaded = full_wire.load(Ordering::Relaxed).saturating_add(size);
+            Ok((bank, outcome(&version, downloaded, size, Some(why))))
         };
-        let version = plan.version().to_owned();
         let bytes = match index.blocking_recv() {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(IndexFailure::Unavailable(why))) => {
-                warn!(version, reason = %why, "no file index; staging via the full artifact");
-                return full(root, plan);
+                return full(root, plan, format!("no file index: {why}"));
             }
             Ok(Err(IndexFailure::Forged(why))) => {
                 return Err(LayoutError::BadIndex { reason: why });
@@ -230,10 +345,7 @@ impl DeltaStaging {
         };
         let delta = match delta {
             Ok(delta) => delta,
-            Err(why) => {
-                info!(version, reason = %why, "staging {version} via the full artifact: {why}");
-                return full(root, plan);
-            }
+            Err(why) => return full(root, plan, why),
         };
         if let Ok(mut m) = meter.lock() {
             *m = Meter::new(delta.fetch_bytes);
@@ -246,31 +358,35 @@ impl DeltaStaging {
             objects,
             next: None,
             cancelled: cancelled.clone(),
+            unavailable: None,
         };
         let bank = match release::stage_delta(root, &index, &mut source, plan.clone()) {
             Err(LayoutError::ActiveFileChanged { path }) => {
                 // Not the release's fault: the running bank was edited by hand.
-                warn!(
-                    version,
-                    path,
-                    "staging {version} via the full artifact: the running bank's `{path}` no longer matches its record"
-                );
-                return full(root, plan);
+                let why = format!("the running bank's `{path}` no longer matches its record");
+                return full(root, plan, why);
+            }
+            Err(LayoutError::ObjectSource { .. })
+                if !cancelled.load(Ordering::SeqCst) && source.unavailable.is_some() =>
+            {
+                // The host lacks an object (or keeps failing on it): the scratch
+                // tree is gone, and the full artifact has every file.
+                let why = source.unavailable.take().unwrap_or_default();
+                warn!(version, reason = %why, "an object is unavailable; staging via the full artifact");
+                return full(root, plan, why);
             }
             other => other?,
         };
-        let saved = total.saturating_sub(delta.fetch_bytes);
         info!(
             version,
-            fetched = delta.fetch_bytes,
-            full = total,
-            saved,
             objects = delta.fetch.len(),
             reused = delta.reused_files,
-            "staged {version} via delta: fetched {} of {total} bytes, saved {saved}",
-            delta.fetch_bytes
+            "staged {version} from {} reused files and {} objects",
+            delta.reused_files,
+            delta.fetch.len()
         );
-        Ok(bank)
+        let downloaded = wire.load(Ordering::Relaxed);
+        Ok((bank, outcome(&version, downloaded, total, None)))
     }
 }
 
@@ -291,6 +407,9 @@ struct Fetched {
     cancelled: Arc<AtomicBool>,
     /// Object bytes fetched, for `status`.
     meter: SharedMeter,
+    /// Why an object could not be fetched (the host's answer or the network),
+    /// as opposed to bytes that came and were refused: the full artifact may do.
+    unavailable: Option<String>,
 }
 
 impl ObjectSource for Fetched {
@@ -305,7 +424,7 @@ impl ObjectSource for Fetched {
         true
     }
 
-    fn object(&mut self, _sha256: &str, _packed: u64) -> io::Result<Box<dyn Read + '_>> {
+    fn object(&mut self, sha256: &str, _packed: u64) -> io::Result<Box<dyn Read + '_>> {
         let next = match self.next.take() {
             Some(next) => next,
             None => self.objects.blocking_recv(),
@@ -320,8 +439,15 @@ impl ObjectSource for Fetched {
                 }
                 Ok(Box::new(Cursor::new(bytes)))
             }
-            Some(Err(e)) => Err(e),
-            None => Err(io::Error::other("the object download ended early")),
+            Some(Err(e)) => {
+                self.unavailable = Some(format!("object {sha256} is unavailable: {e}"));
+                Err(e)
+            }
+            None => {
+                let e = io::Error::other("the object download ended early");
+                self.unavailable = Some(format!("object {sha256} is unavailable: {e}"));
+                Err(e)
+            }
         }
     }
 }
@@ -399,6 +525,7 @@ async fn fetch_objects(
     wanted: Vec<WantedObject>,
     timeouts: &Timeouts,
     tx: &mpsc::Sender<io::Result<Bytes>>,
+    wire: &Arc<AtomicU64>,
 ) {
     let mut next = wanted.into_iter();
     let mut queue = VecDeque::new();
@@ -406,8 +533,9 @@ async fn fetch_objects(
         let http = http.clone();
         let url = format!("{dir}/{}.zst", object.sha256);
         let timeouts = timeouts.clone();
+        let wire = wire.clone();
         Aborting(tokio::spawn(async move {
-            fetch_object(&http, &url, object.packed, &timeouts).await
+            fetch_object(&http, &url, object.packed, &timeouts, &wire).await
         }))
     };
     for object in next.by_ref().take(PARALLEL_OBJECTS) {
@@ -435,6 +563,7 @@ async fn fetch_object(
     url: &str,
     packed: u64,
     timeouts: &Timeouts,
+    wire: &AtomicU64,
 ) -> io::Result<Bytes> {
     let limit = packed.saturating_add(1);
     let mut body: Vec<u8> = Vec::new();
@@ -478,7 +607,9 @@ async fn fetch_object(
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     let room = (limit - body.len() as u64) as usize;
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    let taken = chunk.len().min(room);
+                    wire.fetch_add(taken as u64, Ordering::Relaxed);
+                    body.extend_from_slice(&chunk[..taken]);
                     if body.len() as u64 >= limit {
                         return Ok(Bytes::from(body));
                     }
@@ -550,9 +681,15 @@ mod tests {
         let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
         let (url, host) = cutting_host(body.clone(), 30_000).await;
         let http = reqwest::Client::new();
-        let got = fetch_object(&http, &url, body.len() as u64, &Timeouts::default())
-            .await
-            .unwrap();
+        let got = fetch_object(
+            &http,
+            &url,
+            body.len() as u64,
+            &Timeouts::default(),
+            &AtomicU64::new(0),
+        )
+        .await
+        .unwrap();
         assert_eq!(&got[..], &body[..]);
         let heads = host.await.unwrap();
         assert!(heads[1].contains("range: bytes=30000-"), "{heads:?}");
@@ -563,7 +700,7 @@ mod tests {
         let body = vec![1u8; 10_000];
         let (url, _host) = cutting_host(body, 10_000).await;
         let http = reqwest::Client::new();
-        let got = fetch_object(&http, &url, 100, &Timeouts::default())
+        let got = fetch_object(&http, &url, 100, &Timeouts::default(), &AtomicU64::new(0))
             .await
             .unwrap();
         // The layout crate sees 101 bytes and says "larger than announced".

@@ -12,7 +12,7 @@ mod checker;
 mod clients;
 mod control_socket;
 mod core;
-mod delta_fetch;
+pub mod delta_fetch;
 pub mod fetch;
 mod generation;
 mod handover;

@@ -139,6 +139,7 @@ impl Agent {
         report.restarts = self.restarts.report().cloned();
         report.clock_warning = release::clock_warning(root.state(), self.now());
         report.reload = self.reload_report();
+        report.last_staging = crate::agent::delta_fetch::last_staging(root.dir());
         self.fill_agent_status(&mut report);
         self.report.send_if_modified(|current| {
             if let Some(warning) = &report.clock_warning

@@ -11,7 +11,7 @@
 //! `--agent-binary FILE` publishes a build of bankswap itself (`agent.rs`).
 //!
 //! `pack.rs` is the deterministic packer; `upload.rs` the console client;
-//! `index.rs` the file index and objects of delta updates (written with `--to`).
+//! `index.rs` the file index and objects of delta updates (written or uploaded).
 //! `waves.rs` the rollout plan and prepared rollback of `--waves` (SPEC §11).
 
 mod agent;
@@ -279,13 +279,15 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
         ))
         .into());
     }
-    // The console takes no object uploads yet: the index is written with `--to` only.
     let index = match target {
-        Target::Folder(channel) => Some(index::write_index(
-            payload,
-            &channel.artifact(index::DELTA_DIR),
-        )?),
-        Target::Console(_) => None,
+        Target::Folder(channel) => {
+            index::write_index(payload, &channel.artifact(index::DELTA_DIR))?
+        }
+        Target::Console(console) => {
+            // Written beside nothing of the console's: removed once uploaded.
+            let temp = tempfile::tempdir().context("creating a temporary folder")?;
+            upload_file_index(console, payload, temp.path())?
+        }
     };
     let packed = target.pack(payload)?;
     Ok(NewRelease {
@@ -297,7 +299,7 @@ fn fresh(args: &PublishArgs, target: &Target, known: &Known) -> anyhow::Result<M
             command,
             args: words.collect(),
         },
-        index,
+        index: Some(index),
     }
     .manifest(&args.channel, &packed))
 }
@@ -314,7 +316,7 @@ struct NewRelease {
     version: semver::Version,
     /// What the agent runs from the unpacked archive.
     entrypoint: Entrypoint,
-    /// The file index of delta updates (payloads published with `--to`).
+    /// The file index of delta updates (payloads; agent builds have none).
     index: Option<signing::IndexRef>,
 }
 
@@ -352,6 +354,25 @@ impl NewRelease {
 fn semver_flag(version: &str) -> Result<semver::Version, UsageError> {
     semver::Version::parse(version)
         .map_err(|e| UsageError::new(format!("--version `{version}` is not semver: {e}")))
+}
+
+/// The file index and objects of `payload` (issue 14), written under `temp`
+/// and uploaded to `console`: the console serves delta updates as a folder does.
+fn upload_file_index(
+    console: &Console,
+    payload: &Path,
+    temp: &Path,
+) -> anyhow::Result<signing::IndexRef> {
+    let delta = temp.join(index::DELTA_DIR);
+    let pointer = index::write_index(payload, &delta)?;
+    let (sent, objects) =
+        index::upload_index(console, &delta, &pointer).with_context(|| console.failed())?;
+    tracing::info!(
+        sent,
+        objects,
+        "uploaded {sent} of {objects} delta objects (the console had the rest)"
+    );
+    Ok(pointer)
 }
 
 /// A duration flag, within the bounds a manifest may carry

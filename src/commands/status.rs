@@ -30,6 +30,7 @@ pub fn run(args: &RootArgs, json: bool) -> anyhow::Result<()> {
     let mut report = StatusReport::new(&root.display().to_string(), id, &state);
     report.clock_warning = crate::release::clock_warning(&state, SystemTime::now());
     crate::agent::self_update::fill_offline_status(&mut report, &root);
+    report.last_staging = crate::agent::delta_fetch::last_staging(&root);
     print(&with_certificate(report, &root), json)
 }
 

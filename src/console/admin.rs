@@ -219,6 +219,7 @@ pub struct HistoryEntry {
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/admin/artifacts/{name}", put(upload::put_artifact))
+        .route("/v1/admin/delta/{*rest}", put(upload::put_delta_file))
         .route(
             "/v1/admin/channels/{channel}/release",
             put(accept::put_release).layer(DefaultBodyLimit::max(MAX_RELEASE_UPLOAD_BYTES)),

@@ -4,7 +4,10 @@
 //! object across all releases), and the index of the tree,
 //! `v1/delta/<sha256>.index.json`, whose path, size and digest the manifest
 //! carries. Plain files, so any static host serves them with plain GETs.
+//! `publish --console` writes them into a temporary folder and uploads the
+//! objects the console lacks, then the index ([`upload_index`]).
 
+use std::collections::BTreeSet;
 use std::fs::{self, DirBuilder, File, Permissions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -22,6 +25,7 @@ const PUBLISHED_MODE: u32 = 0o644;
 /// bytes per file than the full download.
 const ZSTD_LEVEL: i32 = 3;
 
+use super::upload::Console;
 use crate::release::OBJECTS_DIR;
 
 /// The folder under `v1/` that holds the indexes and objects.
@@ -67,6 +71,35 @@ pub fn write_index(payload: &Path, delta: &Path) -> anyhow::Result<IndexRef> {
         size: bytes.len() as u64,
         sha256,
     })
+}
+
+/// `publish --console`: uploads the objects of the index `pointer` names
+/// (written by [`write_index`] into `delta`) that the console lacks, then the
+/// index itself, so an index is served only once its objects are. Returns
+/// how many objects were sent, of how many.
+pub fn upload_index(
+    console: &Console,
+    delta: &Path,
+    pointer: &IndexRef,
+) -> anyhow::Result<(usize, usize)> {
+    let name = pointer
+        .path
+        .strip_prefix(&format!("{DELTA_DIR}/"))
+        .ok_or_else(|| anyhow!("index path {} is not under {DELTA_DIR}/", pointer.path))?;
+    let index_file = delta.join(name);
+    let bytes =
+        fs::read(&index_file).with_context(|| format!("reading {}", index_file.display()))?;
+    let index = Index::from_json(&bytes).context("the payload's file index is not valid")?;
+    let digests: BTreeSet<&str> = index.files().map(|(_, _, sha256, _)| sha256).collect();
+    let mut sent = 0;
+    for sha256 in &digests {
+        let rel = format!("{OBJECTS_DIR}/{sha256}.zst");
+        if console.upload_delta_file(&rel, &delta.join(&rel))? {
+            sent += 1;
+        }
+    }
+    console.upload_delta_file(name, &index_file)?;
+    Ok((sent, digests.len()))
 }
 
 /// Lists the folder `base/rel` in sorted order (as the packer does: a folder

@@ -185,6 +185,42 @@ impl Console {
         })
     }
 
+    /// Uploads the delta file `file` as `v1/delta/{rel}` (an index or an
+    /// object, issue 14) unless the console already serves it with its size;
+    /// true when it was sent.
+    pub fn upload_delta_file(&self, rel: &str, file: &Path) -> anyhow::Result<bool> {
+        let public = self.url_of(&format!("delta/{rel}"));
+        let upload = self.url_of(&format!("admin/delta/{rel}"));
+        self.runtime.block_on(async {
+            let size = tokio::fs::metadata(file)
+                .await
+                .with_context(|| format!("reading {}", file.display()))?
+                .len();
+            let head = self
+                .http
+                .head(&public)
+                .timeout(REQUEST_TIMEOUT)
+                .send()
+                .await?;
+            if head.status() == StatusCode::OK && head.content_length() == Some(size) {
+                return Ok(false);
+            }
+            let reader = tokio::fs::File::open(file)
+                .await
+                .with_context(|| format!("reading {}", file.display()))?;
+            let body = reqwest::Body::wrap_stream(ReaderStream::with_capacity(reader, CHUNK_BYTES));
+            let allowed = REQUEST_TIMEOUT + Duration::from_secs(size / MIN_UPLOAD_BYTES_PER_SEC);
+            let response = self
+                .admin(Method::PUT, &upload)
+                .timeout(allowed)
+                .header(CONTENT_LENGTH, size)
+                .body(body)
+                .send()
+                .await?;
+            read_ok(response, MAX_ANSWER_BYTES).await.map(|_| true)
+        })
+    }
+
     /// Uploads the signed release; the console re-verifies and publishes it.
     pub fn put_release(&self, manifest: &[u8], signature: &str) -> anyhow::Result<Published> {
         let url = self.url_of(&format!("admin/channels/{}/release", self.channel));
