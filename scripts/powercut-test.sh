@@ -3,8 +3,9 @@
 # system that keeps written data in its own cache until fsync and drops every
 # unsynced byte on command, and cuts power at seeded random points of an offline
 # `apply`, an online update by a running agent (check, stage, swap, trial, commit),
-# a `rollback` and a self-update of the agent (schedule, staging the build into its
-# slot, self-test, the attempt marker, the exec in place, the trial, the commit).
+# a `rollback`, a self-update of the agent (schedule, staging the build into its
+# slot, self-test, the attempt marker, the exec in place, the trial, the commit) and
+# the identity's writes (`console enroll` then `console renew --force`).
 # After each cut it checks that the root holds one whole version
 # (scripts/lib/campaign.sh says exactly what is checked; the self-update's checks
 # are below: su_check_agent_state, camp_check_restart_selfupdate). The apply and
@@ -28,10 +29,12 @@
 #                attempt marker, `ran` or the commit
 #   crash-slot   (self-update) the rename of the staged build into agent/SlotN
 #   crash-slot-aside (self-update) the rename of the old slot aside (.retired-SlotN)
+#   crash-key, crash-cert (identity) the rename onto identity/key.pem, cert.pem
 # A crash whose rename never comes ("not reached") ends as a clear after the
 # operation finished. Apply and online cuts: 1/2 clear, 1/4 crash-state, 1/16 each
 # crash-bank and crash-aside, 1/8 crash-keys; rollback: 3/4 clear, 1/4 crash-state;
-# self-update: 1/2 clear, 1/4 crash-agent, 1/8 each crash-slot, crash-slot-aside. Before the
+# self-update: 1/2 clear, 1/4 crash-agent, 1/8 each crash-slot, crash-slot-aside;
+# identity: 1/2 clear, 1/4 each crash-key and crash-cert. Before the
 # campaign, a control case proves the harness bites: a file renamed into place
 # without fsync must come back empty (and an fsynced one whole).
 # LazyFS is built from a copy of its sources with mknod added (the agent's control
@@ -40,7 +43,7 @@
 # Usage: scripts/powercut-test.sh [--cuts N] [--seed S] [--phases LIST]
 #   --cuts N       cuts in all (default 200), spread over the phases in turn
 #   --seed S       seed of every random choice (decimal or 0x-hex; default 0x5eedc0de)
-#   --phases LIST  comma-separated, of apply,online,rollback,selfupdate (default all)
+#   --phases LIST  comma-separated, of apply,online,rollback,selfupdate,identity (default all)
 #   BANKSWAP_BIN=P use this bankswap binary (else the dev build is built)
 #   LAZYFS_TOOLS=D LazyFS sources and build script (default ../shared/tools/lazyfs)
 #   POWERCUT_DIR=D parent of the work folder (default /var/tmp); KEEP=1 keeps it
@@ -55,7 +58,7 @@ REPO="$CAMP_REPO"
 
 CUTS=200
 SEED=0x5eedc0de
-ALL_PHASES="apply,online,rollback,selfupdate"
+ALL_PHASES="apply,online,rollback,selfupdate,identity"
 PHASE_LIST="$ALL_PHASES"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -437,6 +440,44 @@ camp_check_restart_selfupdate() {
   return $rc
 }
 
+# ----- the identity phase ----------------------------------------------------------------
+#
+# `bankswap console enroll` with a fresh one-time token from the campaign's console,
+# then `console renew --force`: two installs of a key and a certificate into
+# ROOT/identity. After a cut the stored identity is none (the cut came before the
+# console's answer was stored: the token is spent, as with a cut mid-request) or a
+# working pair: `console renew --force` succeeds with it (mTLS to the console).
+
+CAMP_CRASH_RGX[crash-key]='/identity/key\.pem$'
+CAMP_CRASH_RGX[crash-cert]='/identity/cert\.pem$'
+
+camp_start_op_identity() {
+  local token
+  token="$("$BIN" console token create --data "$CAMP_W/d3" 2>>"$1")" || camp_die "console token create failed: $(tail -2 "$1")"
+  echo "$token" >"$CAMP_W/token"
+  (
+    "$BIN" console enroll --root "$ROOT" --console "$CONSOLE_URL" --token-file "$CAMP_W/token" --ca-cert "$CA" &&
+      "$BIN" console renew --root "$ROOT" --console "$CONSOLE_URL" --ca-cert "$CA" --force
+  ) >/dev/null 2>>"$1" &
+  OP_PID=$!
+  camp_track "$OP_PID"
+}
+camp_op_done_identity() { ! camp_alive "$OP_PID"; }
+
+# camp_check_after_cut_identity ROOT: the payload as always; the identity none or working.
+camp_check_after_cut_identity() {
+  camp_check_after_cut "$1" || return 1
+  local out
+  if out="$("$BIN" console renew --root "$1" --console "$CONSOLE_URL" --ca-cert "$CA" --force 2>&1)"; then
+    OUTCOME="$OUTCOME, identity works"
+  elif grep -q 'holds no identity' <<<"$out"; then
+    OUTCOME="$OUTCOME, no identity"
+  else
+    CAMP_WHY="identity: the stored key and certificate do not work: $(head -1 <<<"$out")"
+    return 1
+  fi
+}
+
 # ----- the control case ----------------------------------------------------------------
 
 # A file written and renamed into place without fsync must be empty after a cut, and
@@ -501,6 +542,8 @@ for ((i = 0; i < CUTS; i++)); do
     selfupdate:[89] | selfupdate:1[01]) kind=crash-agent ;;
     selfupdate:1[23]) kind=crash-slot ;;
     selfupdate:*) kind=crash-slot-aside ;;
+    identity:[89] | identity:1[01]) kind=crash-key ;;
+    identity:*) kind=crash-cert ;;
     *:[89] | *:1[01]) kind=crash-state ;;
     *:12) kind=crash-bank ;;
     *:13) kind=crash-aside ;;
