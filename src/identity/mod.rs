@@ -273,8 +273,9 @@ pub async fn enroll(
         .await
         .with_context(|| format!("enrolling with {url}"))?;
     let dir = dir(root);
-    write_public(&dir.join(CA_FILE), &issued.ca)?;
+    // (write_secret makes the folder at a first enrollment)
     write_secret(&dir.join(NEW_KEY_FILE), key.serialize_pem().as_bytes())?;
+    write_public(&dir.join(CA_FILE), &issued.ca)?;
     write_public(&dir.join(NEW_CERT_FILE), &issued.certificate)?;
     install_new(&dir)?;
     load(root)?.ok_or_else(|| anyhow!("the identity just stored is missing"))
