@@ -1,5 +1,6 @@
 //! Durability campaigns (SPEC §3, §13; issue 9), short versions for the suite: power
-//! cuts on LazyFS (`scripts/powercut-test.sh --cuts 20`, when FUSE is usable here)
+//! cuts on LazyFS (`scripts/powercut-test.sh --cuts 20`, when FUSE is usable here:
+//! apply, online update, rollback, self-update and identity in turn, 4 cuts each)
 //! and SIGKILLs of a running agent mid-update (`scripts/crash-test.sh --kills 20
 //! --online-only`). Each script prints its counts and seed and exits 1 on any
 //! broken root; the full campaigns run 200 of each.
@@ -23,8 +24,11 @@ const CAMPAIGN_DEADLINE: Duration = Duration::from_secs(20 * 60);
 /// Exit code of powercut-test.sh when FUSE or LazyFS is not available here.
 const EXIT_UNAVAILABLE: i32 = 3;
 
+/// The phases of the power-cut campaign, as its summary names them.
+const PHASES: [&str; 5] = ["apply", "online", "rollback", "selfupdate", "identity"];
+
 #[test]
-fn power_cuts_during_apply_update_and_rollback_leave_one_whole_version() {
+fn power_cuts_during_apply_update_rollback_self_update_and_enrollment_leave_one_whole_version() {
     let cuts = env_count("BANKSWAP_POWERCUT_CUTS").unwrap_or(CUTS);
     let (code, stdout, stderr) = campaign("powercut-test.sh", &["--cuts", &cuts.to_string()]);
     if code == Some(EXIT_UNAVAILABLE) {
@@ -49,6 +53,15 @@ fn power_cuts_during_apply_update_and_rollback_leave_one_whole_version() {
         stdout.contains(&format!(": {cuts} cuts, 0 broken")),
         "{stdout}"
     );
+    // Every phase was cut (the self-update's too), none broke.
+    for phase in PHASES.iter().take(cuts as usize) {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(phase) && l.contains(" cuts, 0 broken")),
+            "no cuts of the {phase} phase:\n{stdout}"
+        );
+    }
 }
 
 #[test]

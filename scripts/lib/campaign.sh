@@ -14,6 +14,9 @@
 #   apply     bankswap apply --bundle d3          (offline update 2.0.0 -> 3.0.0)
 #   online    bankswap run against the console    (check, stage, swap, trial, commit of 3.0.0)
 #   rollback  bankswap rollback                   (2.0.0 -> 1.0.0)
+# A caller adds a phase P by defining camp_start_op_P and camp_op_done_P (and, for a
+# running agent with steps, CAMP_STEPS_P and CAMP_STEP_START_P as for online; for
+# its own checks, camp_check_after_cut_P and camp_check_restart_P).
 #
 # The checks after each interruption (camp_check_after_cut, camp_check_restart):
 #   1. `bankswap status --json` answers; its active bank is byte-identical to the
@@ -386,8 +389,10 @@ CAMP_TOTAL=0
 CAMP_BROKEN_LINES=()
 
 # camp_record PHASE KIND INDEX OK|BROKEN DETAIL
+CAMP_PHASES_SEEN=()
 camp_record() {
   CAMP_TOTAL=$((CAMP_TOTAL + 1))
+  [ -n "${CAMP_COUNT["$1 cuts"]:-}" ] || CAMP_PHASES_SEEN+=("$1")
   camp_count "$1 cuts"
   camp_count "$1 $2"
   if [ "$4" = OK ]; then
@@ -403,8 +408,7 @@ camp_record() {
 camp_summary() {
   local key phase
   echo
-  for phase in apply online rollback; do
-    [ -n "${CAMP_COUNT["$phase cuts"]:-}" ] || continue
+  for phase in "${CAMP_PHASES_SEEN[@]}"; do
     printf '%-9s %4d %s, %d broken\n' "$phase" "${CAMP_COUNT["$phase cuts"]}" "$1" "${CAMP_COUNT["$phase broken"]:-0}"
     for key in $(printf '%s\n' "${!CAMP_COUNT[@]}" | grep "^$phase " | grep -v -e ' cuts$' -e ' broken$' | sed "s/^$phase //" | sort | tr ' ' '\a'); do
       key="${key//$'\a'/ }"
@@ -432,12 +436,16 @@ camp_summary() {
 #   camp_hook_recover        (power only) after it died: remount
 #   camp_hook_finish         end of a trial (unmount, remove the root)
 
-# What the online agent had logged last, in the update's order.
+# camp_agent_phase PHASE: whether PHASE is a running agent with steps (CAMP_STEPS_PHASE).
+camp_agent_phase() { declare -p "CAMP_STEPS_$1" >/dev/null 2>&1; }
+
+# camp_agent_stage PHASE LOG: the last step of PHASE whose first line LOG has.
 camp_agent_stage() {
-  local log="$1" stage=start marker name
-  for marker in 'release scheduled:scheduled' ' staging :staging' 'staged and verified:staged' 'swapped:trial' ' committed :committed'; do
-    name="${marker##*:}"
-    camp_log_has "$log" "${marker%:*}" && stage="$name"
+  local -n steps="CAMP_STEPS_$1" starts="CAMP_STEP_START_$1"
+  local log="$2" stage=boot entry name
+  for entry in "${steps[@]:1}"; do
+    name="${entry%:*}"
+    camp_log_has "$log" "${starts[$name]}" && stage="$name"
   done
   echo "$stage"
 }
@@ -459,6 +467,7 @@ camp_start_op() {
       camp_start_agent "$ROOT" "$2"
       OP_PID=$AGENT_PID
       ;;
+    *) "camp_start_op_$1" "$2" ;;
   esac
 }
 
@@ -467,16 +476,20 @@ camp_start_op() {
 camp_op_done() {
   case "$1" in
     online) camp_log_has "$2" ' committed .*version="?3\.0\.0' ;;
-    *) ! camp_alive "$OP_PID" ;;
+    apply | rollback) ! camp_alive "$OP_PID" ;;
+    *) "camp_op_done_$1" "$2" ;;
   esac
 }
 
 # camp_where PHASE LOG: where the operation was when cut.
 camp_where() {
-  case "$1" in
-    online) echo "at $(camp_agent_stage "$2")" ;;
-    *) if camp_alive "$OP_PID"; then echo during; else echo "after it exited"; fi ;;
-  esac
+  if camp_agent_phase "$1"; then
+    echo "at $(camp_agent_stage "$1" "$2")"
+  elif camp_alive "$OP_PID"; then
+    echo during
+  else
+    echo "after it exited"
+  fi
 }
 
 # Whether the file system died or the operation finished.
@@ -495,21 +508,21 @@ camp_calibrate() {
     camp_wait "the $phase probe to finish" "$CAMP_DEADLINE_S" camp_op_done "$phase" "$log" ||
       camp_die "an uninterrupted $phase did not finish (log $log): $(camp_plain "$log" | tail -3)"
     took=$(($(camp_now_ms) - start))
-    if [ "$phase" = online ]; then camp_stop_agent "$OP_PID"; else wait "$OP_PID" || camp_die "an uninterrupted $phase failed: $(tail -3 "$log")"; fi
+    if camp_agent_phase "$phase"; then camp_stop_agent "$OP_PID"; else wait "$OP_PID" || camp_die "an uninterrupted $phase failed: $(tail -3 "$log")"; fi
     ((took > longest)) && longest=$took
     camp_hook_finish
   done
   WINDOW_MS=$((longest * 3 / 2 + 20))
   camp_log "$phase: an uninterrupted run takes up to ${longest} ms; cuts fall in the first ${WINDOW_MS} ms"
-  if [ "$phase" = online ]; then camp_segments "$log" "$start" "$took"; fi
+  if camp_agent_phase "$phase"; then camp_segments "$phase" "$log" "$start" "$took"; fi
 }
 
 # The steps of the online update, each with a weight: a cut falls into a step chosen
 # by weight, at a uniform point of it, so short steps (staging a small payload takes
 # a few hundred ms; the trial lasts CAMP_GRACE) are cut as often as they matter.
-CAMP_STEPS=(boot:1 scheduled:1 staging:3 swap:1 trial:2 committed:1)
+CAMP_STEPS_online=(boot:1 scheduled:1 staging:3 swap:1 trial:2 committed:1)
 # Log line (ERE) that starts each step after boot.
-declare -gA CAMP_STEP_START=([scheduled]='release scheduled' [staging]=' staging ' [swap]='staged and verified'
+declare -gA CAMP_STEP_START_online=([scheduled]='release scheduled' [staging]=' staging ' [swap]='staged and verified'
   [trial]='swapped' [committed]=' committed ')
 
 # camp_log_ms LOG ERE: unix time in ms of the first line matching ERE (lines start with RFC 3339 UTC).
@@ -519,49 +532,63 @@ camp_log_ms() {
   [ -n "$ts" ] && date -u -d "$ts" +%s%3N
 }
 
-# camp_segments LOG START_MS TOOK_MS: STEP_FROM[step], STEP_TO[step] in ms after the
-# agent's start, from an uninterrupted probe's log.
+# camp_segments PHASE LOG START_MS TOOK_MS: STEP_FROM_PHASE[step], STEP_TO_PHASE[step]
+# in ms after the agent's start, from an uninterrupted probe's log.
 camp_segments() {
-  local log="$1" start="$2" took="$3" step prev=boot at
-  declare -gA STEP_FROM=([boot]=0) STEP_TO=()
-  for step in scheduled staging swap trial committed; do
-    at="$(camp_log_ms "$log" "${CAMP_STEP_START[$step]}")" || camp_die "the probe's log has no '${CAMP_STEP_START[$step]}' line"
+  local phase="$1" log="$2" start="$3" took="$4" entry step prev=boot at line=""
+  local -n steps="CAMP_STEPS_$phase" starts="CAMP_STEP_START_$phase"
+  declare -gA "STEP_FROM_$phase=([boot]=0)" "STEP_TO_$phase=()"
+  local -n from="STEP_FROM_$phase" to="STEP_TO_$phase"
+  for entry in "${steps[@]:1}"; do
+    step="${entry%:*}"
+    at="$(camp_log_ms "$log" "${starts[$step]}")" || camp_die "the probe's log has no '${starts[$step]}' line"
     at=$((at - start))
-    ((at >= STEP_FROM[$prev])) || at=${STEP_FROM[$prev]}
-    STEP_TO[$prev]=$at
-    STEP_FROM[$step]=$at
+    ((at >= from[$prev])) || at=${from[$prev]}
+    to[$prev]=$at
+    from[$step]=$at
     prev=$step
   done
-  STEP_TO[committed]=$((took + took / 4 + 20))
-  local line=""
-  for step in boot scheduled staging swap trial committed; do line+=" $step ${STEP_FROM[$step]}-${STEP_TO[$step]}"; done
-  camp_log "online steps (ms after the agent starts):$line"
+  to[$prev]=$((took + took / 4 + 20))
+  for entry in "${steps[@]}"; do line+=" ${entry%:*} ${from[${entry%:*}]}-${to[${entry%:*}]}"; done
+  camp_log "$phase steps (ms after the agent starts):$line"
 }
 
-# camp_online_delay: picks a step by CAMP_STEPS' weights; CAMP_STEP = it, CAMP_R = a
-# uniform offset (ms) within its length in the probe. The trial waits for the step's
-# first log line, then sleeps the offset: on a loaded machine the steps stretch, but
-# each is still cut as often as its weight says.
+# camp_online_delay PHASE: picks a step by CAMP_STEPS_PHASE's weights; CAMP_STEP = it,
+# CAMP_R = a uniform offset (ms) within its length in the probe. The trial waits for
+# the step's first log line, then sleeps the offset: on a loaded machine the steps
+# stretch, but each is still cut as often as its weight says.
 camp_online_delay() {
+  local -n steps="CAMP_STEPS_$1" from="STEP_FROM_$1" to="STEP_TO_$1"
   local total=0 entry pick
-  for entry in "${CAMP_STEPS[@]}"; do total=$((total + ${entry#*:})); done
+  for entry in "${steps[@]}"; do total=$((total + ${entry#*:})); done
   camp_below "$total"
   pick=$CAMP_R
-  for entry in "${CAMP_STEPS[@]}"; do
+  for entry in "${steps[@]}"; do
     if ((pick < ${entry#*:})); then
       CAMP_STEP="${entry%:*}"
-      camp_below $((STEP_TO[$CAMP_STEP] - STEP_FROM[$CAMP_STEP] + 1))
+      camp_below $((to[$CAMP_STEP] - from[$CAMP_STEP] + 1))
       return
     fi
     pick=$((pick - ${entry#*:}))
   done
 }
 
-# camp_online_wait LOG: waits for CAMP_STEP's first log line (boot: none), bounded.
+# camp_online_wait PHASE LOG: waits for CAMP_STEP's first log line (boot: none), bounded.
 camp_online_wait() {
   [ "$CAMP_STEP" = boot ] && return 0
-  camp_wait "the agent to reach $CAMP_STEP" "$CAMP_DEADLINE_S" camp_log_has "$1" "${CAMP_STEP_START[$CAMP_STEP]}" || true
+  local -n starts="CAMP_STEP_START_$1"
+  camp_wait "the agent to reach $CAMP_STEP" "$CAMP_DEADLINE_S" camp_log_has "$2" "${starts[$CAMP_STEP]}" || true
 }
+
+# The file each crash kind dies before renaming onto (ERE on the path); a caller adds
+# its own kinds.
+declare -gA CAMP_CRASH_RGX=(
+  [crash-state]='/state\.json$'
+  [crash-bank]='/Bank[12]$'     # a staged tree renamed into a bank
+  [crash-aside]='[^/]Bank[12]$' # a bank renamed aside (e.g. .retired-Bank1)
+)
+# Crash kinds armed before the operation starts (a caller adds its own).
+declare -gA CAMP_CRASH_EARLY=()
 
 # camp_trial PHASE KIND INDEX: one interruption. KIND: kill | clear | crash-state |
 # crash-bank | crash-aside.
@@ -573,36 +600,33 @@ camp_trial() {
   # A crash is armed for the next matching rename after the delay: armed after the
   # end it would never fire, so it falls within the first half of the operation
   # (a third of the window; the command runs for less than its probe did).
-  if [ "$phase" = online ]; then
-    camp_online_delay
+  if camp_agent_phase "$phase"; then
+    camp_online_delay "$phase"
   elif [ "${kind#crash-}" != "$kind" ]; then
     camp_below $((window / 3))
   else
     camp_below "$window"
   fi
   local offset=$CAMP_R started early=0
-  case "$kind" in
-    crash-state) rgx='/state\.json$' ;;
-    crash-bank) rgx='/Bank[12]$' ;;     # a staged tree renamed into a bank
-    crash-aside) rgx='[^/]Bank[12]$' ;; # a bank renamed aside (e.g. .retired-Bank1)
-  esac
+  rgx="${CAMP_CRASH_RGX[$kind]:-}"
   # A rollback has one state write, and is over within a few ms of starting: its
-  # crash is armed before it starts.
-  if [ "$phase" = rollback ] && [ -n "${rgx:-}" ]; then
+  # crash is armed before it starts; so is a kind in CAMP_CRASH_EARLY (a write that
+  # comes first in the operation).
+  if [ -n "$rgx" ] && { [ "$phase" = rollback ] || [ -n "${CAMP_CRASH_EARLY[$kind]:-}" ]; }; then
     camp_hook_arm_crash "$rgx"
     early=1
   fi
   started="$(camp_now_ms)"
   camp_start_op "$phase" "$log"
-  [ "$phase" != online ] || camp_online_wait "$log"
+  ! camp_agent_phase "$phase" || camp_online_wait "$phase" "$log"
   camp_sleep_ms "$offset"
   delay=$(($(camp_now_ms) - started)) # what the cut's report shows
   case "$kind" in
     kill | clear)
       # (for the agent, its log after the kill says best where it was)
-      [ "$phase" = online ] || where="$(camp_where "$phase" "$log")"
+      camp_agent_phase "$phase" || where="$(camp_where "$phase" "$log")"
       camp_kill_tree "$OP_PID"
-      [ "$phase" != online ] || where="$(camp_where "$phase" "$log")"
+      ! camp_agent_phase "$phase" || where="$(camp_where "$phase" "$log")"
       camp_hook_cut
       ;;
     crash-*)
@@ -626,9 +650,12 @@ camp_trial() {
   esac
   local label="$kind${fired:+ ($fired)} $where"
   CAMP_WHY=""
-  if ! camp_check_after_cut "$ROOT"; then
+  local after=camp_check_after_cut restart=camp_check_restart
+  if declare -F "camp_check_after_cut_$phase" >/dev/null; then after="camp_check_after_cut_$phase"; fi
+  if declare -F "camp_check_restart_$phase" >/dev/null; then restart="camp_check_restart_$phase"; fi
+  if ! "$after" "$ROOT"; then
     camp_record "$phase" "$kind" "$i" BROKEN "cut at ${delay} ms ($label): $CAMP_WHY"
-  elif ! camp_check_restart "$ROOT" "$CAMP_W/logs/trial-$i-restart.log"; then
+  elif ! "$restart" "$ROOT" "$CAMP_W/logs/trial-$i-restart.log"; then
     camp_record "$phase" "$kind" "$i" BROKEN "cut at ${delay} ms ($label), left $OUTCOME: $CAMP_WHY"
   else
     camp_record "$phase" "$kind" "$i" OK "$label -> $OUTCOME"

@@ -9,6 +9,14 @@
 //!   `GET /v1/identity` (the old one stays until then).
 //! - [`client_identity`]: what `reqwest::ClientBuilder::identity` takes.
 //!
+//! **Crash safety** (SPEC §13): a new key and certificate (enrolled or renewed) are
+//! each written whole (`write_secret`, `write_atomic`) as `key.new.pem` and
+//! `cert.new.pem`, then installed by two renames — key first — and an fsync of the
+//! folder. A cut between the renames leaves `key.pem` new and `cert.new.pem` the
+//! matching certificate: [`load`] pairs them, and the next [`ensure`] or [`renew`]
+//! finishes the install. A cut before the renames leaves the old pair (or, at a first
+//! enrollment, only the new files, which are then the identity).
+//!
 //! - [`standing`]: the certificate's expiry as `status` and `doctor` show it,
 //!   with what to do when it expired and the agent cannot fix it itself.
 //!
@@ -130,9 +138,15 @@ pub fn dir(root: &Path) -> PathBuf {
     root.join(IDENTITY_DIR)
 }
 
-/// The stored identity, if the agent enrolled.
+/// The stored identity, if the agent enrolled; an install a crash cut short is read
+/// as finished (without writing: [`ensure`] and [`renew`] finish it on disk).
 pub fn load(root: &Path) -> anyhow::Result<Option<Stored>> {
-    load_from(&dir(root), KEY_FILE, CERT_FILE)
+    let dir = dir(root);
+    match interrupted_install(&dir) {
+        Interrupted::None => load_from(&dir, KEY_FILE, CERT_FILE),
+        Interrupted::CertOnly => load_from(&dir, KEY_FILE, NEW_CERT_FILE),
+        Interrupted::Both => load_from(&dir, NEW_KEY_FILE, NEW_CERT_FILE),
+    }
 }
 
 fn load_from(dir: &Path, key: &str, cert: &str) -> anyhow::Result<Option<Stored>> {
@@ -198,6 +212,7 @@ pub async fn ensure(
     agent_id: &str,
     token_file: Option<&Path>,
 ) -> anyhow::Result<Option<Stored>> {
+    finish_install(&dir(root))?;
     if let Some(stored) = load(root)? {
         let now = clock::now_seconds();
         if !stored.is_expired(now) {
@@ -258,9 +273,11 @@ pub async fn enroll(
         .await
         .with_context(|| format!("enrolling with {url}"))?;
     let dir = dir(root);
-    write_secret(&dir.join(KEY_FILE), key.serialize_pem().as_bytes())?;
-    write_public(&dir.join(CERT_FILE), &issued.certificate)?;
+    // (write_secret makes the folder at a first enrollment)
+    write_secret(&dir.join(NEW_KEY_FILE), key.serialize_pem().as_bytes())?;
     write_public(&dir.join(CA_FILE), &issued.ca)?;
+    write_public(&dir.join(NEW_CERT_FILE), &issued.certificate)?;
+    install_new(&dir)?;
     load(root)?.ok_or_else(|| anyhow!("the identity just stored is missing"))
 }
 
@@ -274,6 +291,7 @@ pub async fn renew(
     current: &Stored,
 ) -> anyhow::Result<Stored> {
     let console = console.trim_end_matches('/');
+    finish_install(&dir(root))?;
     let agent_id =
         crate::agent_id::read(root)?.ok_or_else(|| anyhow!("no agent id in {}", root.display()))?;
     let client = builder()
@@ -299,11 +317,60 @@ pub async fn renew(
     let _: WhoAmI = get_json(&check, &url)
         .await
         .with_context(|| format!("checking the renewed certificate with {url}"))?;
-    std::fs::rename(dir.join(NEW_KEY_FILE), dir.join(KEY_FILE))
-        .with_context(|| format!("installing the renewed key in {}", dir.display()))?;
-    std::fs::rename(dir.join(NEW_CERT_FILE), dir.join(CERT_FILE))
-        .with_context(|| format!("installing the renewed certificate in {}", dir.display()))?;
+    install_new(&dir)?;
     Ok(fresh)
+}
+
+/// Installs `key.new.pem` and `cert.new.pem` (both whole): the key renamed first, the
+/// certificate second, the folder fsynced (see the module's crash safety).
+fn install_new(dir: &Path) -> anyhow::Result<()> {
+    std::fs::rename(dir.join(NEW_KEY_FILE), dir.join(KEY_FILE))
+        .with_context(|| format!("installing the new key in {}", dir.display()))?;
+    std::fs::rename(dir.join(NEW_CERT_FILE), dir.join(CERT_FILE))
+        .with_context(|| format!("installing the new certificate in {}", dir.display()))?;
+    sync_dir(dir)
+}
+
+/// Finishes an install a crash cut short: the certificate of a key already renamed
+/// into place (`cert.new.pem` without `key.new.pem`), or, at a first enrollment, both
+/// new files when no pair is installed.
+fn finish_install(dir: &Path) -> anyhow::Result<()> {
+    match interrupted_install(dir) {
+        Interrupted::None => Ok(()),
+        Interrupted::CertOnly => {
+            std::fs::rename(dir.join(NEW_CERT_FILE), dir.join(CERT_FILE)).with_context(|| {
+                format!("finishing the certificate's install in {}", dir.display())
+            })?;
+            sync_dir(dir)
+        }
+        Interrupted::Both => install_new(dir),
+    }
+}
+
+/// What a cut left between the writes of a new identity and its install.
+enum Interrupted {
+    /// Nothing to finish.
+    None,
+    /// The key is installed, its certificate is still `cert.new.pem`.
+    CertOnly,
+    /// No pair is installed; a whole new one waits (a first enrollment).
+    Both,
+}
+
+fn interrupted_install(dir: &Path) -> Interrupted {
+    let has = |name: &str| dir.join(name).exists();
+    match (has(NEW_KEY_FILE), has(NEW_CERT_FILE)) {
+        (false, true) => Interrupted::CertOnly,
+        (true, true) if !has(KEY_FILE) && !has(CERT_FILE) => Interrupted::Both,
+        _ => Interrupted::None,
+    }
+}
+
+/// Makes the entries of `dir` durable.
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 /// The host name, for `console agents` (best effort).
@@ -433,6 +500,67 @@ pub fn renew_command(args: &RenewArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key and a self-signed certificate of it, PEM.
+    fn pair() -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::default()
+            .self_signed(&key)
+            .expect("certificate");
+        (key.serialize_pem(), cert.pem())
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).expect("test step");
+    }
+
+    #[test]
+    fn an_install_cut_between_its_renames_is_read_and_finished_as_whole() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = dir(root.path());
+        std::fs::create_dir_all(&dir).expect("test step");
+        let (old_key, old_cert) = pair();
+        let (new_key, new_cert) = pair();
+        write(&dir, KEY_FILE, &old_key);
+        write(&dir, CERT_FILE, &old_cert);
+        // Renewed, not yet installed: the old pair is the identity.
+        write(&dir, NEW_KEY_FILE, &new_key);
+        write(&dir, NEW_CERT_FILE, &new_cert);
+        let stored = load(root.path()).expect("load").expect("identity");
+        assert_eq!((stored.key_pem, stored.cert_pem), (old_key, old_cert));
+        // Cut after the key's rename: the new key goes with the new certificate.
+        std::fs::rename(dir.join(NEW_KEY_FILE), dir.join(KEY_FILE)).expect("test step");
+        let stored = load(root.path()).expect("load").expect("identity");
+        assert_eq!(
+            (&stored.key_pem, &stored.cert_pem),
+            (&new_key, &new_cert),
+            "a new key is never paired with the old certificate"
+        );
+        finish_install(&dir).expect("finish");
+        assert!(!dir.join(NEW_CERT_FILE).exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.join(CERT_FILE)).expect("cert"),
+            new_cert
+        );
+    }
+
+    #[test]
+    fn a_first_enrollment_cut_before_its_install_keeps_the_issued_pair() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = dir(root.path());
+        std::fs::create_dir_all(&dir).expect("test step");
+        let (key, cert) = pair();
+        write(&dir, NEW_KEY_FILE, &key);
+        write(&dir, NEW_CERT_FILE, &cert);
+        let stored = load(root.path()).expect("load").expect("identity");
+        assert_eq!(stored.cert_pem, cert);
+        finish_install(&dir).expect("finish");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(KEY_FILE)).expect("key"),
+            key
+        );
+        assert!(!dir.join(NEW_KEY_FILE).exists() && !dir.join(NEW_CERT_FILE).exists());
+    }
 
     #[test]
     fn renewal_is_due_after_two_thirds_of_the_lifetime() {
