@@ -28,8 +28,8 @@ use crate::platform::PLATFORM;
 use crate::progress::Progress;
 use crate::setup::ReleaseSetup;
 
-/// Read buffer in front of the archive stream: large enough that the hasher and
-/// the decompressor see big chunks, small next to the agent's idle memory.
+/// Read buffer in front of an offline bundle's object files: large enough that the
+/// decompressor sees big chunks, small next to the agent's idle memory.
 const STAGE_BUFFER: usize = 256 * 1024;
 
 /// How far ahead of the clock a release's `published_at`, or behind the latest
@@ -309,11 +309,8 @@ pub fn stage_release(
         warn!(version = %plan.record.version, "{notice}");
     }
     let mut progress = Progress::new(&plan.label, plan.size);
-    let result = root.stage(
-        BufReader::with_capacity(STAGE_BUFFER, source),
-        plan.spec(),
-        &mut |done| progress.update(done),
-    );
+    // No buffer in front: the stager reads in large chunks of its own.
+    let result = root.stage(source, plan.spec(), &mut |done| progress.update(done));
     progress.finish();
     staged(root, &plan, result)
 }

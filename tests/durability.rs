@@ -497,6 +497,19 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn modes_are_explicit_under_umask_000() {
+    assert_modes_under_umask("000");
+}
+
+/// A umask that narrows the archive's modes: extraction creates each file with its
+/// mode and must set it again where the umask took bits away (issue 14's speed-up
+/// skips that `fchmod` only when the umask leaves the mode whole).
+#[test]
+fn modes_are_explicit_under_umask_077() {
+    assert_modes_under_umask("077");
+}
+
+/// Installs a release with `init` under `umask` and checks every mode it made.
+fn assert_modes_under_umask(umask: &str) {
     let w = World::new();
     let data = w.path("data");
     let root = w.path("root");
@@ -504,7 +517,7 @@ fn modes_are_explicit_under_umask_000() {
     fs::set_permissions(payload.join("VERSION"), fs::Permissions::from_mode(0o666)).expect("chmod");
     w.publish(&data, &payload, "1.0.0", &[]);
     let out = Command::new("sh")
-        .args(["-c", "umask 000; exec \"$@\"", "sh"])
+        .args(["-c", &format!("umask {umask}; exec \"$@\""), "sh"])
         .arg(env!("CARGO_BIN_EXE_bankswap"))
         .args(["init", "--root", &root.display().to_string()])
         .args(["--bundle", &data.display().to_string()])
@@ -529,7 +542,7 @@ fn modes_are_explicit_under_umask_000() {
         // Published 0666: a bank is writable by the agent alone.
         ("Bank1/VERSION", 0o644),
     ] {
-        assert_eq!(mode(&root.join(rel)), want, "{rel}");
+        assert_eq!(mode(&root.join(rel)), want, "{rel} under umask {umask}");
     }
 }
 

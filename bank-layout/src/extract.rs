@@ -15,6 +15,13 @@
 //! deferred symlinks go to an unlinked scratch file beside the bank, not to memory, and
 //! only folders whose mode must wait for the end (no owner rwx) are kept, at most
 //! [`MAX_RESTRICTED_DIRS`].
+//!
+//! Speed (SPEC §8): decompression is the critical path, so file data is written by a
+//! second thread ([`write_files`]) while the next bytes are decompressed, through a few
+//! recycled buffers ([`WRITE_QUEUE`] × [`WRITE_CHUNK`]); that thread also asks the
+//! kernel to start writing each finished file back (`sync_file_range`), so the disk
+//! works during extraction and the final sync of the bank waits for little. A file gets
+//! its mode when it is created, unless the umask would narrow it (then `fchmod`).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -23,14 +30,21 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use crate::stage::fill;
 use crate::tar_guard::TarGuard;
 use crate::{ArchiveFormat, LayoutError, RECORD_FILE, resolve};
 
-/// Bytes moved per read/write while extracting a file: large writes keep syscall
-/// overhead out of the pipeline; one buffer, reused, so memory does not grow with size.
-const WRITE_CHUNK: usize = 256 * 1024;
+/// Bytes moved per write while extracting a file: large writes keep syscall overhead
+/// out of the pipeline (zstd hands out at most 128 KiB blocks anyway); the buffers are
+/// recycled, so memory does not grow with the file size.
+const WRITE_CHUNK: usize = 128 * 1024;
+
+/// Buffers of file data queued for the writer thread: 4 × 128 KiB lets decompression
+/// run ahead over a slow write without growing memory (at most `WRITE_QUEUE + 2`
+/// buffers exist: the queued ones, the one being written and the one being filled).
+const WRITE_QUEUE: usize = 4;
 
 /// Largest zstd window accepted (2^24 = 16 MiB). Every standard level up to 19 uses at
 /// most 8 MiB; only `--ultra`/`--long` archives need more, and a 128 MiB window would
@@ -265,25 +279,145 @@ fn extract_tar<R: Read>(
 }
 
 /// Applies every entry of `tar_archive` to `bank`; returns what [`finish`] still has to do.
+/// File data goes to a writer thread ([`write_files`]); it has written (or failed on)
+/// everything when this returns.
 fn walk_entries<R: Read>(
     tar_archive: &mut tar::Archive<R>,
     bank: &Path,
     limits: &Limits,
     out: Extracted,
 ) -> Result<Extracted, LayoutError> {
-    let mut extractor = Extractor {
-        bank,
-        parents: ParentCache::default(),
-        out,
-        buf: vec![0; WRITE_CHUNK],
-        limits,
-        bytes_left: limits.bytes,
-        entries_left: limits.entries,
-    };
-    for entry in tar_archive.entries().map_err(archive)? {
-        extractor.entry(entry.map_err(archive)?)?;
+    std::thread::scope(|scope| {
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel(WRITE_QUEUE);
+        let (recycle_tx, recycle_rx) = mpsc::channel();
+        let writer = scope.spawn(move || write_files(jobs_rx, recycle_tx));
+        let mut extractor = Extractor {
+            bank,
+            parents: ParentCache::default(),
+            out,
+            writer: Writer {
+                jobs: jobs_tx,
+                recycled: recycle_rx,
+            },
+            chmod_mask: umask().map_or(PERMISSION_BITS, |mask| mask & PERMISSION_BITS),
+            limits,
+            bytes_left: limits.bytes,
+            entries_left: limits.entries,
+        };
+        let walked = tar_archive.entries().map_err(archive).and_then(|entries| {
+            for entry in entries {
+                extractor.entry(entry.map_err(archive)?)?;
+            }
+            Ok(())
+        });
+        let Extractor {
+            out, writer: jobs, ..
+        } = extractor;
+        drop(jobs); // the writer ends once it has written what is queued
+        let wrote = match writer.join() {
+            Ok(wrote) => wrote,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        // A failed write is the cause of the extractor's "writer gone".
+        wrote.and(walked).map(|()| out)
+    })
+}
+
+/// What the extracting thread hands the writer thread, in order.
+enum Job {
+    /// A file just created: the data that follows goes into it.
+    Open {
+        /// The file, open for writing.
+        file: File,
+        /// Its path, for errors.
+        path: PathBuf,
+        /// The mode to set once it is written, when the umask narrowed the one it was
+        /// created with.
+        chmod: Option<u32>,
+    },
+    /// The next `len` bytes of the open file, in `buf` (recycled afterwards).
+    Data {
+        /// A [`WRITE_CHUNK`] buffer.
+        buf: Vec<u8>,
+        /// How much of it holds data.
+        len: usize,
+    },
+    /// The open file is complete.
+    Close,
+}
+
+/// The extractor's end of the writer thread.
+struct Writer {
+    /// Jobs, at most [`WRITE_QUEUE`] waiting.
+    jobs: SyncSender<Job>,
+    /// Buffers written and handed back.
+    recycled: Receiver<Vec<u8>>,
+}
+
+impl Writer {
+    /// A buffer to fill: a recycled one, or a new one while fewer than the bound exist.
+    fn buffer(&self) -> Vec<u8> {
+        self.recycled
+            .try_recv()
+            .unwrap_or_else(|_| vec![0; WRITE_CHUNK])
     }
-    Ok(extractor.out)
+
+    /// Queues `job`; fails if the writer stopped (its own error is reported instead).
+    fn send(&self, job: Job) -> Result<(), LayoutError> {
+        self.jobs.send(job).map_err(|_| LayoutError::Archive {
+            reason: "the file writer stopped".to_owned(),
+        })
+    }
+}
+
+/// The writer thread: writes each file's data, sets its mode if needed, starts its
+/// writeback and closes it. Stops at the first error, which it returns.
+fn write_files(jobs: Receiver<Job>, recycle: Sender<Vec<u8>>) -> Result<(), LayoutError> {
+    let mut open: Option<(File, PathBuf, Option<u32>)> = None;
+    for job in jobs {
+        match job {
+            Job::Open { file, path, chmod } => open = Some((file, path, chmod)),
+            Job::Data { buf, len } => {
+                if let Some((file, path, _)) = &mut open {
+                    file.write_all(&buf[..len]).map_err(LayoutError::at(path))?;
+                }
+                let _ = recycle.send(buf); // the extractor may be done: fine
+            }
+            Job::Close => {
+                if let Some((file, path, chmod)) = open.take() {
+                    if let Some(mode) = chmod {
+                        file.set_permissions(Permissions::from_mode(mode))
+                            .map_err(LayoutError::at(&path))?;
+                    }
+                    start_writeback(&file);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks the kernel to start writing `file`'s data to disk now, without waiting: the
+/// bank's final sync (`syncfs`, or an fsync per file) then finds it mostly written.
+/// Only a hint: durability still comes from that sync, which reports any write error.
+fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open.
+        let _ =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
+/// The process's umask, from `/proc/self/status` (reading it with `umask(2)` would set
+/// it, racing other threads); `None` where that is not available.
+fn umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// The state of one extraction.
@@ -294,8 +428,11 @@ struct Extractor<'a> {
     parents: ParentCache,
     /// What [`finish`] still has to do.
     out: Extracted,
-    /// The copy buffer, [`WRITE_CHUNK`] bytes.
-    buf: Vec<u8>,
+    /// The writer thread, which writes the file data.
+    writer: Writer,
+    /// Permission bits the umask removes from a file's mode at creation (all of
+    /// [`PERMISSION_BITS`] if the umask is unknown): a mode touching them is set again.
+    chmod_mask: u32,
     /// The bounds.
     limits: &'a Limits,
     /// File data bytes still allowed.
@@ -382,33 +519,40 @@ impl Extractor<'_> {
         self.bytes_left -= size;
         self.parents.ensure(self.bank, path)?;
         let full = self.bank.join(path);
-        let mut file = create_replacing(name, &full, |p| {
+        // Created with its mode (only the owner may write a bank anyway, and the creating
+        // descriptor may write whatever the mode says); set again if the umask narrowed it.
+        let file = create_replacing(name, &full, |p| {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o600)
+                .mode(mode)
                 .open(p)
+        })?;
+        let chmod = (mode & self.chmod_mask != 0).then_some(mode);
+        self.writer.send(Job::Open {
+            file,
+            path: full,
+            chmod,
         })?;
         let mut written = 0u64;
         loop {
-            let n = fill(data, &mut self.buf).map_err(|e| archive_at(name, e))?;
-            if n == 0 {
-                break;
+            let mut buf = self.writer.buffer();
+            let n = fill(data, &mut buf).map_err(|e| archive_at(name, e))?;
+            if n > 0 {
+                self.writer.send(Job::Data { buf, len: n })?;
             }
-            file.write_all(&self.buf[..n])
-                .map_err(LayoutError::at(&full))?;
             written += n as u64;
-            if n < self.buf.len() {
+            if n < WRITE_CHUNK {
                 break;
             }
         }
+        self.writer.send(Job::Close)?;
         if written != size {
             return Err(LayoutError::Archive {
                 reason: format!("entry `{name}` ends after {written} of its {size} bytes"),
             });
         }
-        file.set_permissions(Permissions::from_mode(mode))
-            .map_err(LayoutError::at(&full))
+        Ok(())
     }
 
     /// Creates the folder `path` with its mode; a mode without owner rwx is applied

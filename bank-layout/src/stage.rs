@@ -13,12 +13,14 @@ use crate::{ArchiveFormat, BankRecord, LayoutError, extract, fsutil};
 
 /// Bytes read from the source per chunk: large enough that channel and syscall costs
 /// vanish next to hashing and decompression, small enough that the chunks in flight
-/// (see [`CHANNEL_DEPTH`]) stay a few MiB.
-const CHUNK_SIZE: usize = 256 * 1024;
+/// (see [`CHANNEL_DEPTH`]) stay well under a MiB.
+const CHUNK_SIZE: usize = 128 * 1024;
 
-/// Chunks queued between the reader and the extractor: 8 × 256 KiB = 2 MiB lets the
-/// reader run ahead over short stalls (a big file write) without growing memory.
-const CHANNEL_DEPTH: usize = 8;
+/// Chunks queued between the reader and the extractor: 3 × 128 KiB lets the reader run
+/// ahead over short stalls without growing memory (at most `CHANNEL_DEPTH + 2` chunks
+/// exist). Deeper queues bought nothing measurable: the source's own buffers (the
+/// kernel's socket buffer, the page cache) absorb longer stalls, outside our memory.
+const CHANNEL_DEPTH: usize = 3;
 
 /// Least compressed bytes between two progress calls: often enough for a bar, rare
 /// enough to cost nothing.

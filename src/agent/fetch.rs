@@ -26,8 +26,11 @@ use crate::progress::{Meter, ProgressReport, SharedMeter};
 const MAX_RESUMES: u32 = 8;
 /// First pause before a resume; doubles per failed try, up to the rate window.
 const RESUME_BACKOFF: Duration = Duration::from_millis(250);
-/// Chunks buffered between the network and the stager (bounded memory).
-const CHUNK_QUEUE: usize = 16;
+/// Chunks buffered between the network and the stager (bounded memory). A chunk is
+/// what hyper read at once, up to its ~400 KiB read buffer, and holds that buffer
+/// until it is consumed: 16 of them were 8 MiB of the agent's peak while staging
+/// (heaptrack). Two keep the stager fed; the kernel's socket buffer holds the rest.
+const CHUNK_QUEUE: usize = 2;
 
 /// What every HTTPS client of the agent is built from (system roots plus
 /// `[tls] ca_certs`, `[proxy]`, the connect timeout), read once so that a
