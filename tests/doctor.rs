@@ -1,17 +1,22 @@
 //! `bankswap doctor` (SPEC §12): one line per check, `ok` or `FAIL` with the
-//! fix, exit 1 when any fails. One test per failure that loopback can make,
-//! and an all-green run against a live console.
+//! fix, exit 1 when any fails. One test per failure that loopback, a small
+//! tmpfs or a clock moved by faketime can make, and an all-green run against a
+//! live console.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 
 use crate::support::live::{ConsoleProcess, Live};
+use crate::support::proxy::ConnectProxy;
 use crate::support::tls::TestCa;
+use crate::support::tmpfs::on_small_tmpfs;
 use crate::support::{Run, World, run, run_ok};
 
 /// Writes an agent config; `ca` is the `[tls] ca_certs` entry, if any.
@@ -323,4 +328,146 @@ fn syslog_server_not_listening_fails() {
         "{}",
         out.stdout
     );
+}
+
+#[test]
+fn a_proxy_refusing_the_credentials_is_named() {
+    let live = live_with_release();
+    let proxy = ConnectProxy::start("agent", "s3cret");
+    let password = live.w.path("proxy-password");
+    fs::write(&password, "wrong\n").expect("password file");
+    let config = live_config(
+        &live,
+        &format!(
+            "[proxy]\nurl = \"http://127.0.0.1:{}\"\nusername = \"agent\"\npassword_file = \"{}\"\n",
+            proxy.port,
+            password.display()
+        ),
+    );
+    let out = doctor(&config);
+    assert!(
+        line(&out, "proxy tcp").starts_with("ok    "),
+        "{}",
+        out.stdout
+    );
+    assert_check_fails_with_fix(
+        &out,
+        "proxy + tls",
+        "the proxy refused the credentials",
+        "check [proxy] username and password_file",
+    );
+    assert!(
+        proxy.refused.load(Ordering::SeqCst) >= 1,
+        "the proxy was asked"
+    );
+    assert_eq!(proxy.tunnels.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_root_with_too_little_free_space_fails_with_how_much_to_free() {
+    let w = World::new();
+    // The root on a 16 MiB tmpfs: less than the 64 MiB doctor wants free.
+    let config = w.path("agent.toml");
+    fs::write(
+        &config,
+        format!(
+            "console = \"https://127.0.0.1:1\"\nroot = \"{}\"\ntrusted_keys = [\"{}\"]\n",
+            w.path("mnt/root").display(),
+            w.public("release"),
+        ),
+    )
+    .expect("config");
+    let read = on_small_tmpfs(
+        &w,
+        "16m",
+        &[("C", &config)],
+        r#""$B" init --config "$C"
+code=0; "$B" doctor --config "$C" > "$O/doctor" 2> "$O/stderr" || code=$?
+echo "$code" > "$O/code"
+"#,
+    );
+    let out = Run {
+        code: read("code").trim().parse().expect("exit code"),
+        stdout: read("doctor"),
+        stderr: read("stderr"),
+    };
+    assert_check_fails_with_fix(&out, "root", "MiB free", "free at least 64 MiB");
+    let root = line(&out, "root");
+    assert!(root.contains("mnt/root has 1"), "{root}");
+}
+
+#[test]
+fn an_expired_agent_certificate_says_enroll_again_with_a_new_token() {
+    // Certificates of 2 minutes; the console's own server certificate lasts years.
+    let live = Live::with_console_args(&["--cert-lifetime", "2m"]);
+    live.publish_sleeper("1.0.0");
+    let token = live.w.path("token");
+    let out = run_ok([
+        "console",
+        "token",
+        "create",
+        "--data",
+        &live.data.display().to_string(),
+    ]);
+    fs::write(&token, out.stdout).expect("token file");
+    // A top-level key: before the `[tls]` table of the config.
+    let config = config(
+        &live.w,
+        &live.console.url,
+        Some(&live.ca.ca_pem),
+        &live.w.public("release"),
+    );
+    let text = fs::read_to_string(&config).expect("config");
+    let token_line = format!("enrollment_token_file = \"{}\"\n", token.display());
+    fs::write(&config, format!("{token_line}{text}")).expect("config");
+    init(&config);
+    let root = live.w.path("root");
+    run_ok([
+        "console",
+        "enroll",
+        "--root",
+        &root.display().to_string(),
+        "--console",
+        &live.console.url,
+        "--token-file",
+        &token.display().to_string(),
+        "--ca-cert",
+        &live.ca.ca_pem.display().to_string(),
+    ]);
+    let now = doctor(&config);
+    assert!(
+        line(&now, "certificate").starts_with("ok    "),
+        "{}",
+        now.stdout
+    );
+
+    // An hour later (faketime): the agent was off past its certificate's lifetime.
+    let out: Run = Command::new("faketime")
+        .args(["-f", "+1h", env!("CARGO_BIN_EXE_bankswap")])
+        .args(["doctor", "--config", &config.display().to_string()])
+        .env_remove("BANKSWAP_LOG")
+        .output()
+        .expect("faketime runs (Debian package faketime)")
+        .into();
+    assert_check_fails_with_fix(
+        &out,
+        "certificate",
+        "the agent certificate expired at",
+        "bankswap console token create",
+    );
+    let certificate = line(&out, "certificate");
+    assert!(
+        certificate.contains("enroll again") && certificate.contains(&token.display().to_string()),
+        "{certificate}"
+    );
+    // The console's certificate is still good; only this clock, an hour ahead
+    // of the console's, fails besides.
+    assert!(line(&out, "tls").starts_with("ok    "), "{}", out.stdout);
+    let failed: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL  "))
+        .collect();
+    assert_eq!(failed.len(), 2, "{}", out.stdout);
+    assert!(line(&out, "clock").starts_with("FAIL  "), "{}", out.stdout);
 }

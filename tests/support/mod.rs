@@ -320,8 +320,10 @@ impl Snapshot {
 pub mod console;
 pub mod https;
 pub mod live;
+pub mod proxy;
 pub mod selfupdate;
 pub mod tls;
+pub mod tmpfs;
 pub mod wait;
 
 /// The signed manifest of the `stable` channel in the data folder `data`.
