@@ -76,11 +76,16 @@ pub(crate) fn listen_config(extra: &str) -> String {
 
 /// One HTTP/1.1 request on a new connection; the body, or why it failed.
 pub(crate) fn get(port: u16) -> Result<String, String> {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
+    get_on(stream)
+}
+
+/// One HTTP/1.1 request on `stream` (a TCP or Unix connection, its read
+/// timeout set); the body of a 200, or why it failed.
+pub(crate) fn get_on(mut stream: impl Read + Write) -> Result<String, String> {
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .map_err(|e| format!("write: {e}"))?;
