@@ -34,18 +34,7 @@ pub(crate) fn hello_payload() -> PathBuf {
 /// line. The config asks for port 0: a port picked by the test and bound later by the
 /// agent could be taken meanwhile by another test running in parallel.
 pub(crate) fn bound_port(agent: &AgentProcess) -> u16 {
-    agent.wait_log("listening name=http");
-    let log = agent.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("listening name=http"))
-        .expect("listening line");
-    line.split("bound=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("no bound port in `{line}`"))
+    crate::support::selfupdate::bound_port_after(agent, 0)
 }
 
 /// Publishes hello-payload as `version`, stripped: the debug build is ~30 MB, of
