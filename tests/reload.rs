@@ -116,6 +116,16 @@ impl Setup {
         .expect("rewrite the config");
     }
 
+    /// The agent log's first `reload refused` line, which must be there.
+    fn refusal_line(&self) -> String {
+        self.agent
+            .log()
+            .lines()
+            .find(|l| l.contains("reload refused"))
+            .map(str::to_string)
+            .expect("refusal logged")
+    }
+
     fn sighup(&self) {
         signal(self.agent.child.as_ref().expect("agent runs"), libc::SIGHUP);
     }
@@ -335,13 +345,7 @@ fn a_broken_config_is_refused_naming_the_key_and_the_running_one_stays() {
     assert!(!error.contains('\n'), "{reload}");
     // The refusal itself still goes to the running syslog target.
     wait_datagram(&target, "reload refused");
-    let line = s
-        .agent
-        .log()
-        .lines()
-        .find(|l| l.contains("reload refused"))
-        .map(str::to_string)
-        .expect("refusal logged");
+    let line = s.refusal_line();
     assert!(line.contains("poll_interval"), "{line}");
 
     // A config whose syslog target cannot be opened is refused too, whole.
@@ -588,13 +592,7 @@ fn a_listen_port_in_use_refuses_the_reload_and_nothing_changes() {
     );
     // Status is set by the core; the line is logged once the reloader hears back.
     s.agent.wait_log("reload refused");
-    let line = s
-        .agent
-        .log()
-        .lines()
-        .find(|l| l.contains("reload refused"))
-        .map(str::to_string)
-        .expect("refusal logged");
+    let line = s.refusal_line();
     assert!(line.contains(&address), "{line}");
     assert_eq!(s.payload_line("1.0.0"), before);
 
