@@ -299,16 +299,8 @@ su_setup() {
 }
 
 camp_start_op_selfupdate() {
-  cat >"$CAMP_W/agent-su.toml" <<EOF
-console = "$SU_URL"
-root = "$ROOT"
-trusted_keys = ["$CAMP_W/release.pub"]
-poll_interval = "2s"
-max_delay = "0s"
-[health]
-grace = "$CAMP_GRACE"
-[tls]
-ca_certs = ["$CA"]
+  camp_write_config "$ROOT" "$CAMP_W/agent-su.toml" "$SU_URL"
+  cat >>"$CAMP_W/agent-su.toml" <<EOF
 [self_update]
 enabled = true
 grace = "$SU_GRACE"

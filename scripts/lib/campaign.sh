@@ -345,10 +345,11 @@ camp_check_after_cut() {
   OUTCOME="$S_ACTIVE${S_PHASE:+ $S_PHASE}"
 }
 
-# camp_write_config ROOT CONFIG
+# camp_write_config ROOT CONFIG [URL]: the agent config for ROOT, polling the
+# console at URL (default CONSOLE_URL).
 camp_write_config() {
   cat >"$2" <<EOF
-console = "$CONSOLE_URL"
+console = "${3:-$CONSOLE_URL}"
 root = "$1"
 trusted_keys = ["$CAMP_W/release.pub"]
 poll_interval = "2s"
