@@ -59,20 +59,7 @@ camp_hook_prepare() {
 camp_hook_cut() { :; } # a kill loses nothing the kernel holds
 camp_hook_finish() { rm -rf "$W/root"; }
 
-cleanup() {
-  camp_cleanup_procs
-  if [ -n "${W:-}" ]; then
-    if [ "${KEEP:-0}" = 1 ]; then camp_log "kept $W (KEEP=1)"; else rm -rf "$W"; fi
-  fi
-}
-
-camp_seed "$SEED"
-camp_binary
-parent="${CRASH_DIR:-/var/tmp}"
-mkdir -p "$parent"
-W="$(mktemp -d "$parent/bankswap-crash.XXXXXX")"
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+camp_kill_start bankswap-crash
 mkdir -p "$W/logs"
 echo "crash-test: part 2: a running agent updating 2.0.0 -> 3.0.0, $KILLS kills (seed $SEED), bankswap $BIN, work folder $W"
 camp_setup "$W"

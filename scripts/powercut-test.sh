@@ -299,16 +299,8 @@ su_setup() {
 }
 
 camp_start_op_selfupdate() {
-  cat >"$CAMP_W/agent-su.toml" <<EOF
-console = "$SU_URL"
-root = "$ROOT"
-trusted_keys = ["$CAMP_W/release.pub"]
-poll_interval = "2s"
-max_delay = "0s"
-[health]
-grace = "$CAMP_GRACE"
-[tls]
-ca_certs = ["$CA"]
+  camp_write_config "$ROOT" "$CAMP_W/agent-su.toml" "$SU_URL"
+  cat >>"$CAMP_W/agent-su.toml" <<EOF
 [self_update]
 enabled = true
 grace = "$SU_GRACE"
@@ -403,19 +395,13 @@ su_settled() {
 # and settles: the new build committed, or marked bad and the installed one running)
 # and one whole payload version, and the agent state still points at whole data.
 camp_check_restart_selfupdate() {
-  local root="$1" log="$2" line version bank rc=0 exe
+  local root="$1" log="$2" rc=0 started=0 exe
   : >"$log"
   camp_start_op_selfupdate "$log"
-  if ! camp_wait "the restarted agent to start a payload" "$CAMP_DEADLINE_S" camp_log_has "$log" 'running .*version=.*bank='; then
-    CAMP_WHY="restart: no payload started within ${CAMP_DEADLINE_S}s: $(camp_plain "$log" | tail -3 | tr '\n' ' ')"
-    camp_stop_agent "$AGENT_PID"
+  camp_restarted_payload "$root" "$log" 'running .*version=.*bank=' || started=$?
+  if ((started == 1)); then
     return 1
-  fi
-  line="$(camp_plain "$log" | grep -E -m1 'running .*version=.*bank=')"
-  version="$(sed -n 's/.*version="\{0,1\}\([^" ]*\)"\{0,1\}.*/\1/p' <<<"$line")"
-  bank="$(sed -n 's/.*bank="\{0,1\}\(Bank[12]\).*/\1/p' <<<"$line")"
-  if ! camp_bank_is "$root" "$bank" "$version"; then
-    CAMP_WHY="restart: the agent started $version from $bank: $CAMP_WHY"
+  elif ((started == 2)); then
     rc=1
   elif ! camp_wait "the restarted agent's build to settle" "$CAMP_DEADLINE_S" su_settled "$root"; then
     CAMP_WHY="restart: the agent's build did not settle within ${CAMP_DEADLINE_S}s (agent ${SU_VERSION_NOW:-?}): $(camp_plain "$log" | grep -E 'ERROR|WARN' | tail -2 | tr '\n' ' ')"

@@ -54,21 +54,7 @@ POINTS=(before-replace before-exec before-commit)
 # Payload files besides bin/app: the payload is not what this campaign is about.
 CAMP_FILES=4
 
-cleanup() {
-  camp_cleanup_procs
-  if [ -n "${W:-}" ]; then
-    if [ "${KEEP:-0}" = 1 ]; then camp_log "kept $W (KEEP=1)"; else rm -rf "$W"; fi
-  fi
-}
-
-camp_seed "$SEED"
-camp_binary
-parent="${CRASH_DIR:-/var/tmp}"
-mkdir -p "$parent"
-W="$(mktemp -d "$parent/bankswap-su-crash.XXXXXX")"
-CAMP_W="$W"
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+camp_kill_start bankswap-su-crash
 ROOT="$W/root"
 LOG="$W/agent.log"
 
@@ -77,15 +63,7 @@ LOG="$W/agent.log"
 "$BIN" keygen --out "$W/release" >/dev/null
 camp_payload "$W/payload/1.0.0" 1.0.0
 "$BIN" publish --key "$W/release.key" --payload "$W/payload/1.0.0" --version 1.0.0 --entrypoint bin/app --to "$W/data" >/dev/null
-"$BIN" console cert --out "$W/tls" >/dev/null
-CA="$W/tls/ca.pem"
-: >"$W/console.out"
-BANKSWAP_LOG=info "$BIN" console serve --data "$W/data" --listen 127.0.0.1:0 \
-  --tls-cert "$W/tls/server.pem" --tls-key "$W/tls/server.key" >"$W/console.out" 2>>"$W/console.log" &
-camp_track $!
-camp_wait "the console's address" 30 grep -q '^listening on https://' "$W/console.out" ||
-  camp_die "the console did not start: $(tail -5 "$W/console.log")"
-CONSOLE_URL="$(sed -n 's|^listening on \(https://[^ ]*\).*|\1|p' "$W/console.out" | head -1)"
+camp_start_console "$W" "$W/data"
 # The build published: the same program as another (smaller) file.
 strip -o "$W/build" "$BIN" 2>/dev/null || cp "$BIN" "$W/build"
 chmod 755 "$W/build"

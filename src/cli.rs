@@ -365,15 +365,24 @@ pub struct RolloutArgs {
     /// For status only: read a console data folder instead.
     #[arg(long, value_name = "DIR", global = true)]
     pub data: Option<PathBuf>,
+    /// How to reach --console.
+    #[command(flatten)]
+    pub access: AdminAccess,
+    /// Print JSON (the objects of `GET /v1/rollouts`).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The admin token and trust for a running console (`console rollout`,
+/// `console channel`).
+#[derive(Debug, Args)]
+pub struct AdminAccess {
     /// A file whose first line is an admin token, for --console (else BANKSWAP_TOKEN).
     #[arg(long, value_name = "FILE", global = true)]
     pub token_file: Option<PathBuf>,
     /// Extra CA certificate (PEM) to trust for --console.
     #[arg(long, value_name = "FILE", global = true)]
     pub ca_cert: Option<PathBuf>,
-    /// Print JSON (the objects of `GET /v1/rollouts`).
-    #[arg(long, global = true)]
-    pub json: bool,
 }
 
 /// `bankswap console channel ...`.
@@ -385,12 +394,9 @@ pub struct ChannelArgs {
     /// The running console.
     #[arg(long, value_name = "URL", global = true)]
     pub console: Option<String>,
-    /// A file whose first line is an admin token (else BANKSWAP_TOKEN).
-    #[arg(long, value_name = "FILE", global = true)]
-    pub token_file: Option<PathBuf>,
-    /// Extra CA certificate (PEM) to trust for --console.
-    #[arg(long, value_name = "FILE", global = true)]
-    pub ca_cert: Option<PathBuf>,
+    /// How to reach --console.
+    #[command(flatten)]
+    pub access: AdminAccess,
     /// Print JSON (the object of `GET /v1/rollouts`).
     #[arg(long, global = true)]
     pub json: bool,

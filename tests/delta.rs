@@ -172,6 +172,23 @@ impl Host {
         assert_eq!(status(&root)["active_version"], "2.0.0");
         bank_files(&root, "Bank1")
     }
+
+    /// The agent root's active bank.
+    fn active_bank(&self) -> String {
+        status(&self.w.path("root"))["active_bank"]
+            .as_str()
+            .expect("bank")
+            .to_owned()
+    }
+
+    /// The agent's active bank holds exactly what v2 installed in full holds.
+    fn assert_active_is_full_install(&self) {
+        let root = self.w.path("root");
+        assert_eq!(
+            bank_files(&root, &self.active_bank()),
+            self.full_install_files()
+        );
+    }
 }
 
 #[test]
@@ -258,12 +275,7 @@ fn an_agent_fetches_only_the_changed_objects_from_a_static_host() {
         )),
         "{text}"
     );
-    let root = host.w.path("root");
-    let active = status(&root)["active_bank"]
-        .as_str()
-        .expect("bank")
-        .to_owned();
-    assert_eq!(bank_files(&root, &active), host.full_install_files());
+    host.assert_active_is_full_install();
 }
 
 #[test]
@@ -298,12 +310,7 @@ fn past_the_ratio_the_agent_downloads_the_full_artifact() {
         reason.contains("above [update] delta_max_ratio 0.001"),
         "{reason}"
     );
-    let root = host.w.path("root");
-    let active = status(&root)["active_bank"]
-        .as_str()
-        .expect("bank")
-        .to_owned();
-    assert_eq!(bank_files(&root, &active), host.full_install_files());
+    host.assert_active_is_full_install();
     drop(host.nginx);
 }
 
@@ -350,13 +357,11 @@ fn a_missing_object_falls_back_to_the_full_artifact() {
         "{reason}"
     );
     assert!(host.agent.status()["last_error"].is_null());
-    let root = host.w.path("root");
-    let active = status(&root)["active_bank"]
-        .as_str()
-        .expect("bank")
-        .to_owned();
-    assert_eq!(bank_files(&root, &active), host.full_install_files());
-    assert!(!root.join(".staging").exists(), "no scratch folder left");
+    host.assert_active_is_full_install();
+    assert!(
+        !host.w.path("root").join(".staging").exists(),
+        "no scratch folder left"
+    );
 }
 
 #[test]
@@ -377,12 +382,7 @@ fn a_host_without_the_index_serves_the_full_artifact() {
         reason.starts_with("no file index: ") && reason.contains("404"),
         "{reason}"
     );
-    let root = host.w.path("root");
-    let active = status(&root)["active_bank"]
-        .as_str()
-        .expect("bank")
-        .to_owned();
-    assert_eq!(bank_files(&root, &active), host.full_install_files());
+    host.assert_active_is_full_install();
 }
 
 /// Offline: v1 and v2 in a bundle, a root running v1 installed from it.
@@ -715,10 +715,7 @@ fn the_console_serves_indexes_and_objects_with_range_and_agents_stage_deltas_fro
 fn a_running_bank_edited_by_hand_is_staged_in_full() {
     let host = Host::start("");
     let root = host.w.path("root");
-    let active = status(&root)["active_bank"]
-        .as_str()
-        .expect("bank")
-        .to_owned();
+    let active = host.active_bank();
     // An unchanged file of v2, edited in the running bank: its record is stale now.
     fs::write(root.join(&active).join("data/file-0010.bin"), "edited").expect("edit");
     let requests = host.update();
@@ -737,9 +734,5 @@ fn a_running_bank_edited_by_hand_is_staged_in_full() {
         log.contains("`data/file-0010.bin` no longer matches its record"),
         "{log}"
     );
-    let active = status(&root)["active_bank"]
-        .as_str()
-        .expect("bank")
-        .to_owned();
-    assert_eq!(bank_files(&root, &active), host.full_install_files());
+    host.assert_active_is_full_install();
 }

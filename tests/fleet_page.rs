@@ -140,16 +140,7 @@ fn the_fleet_page_shows_the_fleet_live_and_filters_sorts_and_escapes_it() {
     assert!(script.header("content-type").starts_with("text/javascript"));
 
     let mut browser = Browser::start(&chromium, &world.path("chromium"));
-    browser.size(1280, 900, false);
-    browser.navigate(&console.url_of("/"));
-    browser.wait(
-        "the login form",
-        "!!document.querySelector('input[name=token]')",
-    );
-    browser.eval(&format!(
-        "document.querySelector('input[name=token]').value = {}; document.querySelector('form').submit(); true",
-        json!(TOKEN)
-    ));
+    log_in(&mut browser, &console.url_of("/"));
     browser.wait(
         "the fleet rendered after login",
         "location.pathname === '/' && Number(document.body.dataset.refreshes) >= 1 \
@@ -459,16 +450,7 @@ fn the_pause_and_resume_buttons_act_on_a_real_rollout() {
     wait_for("the rollout running", || state(&get) == "running");
 
     let mut browser = Browser::start(&chromium, &world.path("chromium"));
-    browser.size(1280, 900, false);
-    browser.navigate(&console.url_of("/"));
-    browser.wait(
-        "the login form",
-        "!!document.querySelector('input[name=token]')",
-    );
-    browser.eval(&format!(
-        "document.querySelector('input[name=token]').value = {}; document.querySelector('form').submit(); true",
-        json!(TOKEN)
-    ));
+    log_in(&mut browser, &console.url_of("/"));
     browser.wait(
         "the running rollout on the page",
         "!!document.querySelector('.channel[data-channel=\"stable\"] button.rollout-pause')",
@@ -535,6 +517,20 @@ fn rollouts_fixture() -> Value {
 }
 
 /// The text of one agent's cell (`col` is the column key), "" if absent.
+/// At 1280x900, opens `url` (the console's `/`) and logs in with the admin token.
+fn log_in(browser: &mut Browser, url: &str) {
+    browser.size(1280, 900, false);
+    browser.navigate(url);
+    browser.wait(
+        "the login form",
+        "!!document.querySelector('input[name=token]')",
+    );
+    browser.eval(&format!(
+        "document.querySelector('input[name=token]').value = {}; document.querySelector('form').submit(); true",
+        json!(TOKEN)
+    ));
+}
+
 fn cell(browser: &mut Browser, id: &str, col: &str) -> String {
     let js = format!(
         "(document.querySelector('#agents tr[data-agent=\"{id}\"] td[data-col=\"{col}\"]') || {{}}).textContent"

@@ -5,13 +5,9 @@
 //! --online-only`). Each script prints its counts and seed and exits 1 on any
 //! broken root; the full campaigns run 200 of each.
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::wait;
+use crate::support::campaign::{self, tail};
 
 /// Cuts in the suite's power-cut campaign (`BANKSWAP_POWERCUT_CUTS` overrides).
 const CUTS: u32 = 20;
@@ -30,7 +26,11 @@ const PHASES: [&str; 5] = ["apply", "online", "rollback", "selfupdate", "identit
 #[test]
 fn power_cuts_during_apply_update_rollback_self_update_and_enrollment_leave_one_whole_version() {
     let cuts = env_count("BANKSWAP_POWERCUT_CUTS").unwrap_or(CUTS);
-    let (code, stdout, stderr) = campaign("powercut-test.sh", &["--cuts", &cuts.to_string()]);
+    let (code, stdout, stderr) = campaign::run(
+        "powercut-test.sh",
+        &["--cuts", &cuts.to_string()],
+        CAMPAIGN_DEADLINE,
+    );
     if code == Some(EXIT_UNAVAILABLE) {
         let why = stderr
             .lines()
@@ -67,9 +67,10 @@ fn power_cuts_during_apply_update_rollback_self_update_and_enrollment_leave_one_
 #[test]
 fn sigkill_during_online_update_leaves_one_whole_version() {
     let kills = env_count("BANKSWAP_CRASH_KILLS").unwrap_or(KILLS);
-    let (code, stdout, stderr) = campaign(
+    let (code, stdout, stderr) = campaign::run(
         "crash-test.sh",
         &["--kills", &kills.to_string(), "--online-only"],
+        CAMPAIGN_DEADLINE,
     );
     assert_eq!(
         code,
@@ -83,60 +84,6 @@ fn sigkill_during_online_update_leaves_one_whole_version() {
     );
 }
 
-/// Runs `scripts/SCRIPT ARGS` with this build's binary, within [`CAMPAIGN_DEADLINE`];
-/// returns its exit code, stdout and stderr, and echoes stdout (the counts) to the test log.
-fn campaign(script: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(repo.join("scripts").join(script))
-        .args(args)
-        .current_dir(repo)
-        .env("BANKSWAP_BIN", env!("CARGO_BIN_EXE_bankswap"))
-        .env_remove("BANKSWAP_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run scripts/{script}: {e}"));
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let stdout = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let Some(status) = wait::exit_of(&mut child, CAMPAIGN_DEADLINE) else {
-        // SAFETY: kill(2) of the process group we created for the child.
-        unsafe {
-            libc::kill(-(child.id() as i32), libc::SIGTERM);
-        }
-        let _ = child.wait();
-        panic!(
-            "scripts/{script} ran longer than {CAMPAIGN_DEADLINE:?}:\n{}",
-            tail(&stderr.join().unwrap_or_default(), 30)
-        );
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    eprintln!(
-        "scripts/{script} {} ({:?}):\n{stdout}",
-        args.join(" "),
-        started.elapsed()
-    );
-    (status.code(), stdout, stderr)
-}
-
 fn env_count(name: &str) -> Option<u32> {
     std::env::var(name).ok()?.trim().parse().ok()
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -7,7 +7,6 @@
 //! naming the key, and the running settings stay.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use crate::support::live::{AgentProcess, AgentSettings, ConsoleProcess, Live, si
 use crate::support::selfupdate::payload_pid as running_pid;
 use crate::support::tls::{TestCa, make_test_ca};
 use crate::support::{World, run, run_ok};
-use crate::swap::{Load, bound_port, get, listen_config, publish_hello};
+use crate::swap::{Load, bound_port, get, get_on, listen_config, publish_hello};
 
 /// A console that ends held requests after a second, so that the agent's own
 /// poll interval decides when it asks next.
@@ -117,6 +116,16 @@ impl Setup {
         .expect("rewrite the config");
     }
 
+    /// The agent log's first `reload refused` line, which must be there.
+    fn refusal_line(&self) -> String {
+        self.agent
+            .log()
+            .lines()
+            .find(|l| l.contains("reload refused"))
+            .map(str::to_string)
+            .expect("refusal logged")
+    }
+
     fn sighup(&self) {
         signal(self.agent.child.as_ref().expect("agent runs"), libc::SIGHUP);
     }
@@ -140,12 +149,22 @@ impl Setup {
         words
     }
 
-    fn restart_payload(&self) -> crate::support::Run {
-        run([
+    /// `bankswap restart-payload`, which must exit 0 (else the agent's log says why).
+    fn restart_payload_succeeds(&self) -> crate::support::Run {
+        let out = run([
             "restart-payload",
             "--root",
             &self.agent.root.display().to_string(),
-        ])
+        ]);
+        assert_eq!(
+            out.code,
+            0,
+            "{}{}\n{}",
+            out.stdout,
+            out.stderr,
+            self.agent.log()
+        );
+        out
     }
 
     /// Waits until `status.reload` is from a reload after `before` (its `at` differs, or it appears).
@@ -326,13 +345,7 @@ fn a_broken_config_is_refused_naming_the_key_and_the_running_one_stays() {
     assert!(!error.contains('\n'), "{reload}");
     // The refusal itself still goes to the running syslog target.
     wait_datagram(&target, "reload refused");
-    let line = s
-        .agent
-        .log()
-        .lines()
-        .find(|l| l.contains("reload refused"))
-        .map(str::to_string)
-        .expect("refusal logged");
+    let line = s.refusal_line();
     assert!(line.contains("poll_interval"), "{line}");
 
     // A config whose syslog target cannot be opened is refused too, whole.
@@ -436,23 +449,11 @@ fn alive(pid: u32) -> bool {
 
 /// One HTTP request on the Unix socket at `path`; the body, or why it failed.
 fn get_unix(path: &Path) -> Result<String, String> {
-    let mut stream = UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
+    let stream = UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| format!("read: {e}"))?;
-    response
-        .split("\r\n\r\n")
-        .nth(1)
-        .map(|body| body.trim().to_string())
-        .filter(|_| response.starts_with("HTTP/1.1 200"))
-        .ok_or_else(|| format!("status: {}", response.lines().next().unwrap_or("(empty)")))
+    get_on(stream)
 }
 
 #[test]
@@ -550,15 +551,7 @@ fn payload_env_from_a_reload_applies_at_restart_payload_and_not_before() {
     let old_pid: u32 = before[0].parse().expect("pid");
     assert!(alive(old_pid));
 
-    let out = s.restart_payload();
-    assert_eq!(
-        out.code,
-        0,
-        "{}{}\n{}",
-        out.stdout,
-        out.stderr,
-        s.agent.log()
-    );
+    let out = s.restart_payload_succeeds();
     assert!(
         out.stdout.contains("restarted the payload: 1.0.0 in "),
         "{}",
@@ -599,26 +592,12 @@ fn a_listen_port_in_use_refuses_the_reload_and_nothing_changes() {
     );
     // Status is set by the core; the line is logged once the reloader hears back.
     s.agent.wait_log("reload refused");
-    let line = s
-        .agent
-        .log()
-        .lines()
-        .find(|l| l.contains("reload refused"))
-        .map(str::to_string)
-        .expect("refusal logged");
+    let line = s.refusal_line();
     assert!(line.contains(&address), "{line}");
     assert_eq!(s.payload_line("1.0.0"), before);
 
     // Nothing was applied: the next start has the old env and no socket.
-    let out = s.restart_payload();
-    assert_eq!(
-        out.code,
-        0,
-        "{}{}\n{}",
-        out.stdout,
-        out.stderr,
-        s.agent.log()
-    );
+    s.restart_payload_succeeds();
     let mut after = before.clone();
     s.agent.wait_until("the restarted payload's pid file", || {
         after = s.payload_line("1.0.0");

@@ -34,18 +34,7 @@ pub(crate) fn hello_payload() -> PathBuf {
 /// line. The config asks for port 0: a port picked by the test and bound later by the
 /// agent could be taken meanwhile by another test running in parallel.
 pub(crate) fn bound_port(agent: &AgentProcess) -> u16 {
-    agent.wait_log("listening name=http");
-    let log = agent.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("listening name=http"))
-        .expect("listening line");
-    line.split("bound=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("no bound port in `{line}`"))
+    crate::support::selfupdate::bound_port_after(agent, 0)
 }
 
 /// Publishes hello-payload as `version`, stripped: the debug build is ~30 MB, of
@@ -76,11 +65,16 @@ pub(crate) fn listen_config(extra: &str) -> String {
 
 /// One HTTP/1.1 request on a new connection; the body, or why it failed.
 pub(crate) fn get(port: u16) -> Result<String, String> {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
+    get_on(stream)
+}
+
+/// One HTTP/1.1 request on `stream` (a TCP or Unix connection, its read
+/// timeout set); the body of a 200, or why it failed.
+pub(crate) fn get_on(mut stream: impl Read + Write) -> Result<String, String> {
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .map_err(|e| format!("write: {e}"))?;

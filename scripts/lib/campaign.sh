@@ -180,6 +180,43 @@ camp_cleanup_procs() {
 
 # ----- the world ---------------------------------------------------------------------
 
+# camp_start_console DIR DATA: a console on loopback TLS serving DATA, its
+# certificates in DIR/tls, its output in DIR/console.out and DIR/console.log.
+# Sets CA and CONSOLE_URL.
+camp_start_console() {
+  local dir="$1" data="$2"
+  "$BIN" console cert --out "$dir/tls" >/dev/null
+  CA="$dir/tls/ca.pem"
+  : >"$dir/console.out"
+  BANKSWAP_LOG=info "$BIN" console serve --data "$data" --listen 127.0.0.1:0 \
+    --tls-cert "$dir/tls/server.pem" --tls-key "$dir/tls/server.key" >"$dir/console.out" 2>>"$dir/console.log" &
+  camp_track $!
+  camp_wait "the console's address" 30 grep -q '^listening on https://' "$dir/console.out" ||
+    camp_die "the console did not start: $(tail -5 "$dir/console.log")"
+  CONSOLE_URL="$(sed -n 's|^listening on \(https://[^ ]*\).*|\1|p' "$dir/console.out" | head -1)"
+}
+
+# camp_kill_start NAME: the start of a SIGKILL campaign (crash-test.sh,
+# selfupdate-crash-test.sh): seeds the generator with SEED, finds BIN, makes
+# W = CAMP_W = a fresh work folder NAME.XXXXXX under CRASH_DIR (default /var/tmp),
+# and traps EXIT to stop what the campaign started and remove W (kept with KEEP=1).
+camp_kill_start() {
+  camp_seed "$SEED"
+  camp_binary
+  local parent="${CRASH_DIR:-/var/tmp}"
+  mkdir -p "$parent"
+  W="$(mktemp -d "$parent/$1.XXXXXX")"
+  CAMP_W="$W"
+  trap camp_kill_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+camp_kill_cleanup() {
+  camp_cleanup_procs
+  if [ -n "${W:-}" ]; then
+    if [ "${KEEP:-0}" = 1 ]; then camp_log "kept $W (KEEP=1)"; else rm -rf "$W"; fi
+  fi
+}
+
 # camp_binary: BIN = $BANKSWAP_BIN, or the dev build (built here).
 camp_binary() {
   if [ -n "${BANKSWAP_BIN:-}" ]; then
@@ -229,15 +266,7 @@ camp_setup() {
   "$BIN" apply --root "$TEMPLATE" --bundle "$w/d2" --trust "$w/release.pub" >/dev/null
   camp_bank_is "$TEMPLATE" Bank1 1.0.0 && camp_bank_is "$TEMPLATE" Bank2 2.0.0 ||
     camp_die "the template root is not 1.0.0 + 2.0.0: $CAMP_WHY"
-  "$BIN" console cert --out "$w/tls" >/dev/null
-  CA="$w/tls/ca.pem"
-  : >"$w/console.out"
-  BANKSWAP_LOG=info "$BIN" console serve --data "$w/d3" --listen 127.0.0.1:0 \
-    --tls-cert "$w/tls/server.pem" --tls-key "$w/tls/server.key" >"$w/console.out" 2>>"$w/console.log" &
-  camp_track $!
-  camp_wait "the console's address" 30 grep -q '^listening on https://' "$w/console.out" ||
-    camp_die "the console did not start: $(tail -5 "$w/console.log")"
-  CONSOLE_URL="$(sed -n 's|^listening on \(https://[^ ]*\).*|\1|p' "$w/console.out" | head -1)"
+  camp_start_console "$w" "$w/d3"
   camp_log "console at $CONSOLE_URL serving 3.0.0; template root: 1.0.0 in Bank1, 2.0.0 active in Bank2"
 }
 
@@ -316,10 +345,11 @@ camp_check_after_cut() {
   OUTCOME="$S_ACTIVE${S_PHASE:+ $S_PHASE}"
 }
 
-# camp_write_config ROOT CONFIG
+# camp_write_config ROOT CONFIG [URL]: the agent config for ROOT, polling the
+# console at URL (default CONSOLE_URL).
 camp_write_config() {
   cat >"$2" <<EOF
-console = "$CONSOLE_URL"
+console = "${3:-$CONSOLE_URL}"
 root = "$1"
 trusted_keys = ["$CAMP_W/release.pub"]
 poll_interval = "2s"
@@ -347,21 +377,35 @@ camp_committed_v3() {
   camp_status "$1" && [ "$S_ACTIVE" = 3.0.0 ] && [ "$S_PHASE" = committed ]
 }
 
-# camp_check_restart ROOT LOG: check 2 (see the top), with a fresh log LOG.
-camp_check_restart() {
-  local root="$1" log="$2" line version bank rc=0
-  : >"$log"
-  camp_start_agent "$root" "$log"
-  if ! camp_wait "the restarted agent to start a payload" "$CAMP_DEADLINE_S" camp_log_has "$log" 'running .*version=' ; then
+# camp_restarted_payload ROOT LOG PATTERN: waits for the restarted agent's first
+# payload start (a line of LOG matching PATTERN, naming version= and bank=) and
+# checks that the bank holds the version. 0: it does; 1: no start within
+# CAMP_DEADLINE_S (the agent is stopped); 2: the bank holds other data. CAMP_WHY says why.
+camp_restarted_payload() {
+  local root="$1" log="$2" pattern="$3" line version bank
+  if ! camp_wait "the restarted agent to start a payload" "$CAMP_DEADLINE_S" camp_log_has "$log" "$pattern"; then
     CAMP_WHY="restart: no payload started within ${CAMP_DEADLINE_S}s: $(camp_plain "$log" | tail -3 | tr '\n' ' ')"
     camp_stop_agent "$AGENT_PID"
     return 1
   fi
-  line="$(camp_plain "$log" | grep -E -m1 'running .*version=')"
+  line="$(camp_plain "$log" | grep -E -m1 "$pattern")"
   version="$(sed -n 's/.*version="\{0,1\}\([^" ]*\)"\{0,1\}.*/\1/p' <<<"$line")"
   bank="$(sed -n 's/.*bank="\{0,1\}\(Bank[12]\).*/\1/p' <<<"$line")"
   if ! camp_bank_is "$root" "$bank" "$version"; then
     CAMP_WHY="restart: the agent started $version from $bank: $CAMP_WHY"
+    return 2
+  fi
+}
+
+# camp_check_restart ROOT LOG: check 2 (see the top), with a fresh log LOG.
+camp_check_restart() {
+  local root="$1" log="$2" rc=0 started=0
+  : >"$log"
+  camp_start_agent "$root" "$log"
+  camp_restarted_payload "$root" "$log" 'running .*version=' || started=$?
+  if ((started == 1)); then
+    return 1
+  elif ((started == 2)); then
     rc=1
   elif ! camp_wait "the restarted agent to commit 3.0.0" "$CAMP_DEADLINE_S" camp_committed_v3 "$root"; then
     CAMP_WHY="restart: 3.0.0 not committed within ${CAMP_DEADLINE_S}s (status: ${S_ACTIVE:-?} ${S_PHASE:-?}): $(camp_plain "$log" | grep -E 'ERROR|WARN' | tail -2 | tr '\n' ' ')"

@@ -13,7 +13,7 @@ use super::rollout::percent_text;
 use super::rollout_engine::Rollouts;
 use super::rollout_view::{RolloutView, RolloutsView};
 use super::store::{self, FLEET_DB};
-use crate::cli::{ChannelArgs, ChannelCommand, RolloutArgs, RolloutCommand};
+use crate::cli::{AdminAccess, ChannelArgs, ChannelCommand, RolloutArgs, RolloutCommand};
 use crate::error::UsageError;
 
 /// A console that has not answered in this long is reported as down.
@@ -84,8 +84,7 @@ fn ask(
     action: Option<&str>,
     rollback: bool,
 ) -> anyhow::Result<Vec<RolloutView>> {
-    let (client, token, base, runtime) =
-        connect(url, args.token_file.as_deref(), args.ca_cert.as_deref())?;
+    let (client, token, base, runtime) = connect(url, &args.access)?;
     runtime.block_on(async {
         if let (Some(action), Some(channel)) = (action, channel) {
             let mut target = format!("{base}/v1/rollouts/{channel}/{action}");
@@ -109,8 +108,7 @@ fn ask(
 /// The HTTPS client, the admin token and the base URL of `url`, and a runtime to ask with.
 fn connect(
     url: &str,
-    token_file: Option<&Path>,
-    ca_cert: Option<&Path>,
+    access: &AdminAccess,
 ) -> anyhow::Result<(reqwest::Client, String, String, tokio::runtime::Runtime)> {
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         return Err(UsageError::new(format!(
@@ -118,7 +116,7 @@ fn connect(
         ))
         .into());
     }
-    let token = match token_file {
+    let token = match access.token_file.as_deref() {
         Some(file) => super::read_token_file(file, "--token-file")?,
         None => match std::env::var(TOKEN_ENV) {
             Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
@@ -133,7 +131,7 @@ fn connect(
     let mut client = reqwest::Client::builder()
         .use_rustls_tls()
         .timeout(REQUEST_TIMEOUT);
-    if let Some(path) = ca_cert {
+    if let Some(path) = access.ca_cert.as_deref() {
         let pem = std::fs::read(path)
             .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -161,8 +159,7 @@ pub fn run_channel(args: &ChannelArgs) -> anyhow::Result<()> {
     let Some(url) = &args.console else {
         return Err(UsageError::new("give --console URL (and its admin token)").into());
     };
-    let (client, token, base, runtime) =
-        connect(url, args.token_file.as_deref(), args.ca_cert.as_deref())?;
+    let (client, token, base, runtime) = connect(url, &args.access)?;
     let target = format!("{base}/v1/suspensions/{channel}/{action}");
     let body = runtime.block_on(send(client.post(&target).bearer_auth(&token), &target))?;
     let views: RolloutsView =

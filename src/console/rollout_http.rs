@@ -82,11 +82,7 @@ pub async fn act(
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Result<Response, AdminError> {
     let form = form.map(|Form(f)| f).unwrap_or_default();
-    check_csrf_value(&user, &form.csrf)?;
-    let Ok(Path((channel, action))) = path else {
-        return Err(AdminError::BadRequest("bad rollout action URL".into()));
-    };
-    let channel = channel_of(Ok(Path(channel)))?;
+    let (channel, action) = checked_action(&user, &form, path, "rollout")?;
     let action = Action::parse(&action).ok_or_else(|| {
         AdminError::BadRequest(format!(
             "no rollout action `{action}` (pause, resume, abort)"
@@ -144,11 +140,7 @@ pub async fn suspend(
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Result<Response, AdminError> {
     let form = form.map(|Form(f)| f).unwrap_or_default();
-    check_csrf_value(&user, &form.csrf)?;
-    let Ok(Path((channel, action))) = path else {
-        return Err(AdminError::BadRequest("bad channel action URL".into()));
-    };
-    let channel = channel_of(Ok(Path(channel)))?;
+    let (channel, action) = checked_action(&user, &form, path, "channel")?;
     let on = match action.as_str() {
         "suspend" => true,
         "resume" => false,
@@ -175,6 +167,21 @@ pub async fn suspend(
         return Ok((StatusCode::SEE_OTHER, [(LOCATION, "/".to_string())]).into_response());
     }
     Ok(Json(state.rollouts.view()).into_response())
+}
+
+/// The CSRF check of an action form, then the `{channel}/{action}` of its
+/// path with the channel checked; `what` names the action kind in the error.
+fn checked_action(
+    user: &AdminUser,
+    form: &ActionForm,
+    path: Result<Path<(String, String)>, PathRejection>,
+    what: &str,
+) -> Result<(String, String), AdminError> {
+    check_csrf_value(user, &form.csrf)?;
+    let Ok(Path((channel, action))) = path else {
+        return Err(AdminError::BadRequest(format!("bad {what} action URL")));
+    };
+    Ok((channel_of(Ok(Path(channel)))?, action))
 }
 
 /// Whether the request asks for JSON (a script), not a page (a form).

@@ -111,15 +111,7 @@ pub async fn put_artifact(
         &mut std::io::sink(),
     )
     .await?;
-    writer
-        .flush()
-        .await
-        .map_err(|e| AdminError::internal("cannot write the artifact", e))?;
-    let file = writer.into_inner();
-    file.sync_all()
-        .await
-        .map_err(|e| AdminError::internal("cannot write the artifact", e))?;
-    drop(file);
+    flush_and_sync(writer, "cannot write the artifact").await?;
     // A mismatch drops `temp`, which removes the file.
     check_digest(&name, &digest, &actual)?;
     // The one crash-safe write (bank_layout::AtomicFile): rename over, fsync the folder.
@@ -186,15 +178,7 @@ pub async fn put_delta_file(
         DeltaName::Object(_) => &mut unpacked,
     };
     let (actual, size) = copy_hashed(body, &mut writer, limit, what, tap).await?;
-    writer
-        .flush()
-        .await
-        .map_err(|e| AdminError::internal("cannot write the delta file", e))?;
-    let file = writer.into_inner();
-    file.sync_all()
-        .await
-        .map_err(|e| AdminError::internal("cannot write the delta file", e))?;
-    drop(file);
+    flush_and_sync(writer, "cannot write the delta file").await?;
     // A refusal drops `temp`, which removes the file.
     match &name {
         DeltaName::Index(digest) => check_digest(&rest, digest, &actual)?,
@@ -292,6 +276,22 @@ async fn temp_file(
     Ok((temp, tokio::fs::File::from_std(file)))
 }
 
+/// Flushes `writer` and syncs its file to disk, then closes it; `error` is
+/// the message of a failure.
+async fn flush_and_sync(
+    mut writer: BufWriter<tokio::fs::File>,
+    error: &str,
+) -> Result<(), AdminError> {
+    writer
+        .flush()
+        .await
+        .map_err(|e| AdminError::internal(error, e))?;
+    writer
+        .into_inner()
+        .sync_all()
+        .await
+        .map_err(|e| AdminError::internal(error, e))
+}
 /// Copies the body into `out` while hashing it and feeding `tap`; refuses
 /// `what` past `limit` bytes. Returns the sha256 hex and the size.
 async fn copy_hashed<W: AsyncWrite + Unpin>(

@@ -317,6 +317,7 @@ impl Snapshot {
         }
     }
 }
+pub mod campaign;
 pub mod console;
 pub mod https;
 pub mod live;

@@ -75,6 +75,19 @@ fn entries(tar: &[u8]) -> Result<Vec<String>, LayoutError> {
     }
 }
 
+/// `refusal` is the refusal of `holes.img` as a GNU sparse file.
+fn assert_sparse_refused(refusal: LayoutError) {
+    match refusal {
+        LayoutError::UnsupportedEntry { entry, kind } => {
+            assert_eq!(
+                (entry.as_str(), kind.as_str()),
+                ("holes.img", "GNU sparse file")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Entries of every kind of header the guard follows, without the end blocks.
 fn mixed_entries() -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
@@ -312,15 +325,7 @@ fn gnu_sparse_entries_are_refused() {
     tar.extend([0; 4 * BLOCK]);
     let (refusal, passed) = through(&tar, 4096).unwrap_err();
     assert_eq!(passed, 0);
-    match refusal {
-        LayoutError::UnsupportedEntry { entry, kind } => {
-            assert_eq!(
-                (entry.as_str(), kind.as_str()),
-                ("holes.img", "GNU sparse file")
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_sparse_refused(refusal);
 }
 
 #[test]
@@ -343,15 +348,7 @@ fn pax_sparse_files_are_refused_before_their_header() {
     tar.extend([0; 2 * BLOCK]);
     let (refusal, passed) = through(&tar, 4096).unwrap_err();
     assert_eq!(passed, member_at);
-    match refusal {
-        LayoutError::UnsupportedEntry { entry, kind } => {
-            assert_eq!(
-                (entry.as_str(), kind.as_str()),
-                ("holes.img", "GNU sparse file")
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_sparse_refused(refusal);
     assert_eq!(
         pax_sparse_name(b"22 GNU.sparse.size=10\n12 path=a/b\n").as_deref(),
         Some("a/b")

@@ -146,18 +146,23 @@ impl Console {
         })
     }
 
+    /// Whether the console already serves `public` with `size` bytes (a HEAD).
+    async fn serves(&self, public: &str, size: u64) -> anyhow::Result<bool> {
+        let head = self
+            .http
+            .head(public)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await?;
+        Ok(head.status() == StatusCode::OK && head.content_length() == Some(size))
+    }
+
     /// Uploads the archive unless the console already serves it with its size.
     pub fn upload_artifact(&self, packed: &Packed) -> anyhow::Result<()> {
         let public = self.url_of(&format!("artifacts/{}", packed.name()));
         let upload = self.url_of(&format!("admin/artifacts/{}", packed.name()));
         self.runtime.block_on(async {
-            let head = self
-                .http
-                .head(&public)
-                .timeout(REQUEST_TIMEOUT)
-                .send()
-                .await?;
-            if head.status() == StatusCode::OK && head.content_length() == Some(packed.size) {
+            if self.serves(&public, packed.size).await? {
                 return Ok(());
             }
             let file = tokio::fs::File::open(&packed.file)
@@ -196,13 +201,7 @@ impl Console {
                 .await
                 .with_context(|| format!("reading {}", file.display()))?
                 .len();
-            let head = self
-                .http
-                .head(&public)
-                .timeout(REQUEST_TIMEOUT)
-                .send()
-                .await?;
-            if head.status() == StatusCode::OK && head.content_length() == Some(size) {
+            if self.serves(&public, size).await? {
                 return Ok(false);
             }
             let reader = tokio::fs::File::open(file)
