@@ -430,6 +430,12 @@ declare -gA CAMP_COUNT=()
 camp_count() { CAMP_COUNT["$1"]=$((${CAMP_COUNT["$1"]:-0} + 1)); }
 CAMP_BROKEN=0
 CAMP_TOTAL=0
+# Trials voided because the tool under the root failed on its own (see
+# camp_hook_tool_failed), and how many a campaign tolerates before it gives up: a
+# verdict read off a dead file system says nothing about bankswap, either way.
+CAMP_TOOL_FAULTS=0
+CAMP_MAX_TOOL_FAULTS="${CAMP_MAX_TOOL_FAULTS:-3}"
+CAMP_TOOL_LINES=()
 CAMP_BROKEN_LINES=()
 
 # camp_record PHASE KIND INDEX OK|BROKEN DETAIL
@@ -464,8 +470,13 @@ camp_summary() {
     echo "broken:"
     printf '  %s\n' "${CAMP_BROKEN_LINES[@]}"
   fi
+  if ((CAMP_TOOL_FAULTS > 0)); then
+    echo
+    echo "voided and run again (the file system under test failed on its own):"
+    printf '  %s\n' "${CAMP_TOOL_LINES[@]}"
+  fi
   echo
-  echo "seed $CAMP_SEED_TEXT: $CAMP_TOTAL $1, $CAMP_BROKEN broken"
+  echo "seed $CAMP_SEED_TEXT: $CAMP_TOTAL $1, $CAMP_BROKEN broken$( ((CAMP_TOOL_FAULTS == 0)) || echo ", $CAMP_TOOL_FAULTS voided by the tool")"
 }
 
 # ----- one trial -------------------------------------------------------------------------
@@ -479,6 +490,9 @@ camp_summary() {
 #   camp_hook_crashed        (power only) whether it died
 #   camp_hook_recover        (power only) after it died: remount
 #   camp_hook_finish         end of a trial (unmount, remove the root)
+#   camp_hook_tool_failed    (optional) whether the file system under test failed on
+#                            its own during the trial (not by a fault the trial armed):
+#                            its verdict is then void; sets CAMP_TOOL_WHY
 
 # camp_agent_phase PHASE: whether PHASE is a running agent with steps (CAMP_STEPS_PHASE).
 camp_agent_phase() { declare -p "CAMP_STEPS_$1" >/dev/null 2>&1; }
@@ -697,13 +711,26 @@ camp_trial() {
   local after=camp_check_after_cut restart=camp_check_restart
   if declare -F "camp_check_after_cut_$phase" >/dev/null; then after="camp_check_after_cut_$phase"; fi
   if declare -F "camp_check_restart_$phase" >/dev/null; then restart="camp_check_restart_$phase"; fi
+  local verdict=OK detail=""
   if ! "$after" "$ROOT"; then
-    camp_record "$phase" "$kind" "$i" BROKEN "cut at ${delay} ms ($label): $CAMP_WHY"
+    verdict=BROKEN detail="cut at ${delay} ms ($label): $CAMP_WHY"
   elif ! "$restart" "$ROOT" "$CAMP_W/logs/trial-$i-restart.log"; then
-    camp_record "$phase" "$kind" "$i" BROKEN "cut at ${delay} ms ($label), left $OUTCOME: $CAMP_WHY"
+    verdict=BROKEN detail="cut at ${delay} ms ($label), left $OUTCOME: $CAMP_WHY"
   else
-    camp_record "$phase" "$kind" "$i" OK "$label -> $OUTCOME"
+    detail="$label -> $OUTCOME"
   fi
+  CAMP_TOOL_WHY=""
+  if declare -F camp_hook_tool_failed >/dev/null && camp_hook_tool_failed; then
+    CAMP_TOOL_FAULTS=$((CAMP_TOOL_FAULTS + 1))
+    CAMP_TOOL_LINES+=("#$i $phase/$kind: $CAMP_TOOL_WHY (the trial would have read $verdict)")
+    camp_log "#$i $phase/$kind: $CAMP_TOOL_WHY: the trial is void and runs again"
+    ((CAMP_TOOL_FAULTS <= CAMP_MAX_TOOL_FAULTS)) ||
+      camp_die "the file system under test failed on its own $CAMP_TOOL_FAULTS times: ${CAMP_TOOL_LINES[*]}"
+    camp_hook_finish
+    camp_trial "$@"
+    return
+  fi
+  camp_record "$phase" "$kind" "$i" "$verdict" "$detail"
   if [ "${CAMP_VERBOSE:-0}" = 1 ]; then camp_log "#$i $phase cut at $delay ms ($label): ${CAMP_WHY:-ok, $OUTCOME}"; fi
   camp_hook_finish
 }
