@@ -2,7 +2,7 @@
 # Installs what the tests and benchmarks need beyond the Rust toolchain, from
 # Debian's packages: minisign (interop tests), nginx (a static release host),
 # zstd, GNU time (peak RSS), util-linux (unshare, flock), curl, faketime (clock
-# tests); for the package
+# tests), openssl (certificate validity in the doctor tests; the benchmarks' pipeline); for the package
 # tests dpkg-dev (dpkg-deb, dpkg-shlibdeps), systemd (systemd-analyze) and
 # man-db (the unit's man: link); chromium (the fleet page test drives it
 # headless over the DevTools protocol); and cargo-deb from crates.io. Idempotent; run
@@ -17,6 +17,7 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v flock >/dev/null || need+=(util-linux)
 command -v curl >/dev/null || need+=(curl)
 command -v faketime >/dev/null || need+=(faketime)
+command -v openssl >/dev/null || need+=(openssl)
 [ -x /usr/bin/time ] || need+=(time)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
 command -v dpkg-deb >/dev/null || need+=(dpkg)

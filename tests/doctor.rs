@@ -6,7 +6,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 
 use rcgen::{
@@ -470,4 +470,63 @@ fn an_expired_agent_certificate_says_enroll_again_with_a_new_token() {
         .collect();
     assert_eq!(failed.len(), 2, "{}", out.stdout);
     assert!(line(&out, "clock").starts_with("FAIL  "), "{}", out.stdout);
+}
+
+/// Whether `cert` is still valid `seconds` from now (`openssl x509 -checkend`).
+fn valid_in(cert: &Path, seconds: u64) -> bool {
+    Command::new("openssl")
+        .args(["x509", "-noout", "-checkend", &seconds.to_string(), "-in"])
+        .arg(cert)
+        .stdout(Stdio::null())
+        .status()
+        .expect("openssl runs")
+        .success()
+}
+
+#[test]
+fn console_cert_makes_a_ten_year_ca_and_a_one_year_server_certificate_from_now() {
+    let w = World::new();
+    let tls = w.path("tls");
+    run_ok(["console", "cert", "--out", &tls.display().to_string()]);
+    const DAY: u64 = 86_400;
+    let (ca, server) = (tls.join("ca.pem"), tls.join("server.pem"));
+    assert!(valid_in(&ca, 9 * 365 * DAY), "the CA lasts 10 years");
+    assert!(
+        !valid_in(&ca, 11 * 365 * DAY),
+        "the CA lasts 10 years, not more"
+    );
+    assert!(
+        valid_in(&server, 360 * DAY),
+        "the server certificate lasts a year"
+    );
+    assert!(!valid_in(&server, 370 * DAY), "a year, not more");
+    // Valid from about now (an hour's slack for clock skew), not from 1975.
+    let start = Command::new("openssl")
+        .args(["x509", "-noout", "-startdate", "-in"])
+        .arg(&server)
+        .output()
+        .expect("openssl runs");
+    let start = String::from_utf8_lossy(&start.stdout).to_string();
+    let year: u64 = start
+        .split_whitespace()
+        .rev()
+        .nth(1)
+        .and_then(|y| y.parse().ok())
+        .unwrap_or_else(|| panic!("no year in {start}"));
+    let this_year = 1970
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            / (365 * DAY + DAY / 4);
+    assert!(year + 1 >= this_year, "valid from {start}");
+    assert_eq!(
+        fs::metadata(tls.join("ca.key"))
+            .expect("ca.key")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600,
+        "the CA key is kept, 0600"
+    );
 }
