@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::support::live::{ConsoleProcess, Live, wait_for};
-use crate::support::{assert_fails_with, run, run_ok, serve_history};
+use crate::support::{assert_fails_with, mode_of, run, run_ok, serve_history};
 
 /// Trial settings that keep tests short.
 const FAST_TRIAL: &str = "[health]\ngrace = \"1s\"\nmax_failures = 3\n";
@@ -496,12 +496,6 @@ fn a_first_install_failing_its_trial_keeps_running_marked_bad_and_reports_it() {
             .as_str()
             .is_some_and(|e| e.contains("keeps running"))
     });
-}
-
-/// The mode bits of `path`.
-fn mode_of(path: &std::path::Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).expect("metadata").permissions().mode() & 0o7777
 }
 
 /// Runs `args` as the unprivileged user `nobody`.

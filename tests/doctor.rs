@@ -17,7 +17,7 @@ use crate::support::live::{ConsoleProcess, Live};
 use crate::support::proxy::ConnectProxy;
 use crate::support::tls::TestCa;
 use crate::support::tmpfs::on_small_tmpfs;
-use crate::support::{Run, World, run, run_ok};
+use crate::support::{Run, World, mode_of, run, run_ok};
 
 /// Writes an agent config; `ca` is the `[tls] ca_certs` entry, if any.
 fn config(w: &World, console: &str, ca: Option<&Path>, key: &str) -> PathBuf {
@@ -138,14 +138,7 @@ fn a_renewed_server_certificate_is_still_trusted_with_the_kept_ca() {
         fs::read(&live.ca.cert_pem).expect("server.pem"),
         cert_before
     );
-    assert_eq!(
-        fs::metadata(tls.join("ca.key"))
-            .expect("ca.key")
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    assert_eq!(mode_of(&tls.join("ca.key")), 0o600);
     let addr = live.console.addr.clone();
     live.console.terminate();
     live.console = ConsoleProcess::start(&live.data, &live.ca, &addr, &live.w.path("console.log"));
@@ -521,11 +514,7 @@ fn console_cert_makes_a_ten_year_ca_and_a_one_year_server_certificate_from_now()
             / (365 * DAY + DAY / 4);
     assert!(year + 1 >= this_year, "valid from {start}");
     assert_eq!(
-        fs::metadata(tls.join("ca.key"))
-            .expect("ca.key")
-            .permissions()
-            .mode()
-            & 0o777,
+        mode_of(&tls.join("ca.key")),
         0o600,
         "the CA key is kept, 0600"
     );

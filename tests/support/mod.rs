@@ -243,6 +243,16 @@ pub fn serve_history(data: &Path, channel: &str, sequence: u64) {
     .expect("copy signature");
 }
 
+/// The mode bits of `path` (permissions, setuid/setgid/sticky; not the type).
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
 /// `status --json` of a root, parsed.
 pub fn status(root: &Path) -> serde_json::Value {
     let out = run_ok(["status", "--root", &root.display().to_string(), "--json"]);
