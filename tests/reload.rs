@@ -433,7 +433,15 @@ fn restart_payload_ok(agent: &AgentProcess, old_pid: u32) -> u32 {
 }
 
 /// The variable `name` in the environment `pid` was started with.
+/// The variable `name` the payload `pid` was started with. The agent reports a
+/// new generation's pid once forked: until the child has exec'd the payload, its
+/// environ is still the agent's (no LISTEN_FDS), so this waits for the exec.
 fn start_env(pid: u32, name: &str) -> Option<String> {
+    wait_for(&format!("pid {pid} to exec the payload"), || {
+        fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|exe| exe.file_name() != Some("bankswap".as_ref()))
+            .unwrap_or(true)
+    });
     let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
     let prefix = format!("{name}=");
     environ
