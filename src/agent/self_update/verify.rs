@@ -1,0 +1,80 @@
+//! An agent release checked like a payload one (with the agent's own sequence
+//! and bad list, then kind agent and this platform), and the staging spec of a
+//! verified one.
+
+use std::time::SystemTime;
+
+use bank_layout::{AgentBuild, AgentStageSpec, AgentState, ArchiveFormat};
+use signing::{
+    ArtifactFormat, Expectations, KeyRing, ReleaseError, ReleaseKind, VerifiedRelease,
+    check_kind_and_platform,
+};
+
+use super::AGENT_PRODUCT;
+use crate::clock;
+use crate::platform::PLATFORM;
+
+/// Verifies an agent release: the payload policy (signature, product
+/// [`AGENT_PRODUCT`], channel, expiry, sequence against the agent's own highest,
+/// newer than `running`, not in the agent's own bad list), then kind agent and
+/// this platform.
+pub fn verify_agent(
+    state: &AgentState,
+    ring: &KeyRing,
+    channel: &str,
+    running: &str,
+    manifest: &[u8],
+    signature: &[u8],
+    now: SystemTime,
+) -> Result<VerifiedRelease, ReleaseError> {
+    let running = semver::Version::parse(running).ok();
+    // The one bad-version rule, over this agent's own marks.
+    let marked_bad = crate::release::marks(&state.bad_versions);
+    let release = signing::verify_release(
+        manifest,
+        signature,
+        &Expectations {
+            trusted_keys: &ring.trusted(),
+            revoked_keys: &ring.revoked_ids(),
+            product: Some(AGENT_PRODUCT),
+            channel,
+            highest_sequence: state.highest_sequence,
+            running_version: running.as_ref(),
+            marked_bad: &marked_bad,
+            now,
+        },
+    )?;
+    check_kind_and_platform(&release.manifest, ReleaseKind::Agent, PLATFORM)?;
+    Ok(release)
+}
+
+/// The staging spec and slot record of a verified agent release.
+pub fn stage_spec<'a>(
+    release: &'a VerifiedRelease,
+    manifest: &[u8],
+    signature: &[u8],
+    now: SystemTime,
+) -> AgentStageSpec<'a> {
+    let m = &release.manifest;
+    AgentStageSpec {
+        format: match m.artifact.format {
+            ArtifactFormat::Tar => ArchiveFormat::Tar,
+            ArtifactFormat::TarGz => ArchiveFormat::TarGz,
+            ArtifactFormat::TarZst => ArchiveFormat::TarZst,
+        },
+        size: m.artifact.size,
+        sha256: &m.artifact.sha256,
+        build: AgentBuild {
+            version: m.version.to_string(),
+            sequence: m.sequence,
+            sha256: m.artifact.sha256.clone(),
+            size: 0,
+            platform: m.platform.clone().unwrap_or_default(),
+            channel: m.channel.clone(),
+            staged_at: clock::unix(now),
+            handover_schemas: Vec::new(),
+            manifest: String::from_utf8_lossy(manifest).into_owned(),
+            signature: String::from_utf8_lossy(signature).into_owned(),
+        },
+    }
+}
