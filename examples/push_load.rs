@@ -29,18 +29,31 @@
 //! Either way it prints the handshake cost: the client's TCP + TLS connect
 //! time and the console's CPU time per connection during the ramp (session
 //! resumption off in both modes: full handshakes, as after a fleet restart).
+//!
+//! Here: the arguments, the ramp, the publish and the figures; in
+//! `push_load/`: `tls.rs` (connectors), `enroll.rs` (mTLS enrollment),
+//! `hold.rs` (one held request) and `proc_stats.rs` (the console's memory and CPU).
 
-use std::io::BufReader;
+#[path = "push_load/enroll.rs"]
+mod enroll;
+#[path = "push_load/hold.rs"]
+mod hold;
+#[path = "push_load/proc_stats.rs"]
+mod proc_stats;
+#[path = "push_load/tls.rs"]
+mod tls;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+
+use self::enroll::enroll_all;
+use self::hold::{exchange, hold};
+use self::proc_stats::{cpu_ticks, memory};
+use self::tls::{connector, roots};
 
 /// Connections opened per step of the ramp, and the pause between steps.
 const RAMP_STEP: usize = 100;
@@ -51,13 +64,6 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How long after the publish responses are awaited.
 const AFTER_PUBLISH: Duration = Duration::from_secs(30);
-
-/// Enrollments in flight at once (a fleet's agents start at different times;
-/// this only bounds the set-up).
-const ENROLL_AT_ONCE: usize = 16;
-
-/// The largest enrollment answer read.
-const MAX_ENROLL_ANSWER: usize = 64 * 1024;
 
 /// What one held connection saw.
 enum Outcome {
@@ -84,226 +90,6 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(run(&args))
-}
-
-fn roots(ca_pem: &str) -> anyhow::Result<rustls::RootCertStore> {
-    let mut roots = rustls::RootCertStore::empty();
-    let file = std::fs::File::open(ca_pem).with_context(|| format!("opening {ca_pem}"))?;
-    for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
-        roots.add(cert?)?;
-    }
-    Ok(roots)
-}
-
-fn client_config()
--> anyhow::Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>> {
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?)
-}
-
-/// A connector without a client certificate.
-fn connector(roots: rustls::RootCertStore) -> anyhow::Result<TlsConnector> {
-    let mut config = client_config()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    // Full handshakes only, in both modes: what a fleet of (re)starting agents costs.
-    config.resumption = rustls::client::Resumption::disabled();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
-/// Enrolls agent `id` with `token` (its own key and CSR, `POST /v1/enroll`)
-/// and returns a connector presenting the certificate it got.
-async fn enroll(
-    anonymous: &TlsConnector,
-    roots: rustls::RootCertStore,
-    addr: &str,
-    token: &str,
-    id: &str,
-) -> anyhow::Result<TlsConnector> {
-    let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, id);
-    let csr = params.serialize_request(&key)?.pem()?;
-    let body = serde_json::json!({ "token": token, "agent_id": id, "csr": csr }).to_string();
-    let request = format!(
-        "POST /v1/enroll HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let tcp = TcpStream::connect(addr).await?;
-    let mut tls = anonymous
-        .connect(ServerName::try_from("localhost")?, tcp)
-        .await?;
-    tls.write_all(request.as_bytes()).await?;
-    tls.flush().await?;
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = match tls.read(&mut chunk).await {
-            Ok(n) => n,
-            // The console may close without close_notify after `Connection: close`.
-            Err(_) if !answer.is_empty() => 0,
-            Err(e) => return Err(e.into()),
-        };
-        if n == 0 || answer.len() > MAX_ENROLL_ANSWER {
-            break;
-        }
-        answer.extend_from_slice(&chunk[..n]);
-    }
-    let text = String::from_utf8_lossy(&answer);
-    let status = text.lines().next().unwrap_or("");
-    if !status.contains(" 200 ") {
-        bail!(
-            "enrolling {id}: {status}: {}",
-            text.rsplit("\r\n\r\n").next().unwrap_or("")
-        );
-    }
-    // The JSON body, whether sent with a length or as one chunk.
-    let json = match (text.find("\r\n\r\n{"), text.rfind('}')) {
-        (Some(start), Some(end)) if end > start => &text[start + 4..=end],
-        _ => bail!("enrolling {id}: no JSON in the answer"),
-    };
-    let issued: serde_json::Value = serde_json::from_str(json)?;
-    let pem = issued["certificate"]
-        .as_str()
-        .ok_or_else(|| anyhow!("enrolling {id}: no certificate in the answer"))?;
-    let chain = rustls_pemfile::certs(&mut pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
-    let mut config = client_config()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key.into())?;
-    config.resumption = rustls::client::Resumption::disabled();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
-/// Enrolls `agents` agents, [`ENROLL_AT_ONCE`] at a time.
-async fn enroll_all(
-    anonymous: &TlsConnector,
-    roots: &rustls::RootCertStore,
-    addr: &Arc<str>,
-    token: &str,
-    agents: usize,
-) -> anyhow::Result<Vec<TlsConnector>> {
-    let prefix = format!("bench-{}", std::process::id());
-    let mut connectors = Vec::with_capacity(agents);
-    let started = Instant::now();
-    for batch in (0..agents).collect::<Vec<_>>().chunks(ENROLL_AT_ONCE) {
-        let mut set = tokio::task::JoinSet::new();
-        for &i in batch {
-            let (anonymous, roots, addr, token) = (
-                anonymous.clone(),
-                roots.clone(),
-                addr.clone(),
-                token.to_string(),
-            );
-            let id = format!("{prefix}-{i}");
-            set.spawn(async move { (i, enroll(&anonymous, roots, &addr, &token, &id).await) });
-        }
-        let mut done: Vec<(usize, TlsConnector)> = Vec::with_capacity(batch.len());
-        while let Some(joined) = set.join_next().await {
-            let (i, connector) = joined?;
-            done.push((i, connector?));
-        }
-        done.sort_by_key(|(i, _)| *i);
-        connectors.extend(done.into_iter().map(|(_, c)| c));
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "enrollment: {agents} agents enrolled in {secs:.1} s ({:.1} ms each, {ENROLL_AT_ONCE} at a time): key, CSR, POST /v1/enroll",
-        1000.0 * secs / agents as f64
-    );
-    Ok(connectors)
-}
-
-/// Sends `request` on a new TLS connection; returns the response head once it is complete,
-/// calling `written` once the request is sent.
-async fn exchange(
-    connector: &TlsConnector,
-    addr: &str,
-    request: &[u8],
-    written: impl FnOnce(),
-) -> anyhow::Result<String> {
-    let mut held = hold(connector, addr, request, |_| {}, written, |_| {}).await?;
-    Ok(std::mem::take(&mut held.1))
-}
-
-/// Holds `request` on one TLS connection the way an agent does: every 304
-/// (the console's hold ended at its max wait) is answered at once by the same
-/// request on the same connection, `reheld` counting them; returns the first
-/// other response head and when it arrived. `written` is called once, after
-/// the first request is sent; `connected` with the TCP + TLS connect time.
-async fn hold(
-    connector: &TlsConnector,
-    addr: &str,
-    request: &[u8],
-    connected: impl FnOnce(Duration),
-    written: impl FnOnce(),
-    reheld: impl Fn(usize),
-) -> anyhow::Result<(Instant, String)> {
-    let start = Instant::now();
-    let tcp = TcpStream::connect(addr).await?;
-    let mut tls = connector
-        .connect(ServerName::try_from("localhost")?, tcp)
-        .await?;
-    connected(start.elapsed());
-    tls.write_all(request).await?;
-    tls.flush().await?;
-    written();
-    let mut buffer = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-            let n = tls.read(&mut chunk).await?;
-            if n == 0 {
-                bail!("closed before a response");
-            }
-            buffer.extend_from_slice(&chunk[..n]);
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-        // A 304 has no body: what follows its head belongs to the next response.
-        buffer.drain(..end + 4);
-        if head.lines().next().is_some_and(|l| l.contains(" 304 ")) {
-            reheld(1);
-            tls.write_all(request).await?;
-            tls.flush().await?;
-            continue;
-        }
-        return Ok((Instant::now(), head));
-    }
-}
-
-/// `VmRSS` and `VmHWM` of a process, in MiB.
-fn memory(pid: &str) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
 }
 
 async fn run(args: &[String]) -> anyhow::Result<()> {

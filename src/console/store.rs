@@ -4,18 +4,31 @@
 //! One dedicated thread owns the connection; request handlers send it work
 //! over a bounded queue and await the answer, so SQLite never blocks the async
 //! threads. Reports that arrive together are written in one transaction.
+//!
+//! Here: the handle ([`Store`]) and the database thread; `store/schema.rs`:
+//! the tables and the columns added since; `store/reports.rs`: the `reports`
+//! table ([`FleetEntry`]); `store/channel_agents.rs`: which agents follow
+//! which channel (rollouts).
+
+mod channel_agents;
+mod reports;
+mod schema;
 
 use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use rusqlite::{Connection, OpenFlags, params};
-use serde::{Deserialize, Serialize};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::report::{BadReport, RestartsReport};
+pub use self::channel_agents::read_members;
+pub use self::reports::{FleetEntry, read};
+
+use self::channel_agents::membership;
+use self::reports::{save_all, select_all};
+use self::schema::{SCHEMA, add_columns};
 
 /// The database's file name inside the console data folder.
 pub const FLEET_DB: &str = "fleet.sqlite";
@@ -30,100 +43,6 @@ const BATCH_LEN: usize = 256;
 
 /// How long a reader (`console fleet --data`) waits for the console's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-const SCHEMA: &str = "
-    PRAGMA journal_mode = WAL;
-    PRAGMA synchronous = NORMAL;
-    CREATE TABLE IF NOT EXISTS reports (
-        agent_id    TEXT PRIMARY KEY NOT NULL,
-        version     TEXT,
-        bank        TEXT,
-        phase       TEXT,
-        pending     TEXT,
-        last_error  TEXT,
-        reported_at INTEGER NOT NULL,
-        remote      TEXT
-    );
-    CREATE TABLE IF NOT EXISTS channel_agents (
-        channel  TEXT NOT NULL,
-        agent_id TEXT NOT NULL,
-        PRIMARY KEY (channel, agent_id)
-    );
-";
-
-/// Columns added after the first schema: `(name, type)`, added to an older
-/// database at open.
-const ADDED_COLUMNS: [(&str, &str); 7] = [
-    ("previous_version", "TEXT"),
-    ("sequence", "INTEGER"),
-    ("last_error_kind", "TEXT"),
-    ("restarts", "TEXT"),
-    ("channel", "TEXT"),
-    ("bad_versions", "TEXT"),
-    ("agent_version", "TEXT"),
-];
-
-const UPSERT: &str = "
-    INSERT INTO reports (agent_id, version, bank, phase, pending, last_error, reported_at, remote,
-                         previous_version, sequence, last_error_kind, restarts, channel,
-                         bad_versions, agent_version)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-    ON CONFLICT(agent_id) DO UPDATE SET
-        version = excluded.version, bank = excluded.bank, phase = excluded.phase,
-        pending = excluded.pending, last_error = excluded.last_error,
-        reported_at = excluded.reported_at, remote = excluded.remote,
-        previous_version = excluded.previous_version, sequence = excluded.sequence,
-        last_error_kind = excluded.last_error_kind, restarts = excluded.restarts,
-        channel = excluded.channel, bad_versions = excluded.bad_versions,
-        agent_version = excluded.agent_version";
-
-const SELECT: &str = "
-    SELECT agent_id, version, bank, phase, pending, last_error, reported_at, remote,
-           previous_version, sequence, last_error_kind, restarts, channel, bad_versions,
-           agent_version
-    FROM reports ORDER BY agent_id";
-
-/// The latest report of one agent, as stored and as `GET /v1/fleet` lists it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FleetEntry {
-    /// The agent's stable identity (`ROOT/agent-id`).
-    pub agent_id: String,
-    /// The version it runs.
-    pub version: Option<String>,
-    /// The bank it runs from (`Bank1`/`Bank2`).
-    pub bank: Option<String>,
-    /// `committed` or `trial`.
-    pub phase: Option<String>,
-    /// A release being staged or scheduled, as the agent sent it.
-    pub pending: Option<serde_json::Value>,
-    /// The agent's last error.
-    pub last_error: Option<String>,
-    /// When the console received the report (unix seconds).
-    pub reported_at: u64,
-    /// The address the report came from.
-    pub remote: Option<String>,
-    /// The version kept for rollback.
-    #[serde(default)]
-    pub previous_version: Option<String>,
-    /// The highest release sequence the agent accepted.
-    #[serde(default)]
-    pub sequence: Option<u64>,
-    /// The kind of the last error (`check`, `release`, `staging`, `trial`, `payload`).
-    #[serde(default)]
-    pub last_error_kind: Option<String>,
-    /// The payload's current streak of failures.
-    #[serde(default)]
-    pub restarts: Option<RestartsReport>,
-    /// The channel the agent follows.
-    #[serde(default)]
-    pub channel: Option<String>,
-    /// The versions the agent refuses, with why.
-    #[serde(default)]
-    pub bad_versions: Vec<BadReport>,
-    /// The version of the agent (bankswap) build itself (SPEC §9).
-    #[serde(default)]
-    pub agent_version: Option<String>,
-}
 
 /// Work for the database thread.
 enum Job {
@@ -210,56 +129,6 @@ fn stopped() -> anyhow::Error {
     anyhow!("the fleet database thread has stopped")
 }
 
-/// Adds the [`ADDED_COLUMNS`] an older database lacks.
-fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
-    let mut info = conn.prepare("SELECT name FROM pragma_table_info('reports')")?;
-    let present: Vec<String> = info
-        .query_map([], |row| row.get(0))?
-        .collect::<Result<_, _>>()?;
-    for (name, kind) in ADDED_COLUMNS {
-        if !present.iter().any(|p| p == name) {
-            conn.execute_batch(&format!("ALTER TABLE reports ADD COLUMN {name} {kind}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Reads the fleet from a database file, for `console fleet --data` (empty if
-/// the console has not created it yet).
-pub fn read(path: &Path) -> anyhow::Result<Vec<FleetEntry>> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("opening {}", path.display()))?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    select_all(&conn).with_context(|| format!("reading {}", path.display()))
-}
-
-/// Reads every `(channel, agent_id)` from a database file, for `console
-/// rollout status --data` (empty if the console has not recorded any yet).
-pub fn read_members(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("opening {}", path.display()))?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    let read = (|| {
-        let mut select = conn.prepare("SELECT channel, agent_id FROM channel_agents")?;
-        let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
-    })();
-    match read {
-        Ok(members) => Ok(members),
-        // A console of an older version has no such table yet.
-        Err(rusqlite::Error::SqliteFailure(_, Some(ref m))) if m.contains("no such table") => {
-            Ok(Vec::new())
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
 /// The database thread: batches of jobs until every `Store` is dropped.
 fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Job>) {
     while let Some(first) = receiver.blocking_recv() {
@@ -299,120 +168,10 @@ fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Job>) {
     }
 }
 
-/// Runs a membership job (rollouts): one transaction for a list of new members.
-fn membership(conn: &mut Connection, job: Job) {
-    match job {
-        Job::AddMembers(members, reply) => {
-            let written = (|| {
-                let tx = conn.transaction()?;
-                {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO channel_agents (channel, agent_id) VALUES (?1, ?2)",
-                    )?;
-                    for (channel, agent) in &members {
-                        insert.execute(params![channel, agent])?;
-                    }
-                }
-                tx.commit()
-            })();
-            let _ = reply.send(written.map_err(|e| e.to_string()));
-        }
-        Job::Members(reply) => {
-            let read = (|| {
-                let mut select =
-                    conn.prepare_cached("SELECT channel, agent_id FROM channel_agents")?;
-                let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-                rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
-            })();
-            let _ = reply.send(read.map_err(|e| e.to_string()));
-        }
-        Job::Save(..) | Job::List(..) => {}
-    }
-}
-
-/// Writes a batch of reports in one transaction.
-fn save_all(conn: &mut Connection, saves: &[Job]) -> rusqlite::Result<()> {
-    if saves.is_empty() {
-        return Ok(());
-    }
-    let tx = conn.transaction()?;
-    {
-        let mut upsert = tx.prepare_cached(UPSERT)?;
-        for job in saves {
-            let Job::Save(e, _) = job else { continue };
-            let pending = e.pending.as_ref().map(serde_json::Value::to_string);
-            let reported_at = i64::try_from(e.reported_at).unwrap_or(i64::MAX);
-            let sequence = e.sequence.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
-            let restarts = e
-                .restarts
-                .as_ref()
-                .and_then(|r| serde_json::to_string(r).ok());
-            let bad_versions = (!e.bad_versions.is_empty())
-                .then(|| serde_json::to_string(&e.bad_versions).ok())
-                .flatten();
-            upsert.execute(params![
-                e.agent_id,
-                e.version,
-                e.bank,
-                e.phase,
-                pending,
-                e.last_error,
-                reported_at,
-                e.remote,
-                e.previous_version,
-                sequence,
-                e.last_error_kind,
-                restarts,
-                e.channel,
-                bad_versions,
-                e.agent_version
-            ])?;
-        }
-    }
-    tx.commit()
-}
-
-/// Every row, by agent id.
-fn select_all(conn: &Connection) -> rusqlite::Result<Vec<FleetEntry>> {
-    let mut select = conn.prepare_cached(SELECT)?;
-    let rows = select.query_map([], |row| {
-        let pending: Option<String> = row.get(4)?;
-        let reported_at: i64 = row.get(6)?;
-        Ok(FleetEntry {
-            agent_id: row.get(0)?,
-            version: row.get(1)?,
-            bank: row.get(2)?,
-            phase: row.get(3)?,
-            // Stored by us from a parsed value; text that no longer parses is kept as a string.
-            pending: pending
-                .map(|p| serde_json::from_str(&p).unwrap_or(serde_json::Value::String(p))),
-            last_error: row.get(5)?,
-            reported_at: u64::try_from(reported_at).unwrap_or(0),
-            remote: row.get(7)?,
-            previous_version: row.get(8)?,
-            sequence: row
-                .get::<_, Option<i64>>(9)?
-                .map(|s| u64::try_from(s).unwrap_or(0)),
-            last_error_kind: row.get(10)?,
-            // Stored by us from a parsed value; text that no longer parses is dropped.
-            restarts: row
-                .get::<_, Option<String>>(11)?
-                .and_then(|r| serde_json::from_str(&r).ok()),
-            channel: row.get(12)?,
-            // Stored by us from a parsed value; text that no longer parses is dropped.
-            bad_versions: row
-                .get::<_, Option<String>>(13)?
-                .and_then(|b| serde_json::from_str(&b).ok())
-                .unwrap_or_default(),
-            agent_version: row.get(14)?,
-        })
-    })?;
-    rows.collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{BadReport, RestartsReport};
 
     fn entry(agent: &str, version: &str) -> FleetEntry {
         FleetEntry {
