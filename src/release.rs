@@ -8,6 +8,7 @@
 //! `rollback.rs` the rollback.
 
 mod bundle;
+pub mod last_staging;
 mod rollback;
 mod stage;
 mod trusted_time;

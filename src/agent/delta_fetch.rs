@@ -18,7 +18,7 @@
 //! be fetched (a 404, a host that keeps failing): the scratch tree goes and
 //! the full artifact is staged instead. The way taken, the bytes downloaded
 //! and why are logged and kept in the root
-//! ([`LAST_STAGING_FILE`](record::LAST_STAGING_FILE)) for `status`'s
+//! ([`LAST_STAGING_FILE`](crate::release::last_staging::LAST_STAGING_FILE)) for `status`'s
 //! `last_staging`; offline `apply` records the same.
 //!
 //! This file opens the download (full, or a delta) and stages it; the delta's
@@ -29,7 +29,6 @@
 mod assembly;
 mod index;
 mod objects;
-mod record;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,7 +45,7 @@ use crate::release::{StagePlan, stage_release};
 use self::assembly::DeltaStaging;
 use self::index::fetch_index;
 use self::objects::fetch_objects;
-pub use self::record::{last_staging, outcome, record_staging};
+pub use crate::release::last_staging::{last_staging, outcome, record_staging};
 
 /// Objects requested at once over the keep-alive client: enough to hide a
 /// round trip per small file, few enough to be polite to a static host.
@@ -159,7 +158,7 @@ impl Download {
     }
 
     /// Stages the release on the staging thread, the one way or the other,
-    /// and says (log, [`LAST_STAGING_FILE`](record::LAST_STAGING_FILE))
+    /// and says (log, [`LAST_STAGING_FILE`](crate::release::last_staging::LAST_STAGING_FILE))
     /// which and what it saved.
     pub fn stage(self, root: &mut Root, plan: StagePlan) -> Result<BankId, LayoutError> {
         let (bank, staged) = match self {

@@ -32,6 +32,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Console {
             command: ConsoleCommand::Cert { out, names },
         } => make_cert(&out, &names),
+        Command::Console {
+            command: ConsoleCommand::Enroll(args),
+        } => crate::identity::enroll_command(&args),
+        Command::Console {
+            command: ConsoleCommand::Renew(args),
+        } => crate::identity::renew_command(&args),
         Command::Console { command } => crate::console::manage(command),
         Command::Run { config } => crate::agent::run(&config),
         Command::Check { root } => control::check(&root),

@@ -28,13 +28,13 @@ pub fn manage(command: ConsoleCommand) -> anyhow::Result<()> {
         } => create_token(&data, &expires, uses),
         ConsoleCommand::Agents(args) => agents(&args),
         ConsoleCommand::AdminToken { command } => admin_token(command),
-        ConsoleCommand::Enroll(args) => crate::identity::enroll_command(&args),
-        ConsoleCommand::Renew(args) => crate::identity::renew_command(&args),
         ConsoleCommand::Rollout(args) => super::rollout_cli::run(&args),
         ConsoleCommand::Channel(args) => super::rollout_cli::run_channel(&args),
-        ConsoleCommand::Serve(_) | ConsoleCommand::Fleet(_) | ConsoleCommand::Cert { .. } => {
-            Err(UsageError::new("not a management command").into())
-        }
+        ConsoleCommand::Serve(_)
+        | ConsoleCommand::Fleet(_)
+        | ConsoleCommand::Cert { .. }
+        | ConsoleCommand::Enroll(_)
+        | ConsoleCommand::Renew(_) => Err(UsageError::new("not a management command").into()),
     }
 }
 

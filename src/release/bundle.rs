@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use signing::{IndexRef, Manifest};
 use tracing::{info, warn};
 
-use crate::agent::delta_fetch;
+use super::last_staging as delta_fetch;
 use crate::channel::ChannelDir;
 use crate::release::stage::{StagePlan, stage_delta, stage_release};
 

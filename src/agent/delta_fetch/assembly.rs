@@ -14,10 +14,10 @@ use tracing::{info, warn};
 
 use crate::agent::delta_fetch::MAX_OBJECT_IN_MEMORY;
 use crate::agent::delta_fetch::index::IndexFailure;
-use crate::agent::delta_fetch::record::outcome;
 use crate::agent::fetch::ArtifactStream;
 use crate::config::Timeouts;
 use crate::progress::{Meter, SharedMeter};
+use crate::release::last_staging::outcome;
 use crate::release::{self, StagePlan, stage_release};
 use crate::report::LastStaging;
 

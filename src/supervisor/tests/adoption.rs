@@ -17,8 +17,10 @@ fn inherited(fd: i32) -> OwnedFd {
 
 #[tokio::test]
 async fn a_handed_over_generation_is_adopted_with_its_notify_socket_and_pipes() {
+    // The payload itself sends (exec): a short-lived helper that exits before the
+    // datagram is read cannot be placed in the group, and is dropped by design.
     let (dir, spec) =
-        bank("read _ < ./go\n$NOTIFY READY=1 'STATUS=after the hand-over'\nexec sleep 30");
+        bank("read _ < ./go\nexec $NOTIFY READY=1 'STATUS=after the hand-over' sleep=30");
     let fifo = dir.path().join("go");
     rustix::fs::mkfifoat(
         rustix::fs::CWD,
