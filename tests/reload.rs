@@ -432,7 +432,6 @@ fn restart_payload_ok(agent: &AgentProcess, old_pid: u32) -> u32 {
     pid
 }
 
-/// The variable `name` in the environment `pid` was started with.
 /// The variable `name` the payload `pid` was started with. The agent reports a
 /// new generation's pid once forked: until the child has exec'd the payload, its
 /// environ is still the agent's (no LISTEN_FDS), so this waits for the exec.
