@@ -15,21 +15,26 @@
 //!    new release with its record, and `state.json`, still listing the old version,
 //!    is corrected to the record at open);
 //! 5. `state.json` lists the new version (one crash-safe write).
+//!
+//! Opening, the accessors and the one state write (`persist`) are here; staging into
+//! the idle bank is in `staging`, the moves of the state machine (activate, commit,
+//! rollback, mark bad) in `transitions`.
+
+mod staging;
+mod transitions;
 
 use std::fs::{self, DirBuilder, File, Permissions};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::atomic::{fsync_dir, write_atomic_mode};
-use crate::fsutil::remove_tree;
-use crate::recover::{Recovery, recover, view, wipe_bank};
-use crate::space::{SpacePlan, plan};
-use crate::stage::{StageSpec, stream_into};
-use crate::state::marked_bad;
-use crate::{BankId, BankRecord, LayoutError, Phase, RECORD_FILE, STATE_FILE, State};
+use crate::atomic::write_atomic_mode;
+use crate::recover::{Recovery, recover, view};
+use crate::{BankId, BankRecord, LayoutError, STATE_FILE, State};
+
+pub use self::transitions::RolledBack;
 
 /// The scratch folder a release is staged into, beside the banks (same file system).
 pub const SCRATCH_DIR: &str = ".staging";
@@ -76,17 +81,6 @@ pub struct Inspection {
     /// Whether `state.json` exists (false: a new root, or one whose state is rebuilt at
     /// the next open).
     pub has_state_file: bool,
-}
-
-/// What [`Root::rollback_marking_bad`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RolledBack {
-    /// The bank active now.
-    pub to: BankId,
-    /// The bank left.
-    pub from: BankId,
-    /// The version left, now marked bad (`None` if the bank left held no release).
-    pub left: Option<String>,
 }
 
 impl Root {
@@ -217,251 +211,6 @@ impl Root {
         self.records[bank.index()].as_ref()
     }
 
-    /// What staging `spec` into the idle bank will do with the free space of the root's
-    /// file system (bytes and inodes): a scratch copy, in place, or nothing. A caller
-    /// shows "in place" (losing the rollback target) before it happens.
-    pub fn space_plan(&self, spec: &StageSpec<'_>) -> Result<SpacePlan, LayoutError> {
-        let bank = self.idle_bank();
-        plan(
-            &self.dir,
-            &self.bank_dir(bank),
-            self.bank_record(bank),
-            spec,
-        )
-    }
-
-    /// Stages a release into the idle bank. Checks the space first ([`Root::space_plan`]),
-    /// then stream-extracts `source` into the scratch folder [`SCRATCH_DIR`] while
-    /// hashing it on another thread, enforces the size, the digest, the unpacked bounds,
-    /// the archive rules and the entrypoint, syncs it and writes its record; only then
-    /// does it replace the idle bank (see the module doc for the order). `progress`
-    /// gets the compressed bytes read so far, about every MiB.
-    ///
-    /// On error both banks and `state.json` are as they were (the scratch folder is
-    /// removed), so `rollback` still works — except for an allowed in-place staging,
-    /// which gave up the idle bank first. Refused with [`LayoutError::TrialInProgress`]
-    /// during a trial: the idle bank is the fallback.
-    pub fn stage(
-        &mut self,
-        source: impl Read + Send,
-        spec: StageSpec<'_>,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<BankId, LayoutError> {
-        let dir = self.dir.clone();
-        self.stage_with(&spec.clone(), |scratch| {
-            fill_scratch(&dir, scratch, source, spec, progress)
-        })
-    }
-
-    /// The steps every staging shares: refused during a trial, the space
-    /// check, a fresh scratch folder that `fill` makes a complete release in
-    /// (returning its record), the record written last, then the swap into
-    /// the idle bank and the state write. On error the scratch folder is
-    /// removed and both banks are as they were.
-    pub(crate) fn stage_with(
-        &mut self,
-        spec: &StageSpec<'_>,
-        fill: impl FnOnce(&Path) -> Result<BankRecord, LayoutError>,
-    ) -> Result<BankId, LayoutError> {
-        if self.state.phase == Phase::Trial {
-            return Err(LayoutError::TrialInProgress);
-        }
-        let bank = self.idle_bank();
-        let dir = self.bank_dir(bank);
-        match self.space_plan(spec)? {
-            SpacePlan::Scratch { .. } => {}
-            SpacePlan::InPlace {
-                needed,
-                free,
-                idle,
-                loses,
-            } => {
-                if loses.is_some() && !spec.allow_in_place {
-                    return Err(LayoutError::InPlaceOnly {
-                        root: self.dir.clone(),
-                        needed,
-                        free,
-                        idle,
-                    });
-                }
-                // The only way this release fits: the idle bank goes first, its record
-                // first of all, and `state.json` stops listing it.
-                self.records[bank.index()] = None;
-                wipe_bank(&dir)?;
-                self.persist(self.state.clone())?;
-            }
-            SpacePlan::NoRoom {
-                needed,
-                free,
-                needed_inodes,
-                free_inodes,
-            } => {
-                return Err(LayoutError::NoRoom {
-                    root: self.dir.clone(),
-                    needed,
-                    free,
-                    needed_inodes,
-                    free_inodes,
-                });
-            }
-        }
-        let scratch = self.dir.join(SCRATCH_DIR);
-        remove_tree(&scratch)?;
-        make_bank_dir(&scratch)?;
-        let record = match fill(&scratch).and_then(|record| write_record(&scratch, record)) {
-            Ok(record) => record,
-            Err(e) => {
-                // Best effort: a leftover scratch folder is removed at the next open;
-                // the first error is the one to report.
-                let _ = remove_tree(&scratch);
-                return Err(e);
-            }
-        };
-        self.swap_in(bank, &scratch)?;
-        self.records[bank.index()] = Some(without_files(record));
-        // Best effort too: the retired copy is a leftover the next open removes.
-        let _ = remove_tree(&self.dir.join(retired_name(bank)));
-        self.persist(self.state.clone())?;
-        Ok(bank)
-    }
-
-    /// Replaces the folder of `bank` with the complete bank `scratch`: the old folder
-    /// is renamed aside, the scratch folder in, and the root fsynced. On error the old
-    /// folder is put back where it can be.
-    fn swap_in(&mut self, bank: BankId, scratch: &Path) -> Result<(), LayoutError> {
-        let dir = self.bank_dir(bank);
-        let retired = self.dir.join(retired_name(bank));
-        remove_tree(&retired)?;
-        let had_folder = match fs::rename(&dir, &retired) {
-            Ok(()) => true,
-            // A bank folder deleted by hand: nothing to put aside.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => {
-                let _ = remove_tree(scratch);
-                return Err(LayoutError::io(&dir, e));
-            }
-        };
-        if let Err(e) = fs::rename(scratch, &dir) {
-            if had_folder {
-                let _ = fs::rename(&retired, &dir);
-            }
-            let _ = remove_tree(scratch);
-            return Err(LayoutError::io(&dir, e));
-        }
-        fsync_dir(&self.dir).map_err(LayoutError::at(&self.dir))
-    }
-
-    /// Makes `bank` active on trial: `trial_started = now`, `pending` cleared,
-    /// `highest_sequence` raised to the bank's sequence, `product` pinned if unset.
-    /// The bank must hold a record ([`LayoutError::NoRecord`]).
-    pub fn activate(&mut self, bank: BankId, now: u64) -> Result<(), LayoutError> {
-        self.switch_to(bank, Some(now))
-    }
-
-    /// Makes `bank` active and committed in one write, for an update whose health
-    /// nobody watches (an offline `apply`): a crash leaves the old version or the
-    /// new one committed, never a trial that no supervisor would end.
-    pub fn activate_committed(&mut self, bank: BankId) -> Result<(), LayoutError> {
-        self.switch_to(bank, None)
-    }
-
-    /// One state write making `bank` active; on trial since `trial_started` if given.
-    fn switch_to(&mut self, bank: BankId, trial_started: Option<u64>) -> Result<(), LayoutError> {
-        let record = self
-            .bank_record(bank)
-            .ok_or(LayoutError::NoRecord { bank })?;
-        let mut state = self.state.clone();
-        state.active = bank;
-        state.phase = if trial_started.is_some() {
-            Phase::Trial
-        } else {
-            Phase::Committed
-        };
-        state.trial_started = trial_started;
-        state.pending = None;
-        state.highest_sequence = state.highest_sequence.max(record.sequence);
-        if state.product.is_none() {
-            state.product = Some(record.product.clone());
-        }
-        self.persist(state)
-    }
-
-    /// Accepts the active bank: phase committed, `trial_started` cleared.
-    pub fn commit(&mut self) -> Result<(), LayoutError> {
-        let mut state = self.state.clone();
-        state.phase = Phase::Committed;
-        state.trial_started = None;
-        self.persist(state)
-    }
-
-    /// Swaps back to the idle bank, committed; returns it. The idle bank must hold a
-    /// release ([`LayoutError::NoPrevious`]) not marked bad. Needs no network: the files
-    /// are there. Use [`Root::rollback_marking_bad`] to mark the version left bad in
-    /// the same write.
-    pub fn rollback(&mut self) -> Result<BankId, LayoutError> {
-        let state = self.rolled_back_state()?;
-        let target = state.active;
-        self.persist(state)?;
-        Ok(target)
-    }
-
-    /// Swaps back to the idle bank and marks the version left bad (`reason`), in one
-    /// `state.json` write: a crash leaves neither or both, so the agent never
-    /// re-installs a version an admin rolled back.
-    pub fn rollback_marking_bad(&mut self, reason: &str) -> Result<RolledBack, LayoutError> {
-        let from = self.state.active;
-        let mut state = self.rolled_back_state()?;
-        let left = self
-            .bank_record(from)
-            .map(|r| (r.version.clone(), r.sequence));
-        if let Some((version, sequence)) = &left {
-            state.add_bad(version, *sequence, reason);
-        }
-        let to = state.active;
-        self.persist(state)?;
-        Ok(RolledBack {
-            to,
-            from,
-            left: left.map(|(version, _)| version),
-        })
-    }
-
-    /// The state after a rollback to the idle bank, or why there is none.
-    fn rolled_back_state(&self) -> Result<State, LayoutError> {
-        let target = self.idle_bank();
-        let Some(record) = self.bank_record(target) else {
-            return Err(LayoutError::NoPrevious);
-        };
-        // After an automatic rollback the other bank holds the version that failed:
-        // swapping back into it would undo the very protection that put it aside.
-        if let Some(bad) = marked_bad(&self.state.bad_versions, &record.version, record.sequence) {
-            return Err(LayoutError::PreviousMarkedBad {
-                bank: target,
-                version: bad.version.clone(),
-                reason: bad.reason.clone(),
-            });
-        }
-        let mut state = self.state.clone();
-        state.active = target;
-        state.phase = Phase::Committed;
-        state.trial_started = None;
-        Ok(state)
-    }
-
-    /// Marks `version` bad at or below `sequence` (an existing mark of that version is
-    /// raised to the higher sequence and takes the new reason). At most
-    /// [`MAX_BAD_VERSIONS`](crate::MAX_BAD_VERSIONS) are kept, the newest.
-    pub fn mark_bad(
-        &mut self,
-        version: &str,
-        sequence: u64,
-        reason: &str,
-    ) -> Result<(), LayoutError> {
-        let mut state = self.state.clone();
-        state.add_bad(version, sequence, reason);
-        self.persist(state)
-    }
-
     /// Changes the state with `f` and writes it crash-safely. The bank versions and
     /// `highest_sequence` are then brought in line with the bank records, and `schema`
     /// is kept: `f` cannot make `state.json` contradict the banks.
@@ -487,30 +236,6 @@ impl Root {
         self.state = state;
         Ok(())
     }
-}
-
-/// Extracts, verifies and syncs the release into `scratch` (the root `dir`
-/// holds the unlinked file of deferred symlinks); returns its record.
-fn fill_scratch(
-    dir: &Path,
-    scratch: &Path,
-    source: impl Read + Send,
-    spec: StageSpec<'_>,
-    progress: &mut dyn FnMut(u64),
-) -> Result<BankRecord, LayoutError> {
-    let sha256 = stream_into(scratch, dir, source, &spec, progress)?;
-    Ok(BankRecord {
-        sha256,
-        ..spec.record
-    })
-}
-
-/// Writes `record` into `scratch` (last): the scratch folder is then a complete bank.
-fn write_record(scratch: &Path, record: BankRecord) -> Result<BankRecord, LayoutError> {
-    let path = scratch.join(RECORD_FILE);
-    let bytes = record.to_bytes().map_err(LayoutError::at(&path))?;
-    write_atomic_mode(&path, &bytes, PRIVATE_MODE).map_err(LayoutError::at(&path))?;
-    Ok(record)
 }
 
 /// A record as [`Root`] keeps it in memory: without its per-file digests.
