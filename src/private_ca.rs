@@ -4,8 +4,7 @@
 //! certificate lives 1 year and is renewed by running the command again,
 //! which signs a new one with the kept CA key, so agents keep trusting it.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -99,35 +98,18 @@ fn write_public(path: &Path, pem: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Mode of every private key: owner-only.
+const SECRET_MODE: u32 = 0o600;
+
 /// Writes a private key crash-safely, owner-only from its creation on (never
-/// readable by others, whatever the umask): temp file 0600, fsync, rename, fsync the folder.
+/// readable by others, whatever the umask): `bank_layout`'s one crash-safe write
+/// with mode 0600. A missing folder is created durably first (a first enrollment
+/// makes `ROOT/identity/`), so a power cut cannot keep the key and lose its folder.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let context = || format!("writing {}", path.display());
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .map_or_else(Default::default, |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&temp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .with_context(context)?;
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o600)))
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&temp, path))
-        .and_then(|()| std::fs::File::open(dir)?.sync_all());
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written.with_context(context)
+    bank_layout::create_dir_durable(dir).with_context(|| format!("creating {}", dir.display()))?;
+    bank_layout::write_atomic_mode(path, bytes, SECRET_MODE)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn common_name(name: &str) -> DistinguishedName {

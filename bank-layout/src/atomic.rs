@@ -182,6 +182,30 @@ fn create_temp(path: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
     }
 }
 
+/// Creates `dir` and any missing parents, like `create_dir_all`, and makes each
+/// creation durable (the parent of every folder it made is fsynced), so a power cut
+/// after a crash-safe write into a new folder cannot lose the folder itself.
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cursor = Some(dir);
+    while let Some(path) = cursor {
+        if path.as_os_str().is_empty() || path.is_dir() {
+            break;
+        }
+        missing.push(path);
+        cursor = path.parent();
+    }
+    for path in missing.into_iter().rev() {
+        match fs::create_dir(path) {
+            Ok(()) => fsync_dir(parent_dir(path))?,
+            // Made by someone else in between: theirs to make durable.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Makes the entries of `dir` (creations, renames, removals) durable.
 pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -253,6 +277,20 @@ mod tests {
         // Crash before the folder fsync: the rename is either there or not.
         assert_eq!(fs::read(&path).unwrap(), b"new");
         assert_eq!(remove_temp_files(dir.path()).unwrap(), 0);
+    }
+
+    #[test]
+    fn create_dir_durable_makes_every_missing_folder_and_refuses_a_file_in_the_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("identity").join("sub");
+        create_dir_durable(&deep).unwrap();
+        assert!(deep.is_dir());
+        // Idempotent, like create_dir_all.
+        create_dir_durable(&deep).unwrap();
+        fs::write(dir.path().join("file"), b"x").unwrap();
+        let blocked = dir.path().join("file").join("child");
+        assert!(create_dir_durable(&blocked).is_err());
+        assert_eq!(fs::read(dir.path().join("file")).unwrap(), b"x");
     }
 
     #[test]

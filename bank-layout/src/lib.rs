@@ -51,7 +51,8 @@ pub use crate::agent_slots::{
     MAX_LAUNCH_FAILURES, SlotId,
 };
 pub use crate::atomic::{
-    AtomicFile, DEFAULT_FILE_MODE, write_atomic, write_atomic_mode, write_atomic_with,
+    AtomicFile, DEFAULT_FILE_MODE, create_dir_durable, write_atomic, write_atomic_mode,
+    write_atomic_with,
 };
 pub use crate::delta::{DeltaPlan, ObjectSource, WantedObject};
 pub use crate::delta_index::{

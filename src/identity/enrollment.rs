@@ -103,7 +103,7 @@ pub async fn enroll(
         .await
         .with_context(|| format!("enrolling with {url}"))?;
     let dir = dir(root);
-    // (write_secret makes the folder at a first enrollment)
+    // (write_secret makes the folder, durably, at a first enrollment)
     write_secret(&dir.join(NEW_KEY_FILE), key.serialize_pem().as_bytes())?;
     write_public(&dir.join(CA_FILE), &issued.ca)?;
     write_public(&dir.join(NEW_CERT_FILE), &issued.certificate)?;
