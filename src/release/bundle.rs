@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bank_layout::{BankId, Index, LayoutError, ObjectSource, Root};
 use sha2::{Digest, Sha256};
 use signing::{IndexRef, Manifest};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::last_staging as delta_fetch;
 use crate::channel::ChannelDir;
@@ -49,14 +49,7 @@ pub fn stage_bundle(
             .map_or_else(|| PathBuf::from(OBJECTS_DIR), |p| p.join(OBJECTS_DIR));
         let version = plan.version().to_owned();
         let bank = stage_delta(root, &index, &mut BundleObjects { dir: objects_dir }, plan)?;
-        info!(
-            version,
-            objects = delta.fetch.len(),
-            reused = delta.reused_files,
-            "staged {version} from {} reused files and {} objects",
-            delta.reused_files,
-            delta.fetch.len()
-        );
+        delta_fetch::log_delta_staged(&version, &delta);
         // The same record as online: "downloaded" is what was read from the bundle.
         let read = pointer.size.saturating_add(delta.fetch_bytes);
         let staged = delta_fetch::outcome(&version, read, manifest.artifact.size, None);

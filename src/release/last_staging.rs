@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use bank_layout::DeltaPlan;
 use tracing::{info, warn};
 
 use crate::report::LastStaging;
@@ -32,6 +33,19 @@ pub fn outcome(
         saved_bytes: full_bytes.saturating_sub(downloaded_bytes),
         reason,
     }
+}
+
+/// Logs that `version` was built from the running bank's files and the fetched
+/// objects of `delta` (online and from a bundle alike).
+pub fn log_delta_staged(version: &str, delta: &DeltaPlan) {
+    info!(
+        version,
+        objects = delta.fetch.len(),
+        reused = delta.reused_files,
+        "staged {version} from {} reused files and {} objects",
+        delta.reused_files,
+        delta.fetch.len()
+    );
 }
 
 /// Logs how a release was staged (logfmt fields `path`, `downloaded`,

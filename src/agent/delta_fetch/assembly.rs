@@ -147,14 +147,7 @@ impl DeltaStaging {
             }
             other => other?,
         };
-        info!(
-            version,
-            objects = delta.fetch.len(),
-            reused = delta.reused_files,
-            "staged {version} from {} reused files and {} objects",
-            delta.reused_files,
-            delta.fetch.len()
-        );
+        release::last_staging::log_delta_staged(&version, &delta);
         let downloaded = wire.load(Ordering::Relaxed);
         Ok((bank, outcome(&version, downloaded, total, None)))
     }
