@@ -88,6 +88,18 @@ pub struct PendingReport {
     pub progress: Option<crate::progress::ProgressReport>,
 }
 
+impl From<&bank_layout::Pending> for PendingReport {
+    /// A release recorded as pending (of the payload or of the agent), not yet downloading.
+    fn from(p: &bank_layout::Pending) -> PendingReport {
+        PendingReport {
+            version: p.version.clone(),
+            sequence: p.sequence,
+            not_before: crate::clock::rfc3339(crate::clock::from_unix(p.not_before)),
+            progress: None,
+        }
+    }
+}
+
 /// A version marked bad.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BadReport {
@@ -97,4 +109,14 @@ pub struct BadReport {
     pub sequence: u64,
     /// Why.
     pub reason: String,
+}
+
+impl From<&bank_layout::BadVersion> for BadReport {
+    fn from(b: &bank_layout::BadVersion) -> BadReport {
+        BadReport {
+            version: b.version.clone(),
+            sequence: b.sequence,
+            reason: b.reason.clone(),
+        }
+    }
 }

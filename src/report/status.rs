@@ -105,26 +105,13 @@ impl StatusReport {
             }
             .to_string(),
             sequence: state.highest_sequence,
-            pending: state.pending.as_ref().map(|p| PendingReport {
-                version: p.version.clone(),
-                sequence: p.sequence,
-                not_before: clock::rfc3339(clock::from_unix(p.not_before)),
-                progress: None,
-            }),
+            pending: state.pending.as_ref().map(PendingReport::from),
             last_check: state
                 .last_check
                 .map(|t| clock::rfc3339(clock::from_unix(t))),
             last_error: state.last_error.clone(),
             last_error_kind: None,
-            bad_versions: state
-                .bad_versions
-                .iter()
-                .map(|b| BadReport {
-                    version: b.version.clone(),
-                    sequence: b.sequence,
-                    reason: b.reason.clone(),
-                })
-                .collect(),
+            bad_versions: state.bad_versions.iter().map(BadReport::from).collect(),
             restarts: None,
             clock_warning: None,
             space_notice: None,

@@ -8,7 +8,6 @@ use bank_layout::{AgentPhase, AgentSlots, AgentState};
 
 use super::{BUILD_VERSION, Identity};
 use crate::agent::core::Agent;
-use crate::clock;
 use crate::platform::PLATFORM;
 use crate::report::{BadReport, PendingReport, StatusReport};
 
@@ -25,21 +24,8 @@ pub fn fill_status(
     report.agent_previous_version = state.and_then(|s| previous_version(s, identity));
     let Some(state) = state else { return };
     report.agent_last_error.clone_from(&state.last_error);
-    report.agent_pending = state.pending.as_ref().map(|p| PendingReport {
-        version: p.version.clone(),
-        sequence: p.sequence,
-        not_before: clock::rfc3339(clock::from_unix(p.not_before)),
-        progress: None,
-    });
-    report.agent_bad_versions = state
-        .bad_versions
-        .iter()
-        .map(|b| BadReport {
-            version: b.version.clone(),
-            sequence: b.sequence,
-            reason: b.reason.clone(),
-        })
-        .collect();
+    report.agent_pending = state.pending.as_ref().map(PendingReport::from);
+    report.agent_bad_versions = state.bad_versions.iter().map(BadReport::from).collect();
 }
 
 /// The build a rollback of the agent would run: the attempt's origin, else (for a
