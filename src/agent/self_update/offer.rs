@@ -6,7 +6,7 @@ use bank_layout::{Pending, SlotId};
 use signing::ReleaseError;
 use tracing::{error, info, warn};
 
-use super::{Work, ready_to_exec, verify_agent};
+use super::{Work, ready_to_exec};
 use crate::agent::checker::CheckOutcome;
 use crate::agent::core::Agent;
 use crate::agent::fetch::Checked;
@@ -50,19 +50,16 @@ impl Agent {
             su.held = true;
             return; // looked at again when the work ends
         }
-        let (Some((manifest, signature)), Some(slots)) = (su.latest.clone(), su.slots.as_mut())
-        else {
+        let Some((manifest, signature)) = su.latest.clone() else {
             return;
         };
-        let verified = verify_agent(
-            slots.state(),
-            &su.ring,
-            &su.settings.channel,
-            &su.identity.version,
-            &manifest,
-            &signature,
-            now,
-        );
+        let verified = su
+            .slots
+            .as_ref()
+            .map(|slots| su.verify(slots.state(), &manifest, &signature, now));
+        let (Some(verified), Some(slots)) = (verified, su.slots.as_mut()) else {
+            return;
+        };
         let release = match verified {
             Ok(release) => release,
             Err(ReleaseError::OtherPlatform { platform, ours }) => {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::selftest::{self, SelfTestReport, Target};
-use super::{Work, ready_to_exec, stage_spec, verify_agent};
+use super::{Work, ready_to_exec, stage_spec};
 use crate::agent::core::{Agent, wall_wait};
 use crate::agent::fetch::{self, ArtifactStream};
 use crate::agent::staging::STAGE_RETRY;
@@ -54,11 +54,8 @@ impl Agent {
             su.slots = Some(slots);
             return;
         };
-        let verified = verify_agent(
+        let verified = su.verify(
             slots.state(),
-            &su.ring,
-            &su.settings.channel,
-            &su.identity.version,
             pending.manifest.as_bytes(),
             pending.signature.as_bytes(),
             effective,

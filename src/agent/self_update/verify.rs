@@ -10,7 +10,7 @@ use signing::{
     check_kind_and_platform,
 };
 
-use super::AGENT_PRODUCT;
+use super::{AGENT_PRODUCT, SelfUpdate};
 use crate::clock;
 use crate::platform::PLATFORM;
 
@@ -46,6 +46,28 @@ pub fn verify_agent(
     )?;
     check_kind_and_platform(&release.manifest, ReleaseKind::Agent, PLATFORM)?;
     Ok(release)
+}
+
+impl SelfUpdate {
+    /// [`verify_agent`] with this agent's key ring, channel and running build,
+    /// against the slots' `state` (the slots may be out of `self` meanwhile).
+    pub(super) fn verify(
+        &self,
+        state: &AgentState,
+        manifest: &[u8],
+        signature: &[u8],
+        now: SystemTime,
+    ) -> Result<VerifiedRelease, ReleaseError> {
+        verify_agent(
+            state,
+            &self.ring,
+            &self.settings.channel,
+            &self.identity.version,
+            manifest,
+            signature,
+            now,
+        )
+    }
 }
 
 /// The staging spec and slot record of a verified agent release.
