@@ -25,7 +25,7 @@ pub use self::bundle::{OBJECTS_DIR, stage_bundle};
 pub use self::rollback::{ADMIN_REASON, roll_back};
 pub use self::stage::{StagePlan, stage_delta, stage_release};
 pub use self::trusted_time::{CLOCK_SKEW_WARNING, clock_warning, effective_now};
-pub use self::verify::{marks, verify, verify_against, verify_with};
+pub use self::verify::{Known, marks, verify, verify_against, verify_known, verify_with};
 
 /// Opens the root (lock + recovery) and logs what recovery did.
 pub fn open_root(dir: &Path) -> anyhow::Result<Root> {

@@ -1,9 +1,10 @@
 //! The one verification of a payload release against what a root knows: its
-//! product, highest sequence, running version, bad marks and key ring.
+//! product, highest sequence, running version, bad marks and key ring; and
+//! [`verify_known`], the policy under it that an agent release goes through too.
 
 use std::time::SystemTime;
 
-use bank_layout::{Root, State};
+use bank_layout::{BadVersion, Root, State};
 use signing::{Expectations, KeyRing, ReleaseError, ReleaseKind, VerifiedRelease};
 
 use crate::keyring;
@@ -49,32 +50,68 @@ pub fn verify_with(
     let running = state
         .version_of(state.active)
         .and_then(|v| semver::Version::parse(v).ok());
-    // The one bad-version rule, over the marks as the root stores them.
-    let marked_bad = marks(&state.bad_versions);
+    let known = Known {
+        product: state.product.as_deref(),
+        channel: &setup.channel,
+        highest_sequence: state.highest_sequence,
+        running: running.as_ref(),
+        bad_versions: &state.bad_versions,
+        // A payload channel carries payload releases, for this platform or any.
+        kind: ReleaseKind::Payload,
+    };
+    verify_known(&known, ring, manifest, signature, effective_now(state, now))
+}
+
+/// What a release is checked against besides its keys: what a root (for a
+/// payload) or the agent slots (for the agent) know, and the kind of release
+/// their channel carries.
+pub struct Known<'a> {
+    /// The product pinned (`None`: a fresh root accepts any).
+    pub product: Option<&'a str>,
+    /// The channel followed.
+    pub channel: &'a str,
+    /// The highest sequence accepted so far (0 when fresh).
+    pub highest_sequence: u64,
+    /// The version running now, if any.
+    pub running: Option<&'a semver::Version>,
+    /// The versions marked bad, as stored.
+    pub bad_versions: &'a [BadVersion],
+    /// The kind of release the channel carries.
+    pub kind: ReleaseKind,
+}
+
+/// The one verification policy, payload or agent: [`signing::verify_release`]
+/// with `ring`'s trusted and revoked keys and what is `known` (its bad marks
+/// asked of the one bad-version rule, [`marks`]), then the kind and this platform.
+pub fn verify_known(
+    known: &Known<'_>,
+    ring: &KeyRing,
+    manifest: &[u8],
+    signature: &[u8],
+    now: SystemTime,
+) -> Result<VerifiedRelease, ReleaseError> {
+    let marked_bad = marks(known.bad_versions);
     let release = signing::verify_release(
         manifest,
         signature,
         &Expectations {
             trusted_keys: &ring.trusted(),
             revoked_keys: &ring.revoked_ids(),
-            product: state.product.as_deref(),
-            channel: &setup.channel,
-            highest_sequence: state.highest_sequence,
-            running_version: running.as_ref(),
+            product: known.product,
+            channel: known.channel,
+            highest_sequence: known.highest_sequence,
+            running_version: known.running,
             marked_bad: &marked_bad,
-            now: effective_now(state, now),
+            now,
         },
     )?;
-    // A payload channel carries payload releases, for this platform or any.
-    signing::check_kind_and_platform(&release.manifest, ReleaseKind::Payload, PLATFORM)?;
+    signing::check_kind_and_platform(&release.manifest, known.kind, PLATFORM)?;
     Ok(release)
 }
 
 /// The release policy's [`signing::MarkedBad`] question, answered by the one
 /// bad-version rule (`bank_layout::marked_bad`) over `bad_versions` as stored.
-pub fn marks(
-    bad_versions: &[bank_layout::BadVersion],
-) -> impl Fn(&semver::Version, u64) -> Option<u64> + '_ {
+pub fn marks(bad_versions: &[BadVersion]) -> impl Fn(&semver::Version, u64) -> Option<u64> + '_ {
     move |version, sequence| {
         bank_layout::marked_bad(bad_versions, &version.to_string(), sequence)
             .map(|mark| mark.sequence)

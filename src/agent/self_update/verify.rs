@@ -5,14 +5,11 @@
 use std::time::SystemTime;
 
 use bank_layout::{AgentBuild, AgentStageSpec, AgentState, ArchiveFormat};
-use signing::{
-    ArtifactFormat, Expectations, KeyRing, ReleaseError, ReleaseKind, VerifiedRelease,
-    check_kind_and_platform,
-};
+use signing::{ArtifactFormat, KeyRing, ReleaseError, ReleaseKind, VerifiedRelease};
 
 use super::{AGENT_PRODUCT, SelfUpdate};
 use crate::clock;
-use crate::platform::PLATFORM;
+use crate::release::{Known, verify_known};
 
 /// Verifies an agent release: the payload policy (signature, product
 /// [`AGENT_PRODUCT`], channel, expiry, sequence against the agent's own highest,
@@ -28,24 +25,15 @@ pub fn verify_agent(
     now: SystemTime,
 ) -> Result<VerifiedRelease, ReleaseError> {
     let running = semver::Version::parse(running).ok();
-    // The one bad-version rule, over this agent's own marks.
-    let marked_bad = crate::release::marks(&state.bad_versions);
-    let release = signing::verify_release(
-        manifest,
-        signature,
-        &Expectations {
-            trusted_keys: &ring.trusted(),
-            revoked_keys: &ring.revoked_ids(),
-            product: Some(AGENT_PRODUCT),
-            channel,
-            highest_sequence: state.highest_sequence,
-            running_version: running.as_ref(),
-            marked_bad: &marked_bad,
-            now,
-        },
-    )?;
-    check_kind_and_platform(&release.manifest, ReleaseKind::Agent, PLATFORM)?;
-    Ok(release)
+    let known = Known {
+        product: Some(AGENT_PRODUCT),
+        channel,
+        highest_sequence: state.highest_sequence,
+        running: running.as_ref(),
+        bad_versions: &state.bad_versions,
+        kind: ReleaseKind::Agent,
+    };
+    verify_known(&known, ring, manifest, signature, now)
 }
 
 impl SelfUpdate {
