@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
+use super::admin_client::{check_console_url, https_client, runtime};
 use super::page::rfc3339;
 use super::store::{self, FLEET_DB, FleetEntry};
 use crate::cli::FleetArgs;
@@ -57,30 +58,10 @@ fn fetch(
     ca_cert: Option<&Path>,
     token: Option<&str>,
 ) -> anyhow::Result<Vec<FleetEntry>> {
-    if !(console.starts_with("https://") || console.starts_with("http://")) {
-        return Err(UsageError::new(format!(
-            "--console `{console}` must be an https:// (or http://) URL"
-        ))
-        .into());
-    }
-    let mut client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .timeout(FETCH_TIMEOUT);
-    if let Some(path) = ca_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
-        for cert in certs {
-            client = client.add_root_certificate(cert);
-        }
-    }
-    let client = client.build().context("setting up the HTTPS client")?;
+    check_console_url(console)?;
+    let client = https_client(ca_cert, FETCH_TIMEOUT)?;
     let url = format!("{}/v1/fleet", console.trim_end_matches('/'));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     let body = runtime
         .block_on(get_capped(&client, &url, token))
         .with_context(|| format!("asking {url}"))?;

@@ -28,6 +28,7 @@
 
 mod accept;
 mod admin;
+mod admin_client;
 mod artifacts;
 mod auth;
 mod fleet;

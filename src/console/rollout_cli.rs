@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
+use super::admin_client::{check_console_url, https_client, runtime};
 use super::rollout::percent_text;
 use super::rollout_engine::Rollouts;
 use super::rollout_view::{RolloutView, RolloutsView};
@@ -110,12 +111,7 @@ fn connect(
     url: &str,
     access: &AdminAccess,
 ) -> anyhow::Result<(reqwest::Client, String, String, tokio::runtime::Runtime)> {
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(UsageError::new(format!(
-            "--console `{url}` must be an https:// (or http://) URL"
-        ))
-        .into());
-    }
+    check_console_url(url)?;
     let token = match access.token_file.as_deref() {
         Some(file) => super::read_token_file(file, "--token-file")?,
         None => match std::env::var(TOKEN_ENV) {
@@ -128,24 +124,9 @@ fn connect(
             }
         },
     };
-    let mut client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .timeout(REQUEST_TIMEOUT);
-    if let Some(path) = access.ca_cert.as_deref() {
-        let pem = std::fs::read(path)
-            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
-        for cert in certs {
-            client = client.add_root_certificate(cert);
-        }
-    }
-    let client = client.build().context("setting up the HTTPS client")?;
+    let client = https_client(access.ca_cert.as_deref(), REQUEST_TIMEOUT)?;
     let base = url.trim_end_matches('/');
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     Ok((client, token, base.to_string(), runtime))
 }
 

@@ -1,0 +1,47 @@
+//! The client side of the console's admin commands (`console fleet --console`,
+//! `console rollout`, `console channel`): the `--console` URL check, an HTTPS
+//! client trusting the system roots plus `--ca-cert`, and the runtime it runs on.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::error::UsageError;
+
+/// `--console URL` must be an https:// (or, for a test console, http://) URL.
+pub(super) fn check_console_url(url: &str) -> Result<(), UsageError> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(UsageError::new(format!(
+            "--console `{url}` must be an https:// (or http://) URL"
+        )));
+    }
+    Ok(())
+}
+
+/// An HTTPS client trusting the system roots plus every certificate of the PEM
+/// file `ca_cert`; a request that takes longer than `timeout` fails.
+pub(super) fn https_client(
+    ca_cert: Option<&Path>,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Client> {
+    let mut client = reqwest::Client::builder().use_rustls_tls().timeout(timeout);
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path)
+            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
+        for cert in certs {
+            client = client.add_root_certificate(cert);
+        }
+    }
+    client.build().context("setting up the HTTPS client")
+}
+
+/// The runtime a command's few requests run on (one thread: it only waits).
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
