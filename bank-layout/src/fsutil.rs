@@ -1,5 +1,6 @@
 //! Small file system helpers for bank folders: empty one, make one durable, measure
-//! one, and ask the file system for free space and what `syncfs` is worth on it.
+//! one, swap a complete one in, and ask the file system for free space and what
+//! `syncfs` is worth on it.
 
 use std::fs::{self, File};
 use std::io;
@@ -192,6 +193,41 @@ pub(crate) fn remove_tree(dir: &Path) -> Result<(), LayoutError> {
     if fs::remove_dir_all(dir).is_err() {
         make_writable(dir)?;
         fs::remove_dir_all(dir).map_err(LayoutError::at(dir))?;
+    }
+    Ok(())
+}
+
+/// Renames the folder `dir` to `retired` (a leftover there removed first), so that
+/// a complete `scratch` folder can take its place ([`move_in`]): says whether there
+/// was a folder to put aside (none: deleted by hand, or never filled). If `dir`
+/// cannot be renamed, `scratch` is removed.
+pub(crate) fn put_aside(dir: &Path, retired: &Path, scratch: &Path) -> Result<bool, LayoutError> {
+    remove_tree(retired)?;
+    match fs::rename(dir, retired) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => {
+            let _ = remove_tree(scratch);
+            Err(LayoutError::io(dir, e))
+        }
+    }
+}
+
+/// Renames `scratch` to `dir` after [`put_aside`]; if that fails, the folder put
+/// aside (`had_folder`) goes back to `dir` where it can, and `scratch` is removed.
+/// The parent folder is not fsynced here.
+pub(crate) fn move_in(
+    dir: &Path,
+    retired: &Path,
+    scratch: &Path,
+    had_folder: bool,
+) -> Result<(), LayoutError> {
+    if let Err(e) = fs::rename(scratch, dir) {
+        if had_folder {
+            let _ = fs::rename(retired, dir);
+        }
+        let _ = remove_tree(scratch);
+        return Err(LayoutError::io(dir, e));
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! over the slot (the old content aside first, put back on error).
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -13,7 +13,7 @@ use super::{
     SCRATCH_PREFIX, SLOT_MODE, SlotId,
 };
 use crate::atomic::fsync_dir;
-use crate::fsutil::remove_tree;
+use crate::fsutil::{move_in, put_aside, remove_tree};
 use crate::root::make_bank_dir;
 use crate::stage::{StageSpec, stream_into};
 use crate::{ArchiveFormat, BankRecord, LayoutError};
@@ -112,23 +112,13 @@ impl AgentSlots {
     fn swap_in(&mut self, slot: SlotId, scratch: &Path) -> Result<(), LayoutError> {
         let dir = self.dir.join(slot.dir_name());
         let retired = self.dir.join(format!("{RETIRED_PREFIX}{slot}"));
-        remove_tree(&retired)?;
-        let had_folder = match fs::rename(&dir, &retired) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => {
-                let _ = remove_tree(scratch);
-                return Err(LayoutError::io(&dir, e));
-            }
-        };
+        let had_folder = put_aside(&dir, &retired, scratch)?;
         self.records[slot.index()] = None;
-        if let Err(e) = fs::rename(scratch, &dir) {
+        if let Err(e) = move_in(&dir, &retired, scratch, had_folder) {
             if had_folder {
-                let _ = fs::rename(&retired, &dir);
                 self.records[slot.index()] = read_record(&dir).ok().flatten();
             }
-            let _ = remove_tree(scratch);
-            return Err(LayoutError::io(&dir, e));
+            return Err(e);
         }
         fsync_dir(&self.dir).map_err(LayoutError::at(&self.dir))
     }

@@ -2,13 +2,12 @@
 //! space check, a fresh scratch folder filled (stream extraction or a delta), its
 //! record written last, the swap into the idle bank, the state write.
 
-use std::fs;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::Path;
 
 use super::{PRIVATE_MODE, Root, SCRATCH_DIR, make_bank_dir, retired_name, without_files};
 use crate::atomic::{fsync_dir, write_atomic_mode};
-use crate::fsutil::remove_tree;
+use crate::fsutil::{move_in, put_aside, remove_tree};
 use crate::recover::wipe_bank;
 use crate::space::{SpacePlan, plan};
 use crate::stage::{StageSpec, stream_into};
@@ -129,23 +128,8 @@ impl Root {
     fn swap_in(&mut self, bank: BankId, scratch: &Path) -> Result<(), LayoutError> {
         let dir = self.bank_dir(bank);
         let retired = self.dir.join(retired_name(bank));
-        remove_tree(&retired)?;
-        let had_folder = match fs::rename(&dir, &retired) {
-            Ok(()) => true,
-            // A bank folder deleted by hand: nothing to put aside.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => {
-                let _ = remove_tree(scratch);
-                return Err(LayoutError::io(&dir, e));
-            }
-        };
-        if let Err(e) = fs::rename(scratch, &dir) {
-            if had_folder {
-                let _ = fs::rename(&retired, &dir);
-            }
-            let _ = remove_tree(scratch);
-            return Err(LayoutError::io(&dir, e));
-        }
+        let had_folder = put_aside(&dir, &retired, scratch)?;
+        move_in(&dir, &retired, scratch, had_folder)?;
         fsync_dir(&self.dir).map_err(LayoutError::at(&self.dir))
     }
 }
