@@ -23,8 +23,8 @@
 //!
 //! This file opens the download (full, or a delta) and stages it; the delta's
 //! pieces are `index.rs` (the index fetch), `objects.rs` (the object fetch),
-//! `assembly.rs` (the choice and the tree built from the objects) and
-//! `record.rs` (how the last release was staged).
+//! `assembly.rs` (the choice and the tree built from the objects); how the
+//! last release was staged is kept by `release/last_staging.rs`.
 
 mod assembly;
 mod index;
