@@ -28,7 +28,7 @@
 
 mod accept;
 mod admin;
-mod admin_client;
+pub(crate) mod admin_client;
 mod artifacts;
 mod auth;
 mod fleet;

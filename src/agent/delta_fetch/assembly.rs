@@ -156,8 +156,13 @@ impl DeltaStaging {
 /// The error of a staging an admin rollback cancelled.
 fn cancelled_error() -> LayoutError {
     LayoutError::Source {
-        source: io::Error::other("cancelled by an admin rollback"),
+        source: cancelled_io(),
     }
+}
+
+/// The I/O error a cancelled read returns (what [`cancelled_error`] carries).
+fn cancelled_io() -> io::Error {
+    io::Error::other("cancelled by an admin rollback")
 }
 
 /// The objects as the layout crate asks for them.
@@ -193,7 +198,7 @@ impl ObjectSource for Fetched {
             None => self.objects.blocking_recv(),
         };
         if self.cancelled.load(Ordering::SeqCst) {
-            return Err(io::Error::other("cancelled by an admin rollback"));
+            return Err(cancelled_io());
         }
         match next {
             Some(Ok(bytes)) => {
@@ -226,7 +231,7 @@ struct Cancellable {
 impl Read for Cancellable {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.cancelled.load(Ordering::SeqCst) {
-            return Err(io::Error::other("cancelled by an admin rollback"));
+            return Err(cancelled_io());
         }
         self.inner.read(buf)
     }

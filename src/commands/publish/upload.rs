@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::io::ReaderStream;
 
 use super::pack::Packed;
+use crate::console::admin_client::{check_console_url, https_client_builder, runtime};
 use crate::console::{ErrorBody, History, Published, ReleaseUpload};
-use crate::error::UsageError;
 use crate::progress::Progress;
 
 /// Connecting to the console must not hang `publish`.
@@ -78,35 +78,18 @@ impl Console {
         token: String,
         ca_cert: Option<&Path>,
     ) -> anyhow::Result<Console> {
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(UsageError::new(format!(
-                "--console `{url}` must be an https:// (or http://) URL"
-            ))
-            .into());
-        }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
+        check_console_url(url)?;
+        let http = https_client_builder(ca_cert)?
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("bankswap/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_cert {
-            let unusable = |e: &dyn std::fmt::Display| {
-                UsageError::new(format!("--ca-cert {}: {e}", path.display()))
-            };
-            let pem = std::fs::read(path).map_err(|e| unusable(&e))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unusable(&e))? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+            .user_agent(concat!("bankswap/", env!("CARGO_PKG_VERSION")))
             .build()
-            .context("starting the async runtime")?;
+            .context("setting up the HTTPS client")?;
         Ok(Console {
             base: url.trim_end_matches('/').to_string(),
             channel: channel.to_string(),
             token,
-            http: builder.build().context("setting up the HTTPS client")?,
-            runtime,
+            http,
+            runtime: runtime()?,
         })
     }
 
