@@ -631,11 +631,20 @@ camp_online_delay() {
   done
 }
 
-# camp_online_wait PHASE LOG: waits for CAMP_STEP's first log line (boot: none), bounded.
+# camp_online_wait PHASE LOG: waits for CAMP_STEP's first log line (boot: none), bounded;
+# stops waiting at once when the step can no longer come (camp_step_or_stopped).
 camp_online_wait() {
   [ "$CAMP_STEP" = boot ] && return 0
+  camp_wait "the agent to reach $CAMP_STEP" "$CAMP_DEADLINE_S" camp_step_or_stopped "$1" "$2" || true
+}
+
+# camp_step_or_stopped PHASE LOG: whether LOG has CAMP_STEP's first line, or the agent
+# exited, or the file system under test died (a crash armed before the start fires
+# before the step: the keys.json rename comes before `release scheduled`).
+camp_step_or_stopped() {
   local -n starts="CAMP_STEP_START_$1"
-  camp_wait "the agent to reach $CAMP_STEP" "$CAMP_DEADLINE_S" camp_log_has "$2" "${starts[$CAMP_STEP]}" || true
+  camp_log_has "$2" "${starts[$CAMP_STEP]}" || camp_gone "$OP_PID" ||
+    { declare -F camp_hook_crashed >/dev/null && camp_hook_crashed; }
 }
 
 # The file each crash kind dies before renaming onto (ERE on the path); a caller adds
