@@ -58,6 +58,8 @@
 #                  commit, to be pushed to a held request as in steady state.
 #   BENCH_DIR=DIR  parent of the work folder (default /var/tmp); removed on exit
 #   BANKSWAP_BIN=P use this binary instead of building
+#   SMAPS_DIR=DIR  also save the agent's /proc/PID/smaps when fresh and when idle,
+#                  as DIR/fresh.smaps and DIR/idle.smaps (where the idle growth is)
 # Needs: python3, zstd, curl, openssl, sha256sum (scripts/setup-test-deps.sh).
 # Bounded: every wait has a deadline; all processes are stopped on exit.
 #
@@ -158,6 +160,8 @@ bench_track "$AGENT_PID"
 bench_wait "the agent to install 1.0.0" 60 bench_committed "$W/root" 1.0.0
 sleep "$FRESH_SECS"
 RSS_EARLY="$(bench_proc_kib "$AGENT_PID" VmRSS)"
+save_smaps() { if [ -n "${SMAPS_DIR:-}" ]; then mkdir -p "$SMAPS_DIR" && cat "/proc/$AGENT_PID/smaps" >"$SMAPS_DIR/$1.smaps"; fi; }
+save_smaps fresh
 EARLY_PARTS="anon $(bench_proc_kib "$AGENT_PID" RssAnon), file $(bench_proc_kib "$AGENT_PID" RssFile) KiB"
 
 # --- runs ------------------------------------------------------------------------
@@ -272,6 +276,7 @@ c0="$(bench_cpu_ticks "$AGENT_PID")"
 sleep "$IDLE_SECS"
 c1="$(bench_cpu_ticks "$AGENT_PID")"
 RSS_IDLE="$(bench_proc_kib "$AGENT_PID" VmRSS)"
+save_smaps idle
 IDLE_PARTS="anon $(mib "$(bench_proc_kib "$AGENT_PID" RssAnon)"), file $(mib "$(bench_proc_kib "$AGENT_PID" RssFile)")"
 bench_committed "$W/root" "3.0.$PUSHES" || bench_die "the agent is not on 3.0.$PUSHES at the end"
 
