@@ -18,6 +18,7 @@ mod generation;
 mod handover;
 mod inherit;
 pub mod launch;
+mod memory;
 mod offers;
 mod reexec;
 mod reload;
@@ -74,6 +75,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// hand-over that fails any check is logged as one line, its fds are closed
 /// and leftover payload groups killed, and the agent starts cold.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    memory::use_one_arena();
     let config = AgentConfig::load(config_path)?;
     let received = handover::take_from_env(&config.root, config_path);
     if received.is_err() {

@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 use crate::agent::core::{Agent, Disk, Mode, Staged, wall_wait};
 use crate::agent::delta_fetch::Download;
 use crate::agent::fetch;
+use crate::agent::memory::release_freed_memory;
 use crate::agent::status::ErrorKind;
 use crate::clock;
 use crate::control::Request;
@@ -158,17 +159,6 @@ impl Agent {
             ErrorKind::Staging,
             format!("staging {version} (sequence {sequence}): {e}"),
         );
-    }
-}
-
-/// Staging frees megabytes of buffers that glibc's allocator would otherwise keep:
-/// an idle agent went from 9.7 to 16.5 MiB RSS after its first update. Hands them
-/// back to the kernel (all arenas) once, after each staging.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap memory to the kernel; no pointer is touched.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
