@@ -64,12 +64,7 @@ impl Listeners {
     /// path starting with `/` or `./` for a Unix stream socket (a stale socket
     /// file is removed first; `mode` is applied before `listen`).
     pub fn bind(config: &[ListenConfig]) -> Result<Listeners, SupervisorError> {
-        if config.len() > MAX_LISTENERS {
-            return Err(SupervisorError::TooManyListeners {
-                count: config.len(),
-                max: MAX_LISTENERS,
-            });
-        }
+        check_count(config.len())?;
         let mut sockets = Vec::with_capacity(config.len());
         for listen in config {
             check_name(&listen.name)?;
@@ -90,12 +85,7 @@ impl Listeners {
         &mut self,
         config: &[ListenConfig],
     ) -> Result<ListenChange, SupervisorError> {
-        if config.len() > MAX_LISTENERS {
-            return Err(SupervisorError::TooManyListeners {
-                count: config.len(),
-                max: MAX_LISTENERS,
-            });
-        }
+        check_count(config.len())?;
         // First everything that can fail, touching nothing of the running set.
         let mut taken = vec![false; self.sockets.len()];
         let mut plan = Vec::with_capacity(config.len());
@@ -264,6 +254,17 @@ fn bind_one(listen: &ListenConfig) -> Result<Listener, SupervisorError> {
 /// Socket paths start with `/` or `./`; everything else is `host:port`.
 fn is_socket_path(address: &str) -> bool {
     address.starts_with('/') || address.starts_with("./")
+}
+
+/// At most [`MAX_LISTENERS`] sockets, configured or handed over.
+fn check_count(count: usize) -> Result<(), SupervisorError> {
+    if count > MAX_LISTENERS {
+        return Err(SupervisorError::TooManyListeners {
+            count,
+            max: MAX_LISTENERS,
+        });
+    }
+    Ok(())
 }
 
 /// systemd's rule for fd names: 1–255 printable ASCII characters, no `:`.

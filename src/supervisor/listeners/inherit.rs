@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Listener, Listeners, MAX_LISTENERS, check_name, is_socket_path};
+use super::{Listener, Listeners, check_count, check_name, is_socket_path};
 use crate::config::ListenConfig;
 use crate::supervisor::SupervisorError;
 use crate::supervisor::socket::Bound;
@@ -77,12 +77,7 @@ impl Listeners {
         inherited: Vec<(InheritedListener, OwnedFd)>,
         config: &[ListenConfig],
     ) -> Result<Listeners, SupervisorError> {
-        if inherited.len() > MAX_LISTENERS {
-            return Err(SupervisorError::TooManyListeners {
-                count: inherited.len(),
-                max: MAX_LISTENERS,
-            });
-        }
+        check_count(inherited.len())?;
         let mut sockets = Vec::with_capacity(inherited.len());
         for (listener, fd) in inherited {
             check_name(&listener.name)?;
