@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::fetch::{self, Checked};
 use crate::cli::SimulateArgs;
 use crate::config::{Timeouts, load_public_key};
+use crate::console::admin_client::https_client_builder;
 use crate::error::UsageError;
 use crate::report::WireReport;
 
@@ -61,19 +62,10 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         .map_err(|e| UsageError::new(format!("--trial {}: {e}", args.trial)))?;
     let wait = humantime::parse_duration(&args.wait)
         .map_err(|e| UsageError::new(format!("--wait {}: {e}", args.wait)))?;
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .connect_timeout(Timeouts::default().connect);
-    if let Some(path) = &args.ca_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| UsageError::new(format!("--ca-cert {}: {e}", path.display())))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    let http = builder.build().context("building the HTTPS client")?;
+    let http = https_client_builder(args.ca_cert.as_deref())?
+        .connect_timeout(Timeouts::default().connect)
+        .build()
+        .context("building the HTTPS client")?;
     let fleet = Arc::new(Fleet {
         http,
         console: args.console.clone(),

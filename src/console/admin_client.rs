@@ -1,5 +1,6 @@
-//! The client side of the console's admin commands (`console fleet --console`,
-//! `console rollout`, `console channel`): the `--console` URL check, an HTTPS
+//! The client side of the commands that talk to a console (`console fleet
+//! --console`, `console rollout`, `console channel`, `publish --console`,
+//! `simulate`, `console enroll`/`renew`): the `--console` URL check, an HTTPS
 //! client trusting the system roots plus `--ca-cert`, and the runtime it runs on.
 
 use std::path::Path;

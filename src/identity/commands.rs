@@ -7,6 +7,7 @@ use anyhow::{Context, anyhow};
 
 use crate::cli::{EnrollArgs, RenewArgs};
 use crate::clock;
+use crate::console::admin_client::runtime;
 use crate::identity::enrollment::{enroll, read_token};
 use crate::identity::renewal::renew;
 use crate::identity::store::{dir, load};
@@ -28,13 +29,6 @@ fn builder_with(roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
         .fold(reqwest::Client::builder().use_rustls_tls(), |b, cert| {
             b.add_root_certificate(cert.clone())
         })
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
 }
 
 /// `bankswap console enroll` (hidden): enrolls the agent of `--root`.
