@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use signing::{IndexRef, Manifest};
 use tracing::warn;
 
-use super::last_staging as delta_fetch;
+use super::last_staging;
 use crate::channel::ChannelDir;
 use crate::release::stage::{StagePlan, stage_delta, stage_release};
 
@@ -49,11 +49,11 @@ pub fn stage_bundle(
             .map_or_else(|| PathBuf::from(OBJECTS_DIR), |p| p.join(OBJECTS_DIR));
         let version = plan.version().to_owned();
         let bank = stage_delta(root, &index, &mut BundleObjects { dir: objects_dir }, plan)?;
-        delta_fetch::log_delta_staged(&version, &delta);
+        last_staging::log_delta_staged(&version, &delta);
         // The same record as online: "downloaded" is what was read from the bundle.
         let read = pointer.size.saturating_add(delta.fetch_bytes);
-        let staged = delta_fetch::outcome(&version, read, manifest.artifact.size, None);
-        delta_fetch::record_staging(root.dir(), &staged);
+        let staged = last_staging::outcome(&version, read, manifest.artifact.size, None);
+        last_staging::record_staging(root.dir(), &staged);
         return Ok(bank);
     };
     if let Some(pointer) = index {
@@ -67,9 +67,9 @@ pub fn stage_bundle(
     let (version, size) = (plan.version().to_owned(), plan.artifact_size());
     let bank = stage_release(root, artifact_file, plan)?;
     let why = "the bundle carries the full artifact".to_owned();
-    delta_fetch::record_staging(
+    last_staging::record_staging(
         root.dir(),
-        &delta_fetch::outcome(&version, size, size, Some(why)),
+        &last_staging::outcome(&version, size, size, Some(why)),
     );
     Ok(bank)
 }
