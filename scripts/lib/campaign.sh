@@ -487,12 +487,15 @@ camp_summary() {
 #                            (power: clear LazyFS's cache, remount); ROOT stays valid
 #   camp_hook_arm_crash RGX  (power only) make the file system die right before the
 #                            next rename onto a path matching RGX
-#   camp_hook_crashed        (power only) whether it died
+#   camp_hook_crashed        (power only) whether it died (defined below: never)
 #   camp_hook_recover        (power only) after it died: remount
 #   camp_hook_finish         end of a trial (unmount, remove the root)
 #   camp_hook_tool_failed    (optional) whether the file system under test failed on
 #                            its own during the trial (not by a fault the trial armed):
 #                            its verdict is then void; sets CAMP_TOOL_WHY
+
+# A kill campaign's file system never dies; the power-cut campaign redefines this.
+camp_hook_crashed() { return 1; }
 
 # camp_agent_phase PHASE: whether PHASE is a running agent with steps (CAMP_STEPS_PHASE).
 camp_agent_phase() { declare -p "CAMP_STEPS_$1" >/dev/null 2>&1; }
@@ -643,8 +646,7 @@ camp_online_wait() {
 # before the step: the keys.json rename comes before `release scheduled`).
 camp_step_or_stopped() {
   local -n starts="CAMP_STEP_START_$1"
-  camp_log_has "$2" "${starts[$CAMP_STEP]}" || camp_gone "$OP_PID" ||
-    { declare -F camp_hook_crashed >/dev/null && camp_hook_crashed; }
+  camp_log_has "$2" "${starts[$CAMP_STEP]}" || camp_gone "$OP_PID" || camp_hook_crashed
 }
 
 # The file each crash kind dies before renaming onto (ERE on the path); a caller adds
