@@ -179,6 +179,21 @@ pub(crate) fn sync_tree(dir: &Path) -> Result<(), LayoutError> {
     fsync_walk(dir)
 }
 
+/// Asks the kernel to start writing `file`'s data to disk now, without waiting: the
+/// bank's final sync (`syncfs`, or an fsync per file) then finds it mostly written.
+/// Only a hint: durability still comes from that sync, which reports any write error.
+pub(crate) fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open.
+        let _ =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
 /// Removes the folder `dir` and everything in it, even read-only folders; a missing
 /// folder is fine.
 pub(crate) fn remove_tree(dir: &Path) -> Result<(), LayoutError> {

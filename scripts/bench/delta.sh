@@ -177,6 +177,7 @@ EOF
   pid=$!
   bench_track "$pid"
   bench_wait "the $way agent to install 1.0.0" 600 bench_committed "$dir/root" 1.0.0
+  bench_settle
   [ "$link" = shaped ] && shape_on
   mark="$(log_lines)"
   make_current 2.0.0
@@ -197,7 +198,7 @@ EOF
 run_pipeline() {
   local link="$1" mark a b
   mkdir "$W/fresh"
-  sync
+  bench_settle
   [ "$link" = shaped ] && shape_on
   mark="$(log_lines)"
   a="$(bench_now)"

@@ -56,11 +56,33 @@ bench_workdir() {
 # Seconds since the epoch with microseconds.
 bench_now() { printf '%s\n' "${EPOCHREALTIME/,/.}"; }
 
-# Removes outputs and flushes them so the next timed run starts clean. With
-# DROP_CACHES=1 and root, also drops the page cache (and so the cached artifact).
+# Waits (at most QUIET_SECS, default 30) until the disk under the work folder has
+# written nothing for a whole second: a sync returns before the disk is done with
+# what it started (ext4's discards of removed files on a `discard` mount, journal
+# commits), and a timed run on a busy disk measures the leftovers of the last one.
+# Quiet: the device's writes completed, requests in flight and discards
+# completed (/sys/dev/block/M:N/stat fields 5, 9, 12) unchanged over a second.
+bench_disk_quiet() {
+  local stat a b i
+  stat="/sys/dev/block/$(stat -c '%Hd:%Ld' "${W:-.}")/stat"
+  [ -r "$stat" ] || return 0
+  a="$(awk '{print $5, $9, $12}' "$stat")"
+  for ((i = 0; i < ${QUIET_SECS:-30}; i++)); do
+    sleep 1
+    b="$(awk '{print $5, $9, $12}' "$stat")"
+    [ "$a" = "$b" ] && return 0
+    a="$b"
+  done
+  bench_log "warning: the disk was still busy after ${QUIET_SECS:-30} s"
+}
+
+# Removes outputs and flushes them so the next timed run starts clean, on a quiet
+# disk. With DROP_CACHES=1 and root, also drops the page cache (and so the
+# cached artifact).
 bench_settle() {
   rm -rf "$@"
   sync
+  bench_disk_quiet
   if [ "${DROP_CACHES:-0}" = 1 ]; then
     if [ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
       :

@@ -264,6 +264,10 @@ fn production_world(
         agent_id.clone(),
         report_rx,
     ));
+    tokio::spawn(async {
+        tokio::time::sleep(memory::COLD_CODE_AFTER_START).await;
+        memory::release_cold_code();
+    });
     info!(agent_id, root = %config.root.display(), console, channel = config.channel, "agent starting");
     let world = World {
         root,

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use crate::agent::core::{Agent, Disk, Mode, Staged, wall_wait};
 use crate::agent::delta_fetch::Download;
 use crate::agent::fetch;
-use crate::agent::memory::release_freed_memory;
+use crate::agent::memory::{release_cold_code, release_freed_memory};
 use crate::agent::status::ErrorKind;
 use crate::clock;
 use crate::control::Request;
@@ -117,6 +117,7 @@ impl Agent {
             _ => None,
         };
         release_freed_memory();
+        release_cold_code();
         let (version, sequence) = release
             .as_ref()
             .map(|r| (r.manifest.version.to_string(), r.manifest.sequence))

@@ -1,6 +1,7 @@
 //! One file of a delta tree, checked as it is written: cloned (`FICLONE`) or copied
 //! from a file and read back hashed, or decompressed from its object, capped at the
-//! announced compressed and unpacked sizes and hashed.
+//! announced compressed and unpacked sizes and hashed. Each written file's
+//! writeback starts at once, so the tree's final sync finds it mostly on disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -9,8 +10,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::LayoutError;
 use crate::root::PRIVATE_MODE;
+use crate::{LayoutError, fsutil};
 
 /// Bytes per read when copying, hashing or decompressing a file.
 const COPY_BUFFER: usize = 256 * 1024;
@@ -47,6 +48,7 @@ pub(super) fn copy_checked(
     let mut source = source;
     let (digest, n) =
         hash_copy(&mut source, &mut target, size).map_err(|e| LayoutError::io(to, e))?;
+    fsutil::start_writeback(&target);
     Ok((n == size).then_some(digest))
 }
 
@@ -142,6 +144,7 @@ pub(super) fn write_object(
         let mut decoder = zstd::stream::read::Decoder::new(&mut counted).map_err(source_error)?;
         hash_copy(&mut decoder, &mut target, size)
     };
+    fsutil::start_writeback(&target);
     // Whatever the decoder made of it, the object's own size is the first check.
     io::copy(&mut counted, &mut io::sink()).map_err(source_error)?;
     if counted.count > packed {

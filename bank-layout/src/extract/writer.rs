@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 
-use crate::LayoutError;
+use crate::{LayoutError, fsutil};
 
 /// Bytes moved per write while extracting a file: large writes keep syscall overhead
 /// out of the pipeline (zstd hands out at most 128 KiB blocks anyway); the buffers are
@@ -89,25 +89,10 @@ pub(super) fn write_files(
                         file.set_permissions(Permissions::from_mode(mode))
                             .map_err(LayoutError::at(&path))?;
                     }
-                    start_writeback(&file);
+                    fsutil::start_writeback(&file);
                 }
             }
         }
     }
     Ok(())
-}
-
-/// Asks the kernel to start writing `file`'s data to disk now, without waiting: the
-/// bank's final sync (`syncfs`, or an fsync per file) then finds it mostly written.
-/// Only a hint: durability still comes from that sync, which reports any write error.
-fn start_writeback(file: &File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open.
-        let _ =
-            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = file;
 }
