@@ -195,9 +195,14 @@ bench_build_all() {
 # bench_console DATA TLS_DIR [ARG...]: starts `bankswap console serve` (with ARGs) on 127.0.0.1:0 over
 # DATA with TLS_DIR/server.{pem,key}, logging to $W/console.log; waits for its
 # address; sets CONSOLE_URL (https://127.0.0.1:PORT), CONSOLE_ADDR and CONSOLE_PID.
+#
+# The console runs from its own copy of the binary, as it runs on its own machine in
+# a fleet: an agent's resident code pages are then its own, not shared with the
+# console's mapping of the same file (which the kernel will not reclaim for it).
 bench_console() {
   : >"$W/console.out"
-  BANKSWAP_LOG=info "$BIN" console serve --data "$1" --listen 127.0.0.1:0 \
+  cp "$BIN" "$W/bankswap-console"
+  BANKSWAP_LOG=info "$W/bankswap-console" console serve --data "$1" --listen 127.0.0.1:0 \
     --tls-cert "$2/server.pem" --tls-key "$2/server.key" "${@:3}" >"$W/console.out" 2>>"$W/console.log" &
   CONSOLE_PID=$!
   bench_track "$CONSOLE_PID"
