@@ -44,28 +44,34 @@ pub(super) const COLD_CODE_AFTER_START: std::time::Duration = std::time::Duratio
 /// staging. Only a hint: nothing fails if the kernel declines (before Linux 5.4).
 pub(super) fn release_cold_code() {
     #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let (Ok(exe), Ok(maps)) = (
-            std::fs::metadata("/proc/self/exe"),
-            std::fs::read_to_string("/proc/self/maps"),
-        ) else {
-            return;
-        };
-        let device = format!(
-            "{:02x}:{:02x}",
-            libc::major(exe.dev()),
-            libc::minor(exe.dev())
-        );
-        for (start, len) in code_mappings(&maps, &device, exe.ino()) {
-            // SAFETY: the range is one whole mapping of this process, read-only and
-            // backed by its binary; MADV_PAGEOUT only drops resident pages, which the
-            // next access reads back unchanged. Nothing is unmapped.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, len, libc::MADV_PAGEOUT);
-            }
+    for (start, len) in own_code_mappings() {
+        // SAFETY: the range is one whole mapping of this process, read-only and
+        // backed by its binary; MADV_PAGEOUT only drops resident pages, which the
+        // next access reads back unchanged. Nothing is unmapped.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_PAGEOUT);
         }
     }
+}
+
+/// This process's read-only mappings of its own binary (`/proc/self/exe`, by
+/// device and inode, so a replaced binary still counts): none if either cannot
+/// be read.
+#[cfg(target_os = "linux")]
+fn own_code_mappings() -> Vec<(usize, usize)> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(exe), Ok(maps)) = (
+        std::fs::metadata("/proc/self/exe"),
+        std::fs::read_to_string("/proc/self/maps"),
+    ) else {
+        return Vec::new();
+    };
+    let device = format!(
+        "{:02x}:{:02x}",
+        libc::major(exe.dev()),
+        libc::minor(exe.dev())
+    );
+    code_mappings(&maps, &device, exe.ino())
 }
 
 /// The read-only mappings of the file `device` (`major:minor`, hex, as
@@ -120,13 +126,14 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
         assert!(code_mappings("", "fd:01", 1234567).is_empty());
     }
 
-    /// Resident KiB of this process's mappings of its own binary (smaps).
+    /// Resident KiB of the mappings [`release_cold_code`] acts on (smaps).
     #[cfg(target_os = "linux")]
     fn resident_code_kib() -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let exe = std::fs::metadata("/proc/self/exe").expect("exe");
+        let starts: Vec<usize> = own_code_mappings()
+            .iter()
+            .map(|&(start, _)| start)
+            .collect();
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let ino = exe.ino().to_string();
         let mut ours = false;
         let mut kib = 0;
         for line in smaps.lines() {
@@ -139,7 +146,12 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
                         .unwrap_or(0);
                 }
                 Some(field) if field.ends_with(':') => {}
-                Some(_) => ours = line.split_ascii_whitespace().nth(4) == Some(ino.as_str()),
+                Some(range) => {
+                    ours = range
+                        .split_once('-')
+                        .and_then(|(start, _)| usize::from_str_radix(start, 16).ok())
+                        .is_some_and(|start| starts.contains(&start));
+                }
                 None => {}
             }
         }
